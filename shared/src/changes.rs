@@ -1,0 +1,137 @@
+//! Turning an event into a [`Change`] for the store: the lifecycle decides, this module builds the
+//! state, operation and history that record the decision.
+
+use crate::domain::{OperationAction, OperationId, OperationStatus, RequestSource, Subscription, Timestamp};
+use crate::lifecycle::{decide, LifecycleEvent, Transition};
+use crate::store::{
+    Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, SubscriptionRecord,
+};
+
+/// An event about one subscription, as a flow hands it to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The idempotency key: an event with an id already recorded is not applied again.
+    pub operation_id: OperationId,
+    pub lifecycle: LifecycleEvent,
+    pub source: ChangeSource,
+    pub action: Option<OperationAction>,
+    pub requested_by: Option<RequestSource>,
+    pub operation_status: Option<OperationStatus>,
+    /// When it happened at Microsoft (`timeStamp`); orders events.
+    pub occurred_at: Option<Timestamp>,
+    /// The subscription as it is after the event, as far as the flow knows (Microsoft's view).
+    pub after: Subscription,
+}
+
+/// What to do with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Apply this change to the store.
+    Apply(Change),
+    /// The event cannot follow from what we hold: re-read the subscription from Microsoft and
+    /// apply that as an observation instead.
+    Resync,
+}
+
+/// Decides what `event` does to `current` (the stored record, if any) and builds the change.
+pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Timestamp) -> Decision {
+    let Some(current) = current else {
+        return first_sighting(event, now);
+    };
+    let transition =
+        decide(&current.status(), current.last_event_at, &event.lifecycle, event.occurred_at);
+    let (outcome, detail) = match transition {
+        Transition::Resync => return Decision::Resync,
+        Transition::Move(status) => {
+            let mut next = event.after.clone();
+            next.status = Some(status);
+            if next == current.subscription {
+                (Outcome::Unchanged, Some("already as Microsoft says".to_owned()))
+            } else {
+                let record = SubscriptionRecord {
+                    subscription: next,
+                    version: current.version + 1,
+                    last_event_at: current.last_event_at.max(event.occurred_at),
+                    updated_at: now,
+                };
+                let state = StateWrite::Replace { expected_version: current.version, record };
+                return Decision::Apply(build(event, Some(current), state, Outcome::Applied, None, now));
+            }
+        }
+        Transition::Unchanged => (Outcome::Unchanged, None),
+        Transition::Terminal => (Outcome::Ignored, Some("the subscription is unsubscribed for good".to_owned())),
+        Transition::Stale => (
+            Outcome::Stale,
+            Some(format!(
+                "happened at {}, before the last applied event at {}",
+                fmt_time(event.occurred_at),
+                fmt_time(current.last_event_at)
+            )),
+        ),
+    };
+    Decision::Apply(build(event, Some(current), StateWrite::Keep, outcome, detail, now))
+}
+
+fn first_sighting(event: Event, now: Timestamp) -> Decision {
+    // Without a status from Microsoft there is nothing trustworthy to record as state.
+    if event.after.status.is_none() {
+        return Decision::Resync;
+    }
+    let record = SubscriptionRecord {
+        subscription: event.after.clone(),
+        version: 1,
+        last_event_at: event.occurred_at,
+        updated_at: now,
+    };
+    Decision::Apply(build(event, None, StateWrite::Create(record), Outcome::Applied, None, now))
+}
+
+fn build(
+    event: Event,
+    current: Option<&SubscriptionRecord>,
+    state: StateWrite,
+    outcome: Outcome,
+    detail: Option<String>,
+    now: Timestamp,
+) -> Change {
+    let (to, version) = match &state {
+        StateWrite::Create(record) | StateWrite::Replace { record, .. } => {
+            (Some(Snapshot::from(&record.subscription)), record.version)
+        }
+        StateWrite::Keep => (None, current.map_or(0, |c| c.version)),
+    };
+    let history = HistoryEntry {
+        subscription_id: event.after.id.clone(),
+        operation_id: event.operation_id.clone(),
+        at: now,
+        source: event.source,
+        event: describe(&event.lifecycle),
+        outcome: outcome.clone(),
+        from: current.map(|c| Snapshot::from(&c.subscription)),
+        to,
+        version,
+        detail,
+    };
+    let operation = OperationRecord {
+        id: event.operation_id,
+        action: event.action,
+        requested_by: event.requested_by,
+        status: event.operation_status,
+        occurred_at: event.occurred_at,
+        recorded_at: now,
+        outcome,
+    };
+    Change { operation, state, history }
+}
+
+fn describe(event: &LifecycleEvent) -> String {
+    match event {
+        LifecycleEvent::Observed(status) => format!("Observed({status})"),
+        LifecycleEvent::Unrecognized(action) => format!("Unrecognized({action})"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn fmt_time(at: Option<Timestamp>) -> String {
+    at.map_or_else(|| "an unknown time".to_owned(), |t| t.to_rfc3339())
+}

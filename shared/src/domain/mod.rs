@@ -1,0 +1,23 @@
+//! Microsoft's SaaS Fulfillment v2 objects, parsed as tolerantly as the reference demands.
+//!
+//! No field beyond the identifiers is trusted to be present: Microsoft's payloads drift between
+//! doc revisions (reference §4.2, §9.4 item 11), and unknown fields and enum values never fail a
+//! parse.
+
+pub mod lenient;
+mod operation;
+mod plan;
+mod subscription;
+mod webhook;
+
+pub use lenient::Timestamp;
+pub use operation::{Operation, OperationAction, OperationId, OperationStatus, RequestSource};
+pub use plan::{
+    AvailablePlans, MeteredQuantityIncluded, MeteringDimension, Plan, PlanComponents,
+    RecurrentBillingTerm, SourceOffer,
+};
+pub use subscription::{
+    AadIdentifier, CustomerOperation, PlanId, ResolvedSubscription, SandboxType, SessionMode,
+    Subscription, SubscriptionId, SubscriptionStatus, Term, TermUnit,
+};
+pub use webhook::WebhookPayload;

@@ -1,0 +1,11 @@
+//! The fulfillment core: Microsoft's SaaS Fulfillment v2 from the publisher's side.
+//!
+//! Domain types and the lifecycle state machine are pure; the ports ([`store::SubscriptionStore`],
+//! [`clock::Clock`]) are traits the use cases depend on; the adapters (DynamoDB) live beside them.
+//! Nothing here knows about Lambda.
+
+pub mod changes;
+pub mod clock;
+pub mod domain;
+pub mod lifecycle;
+pub mod store;

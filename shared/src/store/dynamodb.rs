@@ -1,0 +1,324 @@
+//! The DynamoDB adapter of [`SubscriptionStore`]: one table, laid out as [`layout`] says.
+//!
+//! Records are written as native DynamoDB maps (converted from their JSON form), so items stay
+//! readable in the console and on the table's stream.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    Applied, BoxError, Change, HistoryEntry, OperationRecord, StateWrite, StoreError, SubscriptionRecord,
+    SubscriptionStore,
+};
+use crate::domain::{OperationId, SubscriptionId};
+
+/// The table's keys and index; `template.yaml` declares the same (a test checks they agree).
+pub mod layout {
+    use crate::domain::{OperationId, SubscriptionId, Timestamp};
+
+    pub const PARTITION_KEY: &str = "pk";
+    pub const SORT_KEY: &str = "sk";
+    /// Sparse global secondary index: only subscription state items carry its key.
+    pub const TENANT_INDEX: &str = "ByBeneficiaryTenant";
+    pub const TENANT_KEY: &str = "beneficiaryTenantId";
+    /// Epoch seconds after which DynamoDB's TTL may delete an operation item.
+    pub const EXPIRES_AT: &str = "expiresAt";
+
+    pub const STATE: &str = "STATE";
+    pub const OPERATION_PREFIX: &str = "OP#";
+    pub const EVENT_PREFIX: &str = "EVENT#";
+
+    pub fn partition(id: &SubscriptionId) -> String {
+        format!("SUB#{id}")
+    }
+
+    pub fn operation(id: &OperationId) -> String {
+        format!("{OPERATION_PREFIX}{id}")
+    }
+
+    /// Fixed-width UTC time first, so that sort-key order is time order.
+    pub fn event(at: Timestamp, operation: &OperationId) -> String {
+        format!("{EVENT_PREFIX}{}#{operation}", at.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
+    }
+}
+
+/// How long an operation item is kept for deduplication. Microsoft retries a webhook for 8 hours;
+/// the history keeps every operation forever.
+pub const OPERATION_RETENTION: chrono::Duration = chrono::Duration::days(90);
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Subscriptions, operations and history in one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoDbStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDbStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn put(&self, item: Item, condition: &str) -> TransactWriteItem {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .build()
+            .expect("table, item and condition are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    fn versioned_put(&self, item: Item, expected_version: u64) -> TransactWriteItem {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", number(expected_version))
+            .build()
+            .expect("table, item and condition are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    async fn query_all(
+        &self,
+        action: &'static str,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        query.into_paginator().items().send().try_collect().await.map_err(|e| classify(action, e))
+    }
+}
+
+impl SubscriptionStore for DynamoDbStore {
+    async fn get(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(layout::PARTITION_KEY, string(layout::partition(id)))
+            .key(layout::SORT_KEY, string(layout::STATE))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("get subscription", e))?;
+        output.item.map(|item| decode(&item)).transpose()
+    }
+
+    async fn apply(&self, change: &Change) -> Result<Applied, StoreError> {
+        let id = change.subscription_id();
+        let partition = layout::partition(id);
+        let mut writes = Vec::with_capacity(3);
+        let version = match &change.state {
+            StateWrite::Create(record) => {
+                writes.push(self.put(state_item(&partition, record)?, "attribute_not_exists(pk)"));
+                record.version
+            }
+            StateWrite::Replace { expected_version, record } => {
+                writes.push(self.versioned_put(state_item(&partition, record)?, *expected_version));
+                record.version
+            }
+            StateWrite::Keep => change.history.version,
+        };
+        let state_writes = writes.len();
+        writes.push(self.put(operation_item(&partition, &change.operation)?, "attribute_not_exists(pk)"));
+        writes.push(self.put(history_item(&partition, &change.history)?, "attribute_not_exists(pk)"));
+
+        match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
+            Ok(_) => Ok(Applied::Recorded { version }),
+            Err(error) => {
+                let reasons: Vec<Option<String>> = match error.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().map(str::to_owned))
+                        .collect(),
+                    _ => return Err(classify("apply change", error)),
+                };
+                let failed = |index: usize, code: &str| reasons.get(index).and_then(Option::as_deref) == Some(code);
+                if failed(state_writes, "ConditionalCheckFailed") {
+                    // The operation id is already recorded: this change was applied before.
+                    Ok(Applied::Duplicate)
+                } else if reasons.iter().flatten().any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict") {
+                    Err(StoreError::Conflict { subscription_id: id.clone() })
+                } else {
+                    Err(classify("apply change", error))
+                }
+            }
+        }
+    }
+
+    async fn operation(
+        &self,
+        subscription_id: &SubscriptionId,
+        operation_id: &OperationId,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(layout::PARTITION_KEY, string(layout::partition(subscription_id)))
+            .key(layout::SORT_KEY, string(layout::operation(operation_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("get operation", e))?;
+        output.item.map(|item| decode(&item)).transpose()
+    }
+
+    async fn history(&self, id: &SubscriptionId) -> Result<Vec<HistoryEntry>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", string(layout::partition(id)))
+            .expression_attribute_values(":prefix", string(layout::EVENT_PREFIX))
+            .consistent_read(true);
+        self.query_all("read history", query).await?.iter().map(decode).collect()
+    }
+
+    async fn by_beneficiary_tenant(&self, tenant_id: &str) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(layout::TENANT_INDEX)
+            .key_condition_expression("#tenant = :tenant")
+            .expression_attribute_names("#tenant", layout::TENANT_KEY)
+            .expression_attribute_values(":tenant", string(tenant_id));
+        self.query_all("find by beneficiary tenant", query).await?.iter().map(decode).collect()
+    }
+}
+
+// Items ----------------------------------------------------------------------------------------
+
+fn state_item(partition: &str, record: &SubscriptionRecord) -> Result<Item, StoreError> {
+    let mut item = encode(partition, layout::STATE, record)?;
+    let subscription = &record.subscription;
+    // Top-level copies for the index and for filters; the record itself stays the source.
+    if let Some(tenant) = subscription.beneficiary_tenant_id() {
+        item.insert(layout::TENANT_KEY.into(), string(tenant));
+    }
+    if let Some(status) = &subscription.status {
+        item.insert("status".into(), string(status.as_str()));
+    }
+    if let Some(offer) = &subscription.offer_id {
+        item.insert("offerId".into(), string(offer));
+    }
+    Ok(item)
+}
+
+fn operation_item(partition: &str, operation: &OperationRecord) -> Result<Item, StoreError> {
+    let mut item = encode(partition, &layout::operation(&operation.id), operation)?;
+    let expires = operation.recorded_at + OPERATION_RETENTION;
+    item.insert(layout::EXPIRES_AT.into(), number(expires.timestamp()));
+    Ok(item)
+}
+
+fn history_item(partition: &str, entry: &HistoryEntry) -> Result<Item, StoreError> {
+    encode(partition, &layout::event(entry.at, &entry.operation_id), entry)
+}
+
+fn encode(partition: &str, sort: &str, record: &impl Serialize) -> Result<Item, StoreError> {
+    let corrupt = |source: BoxError| StoreError::Corrupt { key: format!("{partition}/{sort}"), source };
+    let Value::Object(fields) = serde_json::to_value(record).map_err(|e| corrupt(e.into()))? else {
+        return Err(corrupt("a record must encode as an object".into()));
+    };
+    let mut item: Item = fields.into_iter().map(|(k, v)| (k, to_attribute(v))).collect();
+    item.insert(layout::PARTITION_KEY.into(), string(partition));
+    item.insert(layout::SORT_KEY.into(), string(sort));
+    Ok(item)
+}
+
+fn decode<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    let key = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let corrupt = |source: BoxError| StoreError::Corrupt {
+        key: format!("{}/{}", key(layout::PARTITION_KEY), key(layout::SORT_KEY)),
+        source,
+    };
+    let fields = item
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), from_attribute(v)?)))
+        .collect::<Result<serde_json::Map<_, _>, BoxError>>()
+        .map_err(corrupt)?;
+    serde_json::from_value(Value::Object(fields)).map_err(|e| corrupt(e.into()))
+}
+
+fn to_attribute(value: Value) -> AttributeValue {
+    match value {
+        Value::Null => AttributeValue::Null(true),
+        Value::Bool(b) => AttributeValue::Bool(b),
+        Value::Number(n) => AttributeValue::N(n.to_string()),
+        Value::String(s) => AttributeValue::S(s),
+        Value::Array(items) => AttributeValue::L(items.into_iter().map(to_attribute).collect()),
+        Value::Object(fields) => AttributeValue::M(fields.into_iter().map(|(k, v)| (k, to_attribute(v))).collect()),
+    }
+}
+
+fn from_attribute(value: &AttributeValue) -> Result<Value, BoxError> {
+    Ok(match value {
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::N(n) => {
+            let number = n.parse::<u64>().map(Into::into).or_else(|_| n.parse::<i64>().map(Into::into));
+            match number {
+                Ok(number) => Value::Number(number),
+                Err(_) => serde_json::Number::from_f64(n.parse::<f64>()?)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("{n} is not a finite number"))?,
+            }
+        }
+        AttributeValue::L(items) => Value::Array(items.iter().map(from_attribute).collect::<Result<_, _>>()?),
+        AttributeValue::M(fields) => Value::Object(
+            fields.iter().map(|(k, v)| Ok((k.clone(), from_attribute(v)?))).collect::<Result<_, BoxError>>()?,
+        ),
+        other => return Err(format!("unexpected attribute type {other:?}").into()),
+    })
+}
+
+fn string(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+// Errors ---------------------------------------------------------------------------------------
+
+/// Transport failures, throttling and server errors are retryable; the rest is a refusal.
+fn classify<E, R>(action: &'static str, error: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    const RETRYABLE_CODES: &[&str] = &[
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    ];
+    let retryable = match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(context) => context.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c)),
+        _ => false,
+    };
+    let source = Box::new(error);
+    if retryable {
+        StoreError::Unavailable { action, source }
+    } else {
+        StoreError::Refused { action, source }
+    }
+}
+

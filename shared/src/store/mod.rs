@@ -1,0 +1,207 @@
+//! The store port: our copy of every subscription, one item per operation, and its history.
+//!
+//! A [`Change`] is applied atomically: the new state (guarded by the version it was computed
+//! from), the operation (written only if its id is new: the idempotency key) and the history
+//! entry. So a retried or duplicated change is applied once, and of two concurrent writers one
+//! wins and the other gets [`StoreError::Conflict`] and must re-read.
+
+pub mod dynamodb;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::lenient::{lenient_enum, Timestamp};
+use crate::domain::{
+    OperationAction, OperationId, OperationStatus, PlanId, RequestSource, Subscription, SubscriptionId,
+    SubscriptionStatus,
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Our copy of one subscription: Microsoft's view as last applied, plus what keeps writes safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionRecord {
+    pub subscription: Subscription,
+    /// Starts at 1; every state change adds one. Writes are conditional on it.
+    pub version: u64,
+    /// When the newest applied event happened (Microsoft's `timeStamp`): older events are stale.
+    pub last_event_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+impl SubscriptionRecord {
+    /// The status we hold; `Unknown("")` when Microsoft never told us one.
+    pub fn status(&self) -> SubscriptionStatus {
+        self.subscription.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()))
+    }
+}
+
+lenient_enum! {
+    /// Which flow made a change (the history's `source`).
+    pub enum ChangeSource {
+        Landing = "landing",
+        Activation = "activation",
+        Webhook = "webhook",
+        Publisher = "publisher",
+        Reconcile = "reconcile",
+    }
+}
+
+lenient_enum! {
+    /// What applying an event did.
+    pub enum Outcome {
+        /// The state moved (status, plan, seats, term or other fields).
+        Applied = "applied",
+        /// Already reflected or notify-only: nothing to change.
+        Unchanged = "unchanged",
+        /// Older than the last applied event: recorded, state kept.
+        Stale = "stale",
+        /// The subscription is `Unsubscribed` for good: recorded, state kept.
+        Ignored = "ignored",
+    }
+}
+
+/// One operation on a subscription: a webhook delivery, a publisher request, a landing visit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRecord {
+    pub id: OperationId,
+    pub action: Option<OperationAction>,
+    pub requested_by: Option<RequestSource>,
+    /// Microsoft's status of the operation when we recorded it.
+    pub status: Option<OperationStatus>,
+    /// Microsoft's `timeStamp` of the operation.
+    pub occurred_at: Option<Timestamp>,
+    pub recorded_at: Timestamp,
+    pub outcome: Outcome,
+}
+
+/// The fields a history entry shows before and after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub status: Option<SubscriptionStatus>,
+    pub plan_id: Option<PlanId>,
+    pub quantity: Option<u32>,
+}
+
+impl From<&Subscription> for Snapshot {
+    fn from(s: &Subscription) -> Self {
+        Self { status: s.status.clone(), plan_id: s.plan_id.clone(), quantity: s.quantity }
+    }
+}
+
+/// One entry of a subscription's history: every event we recorded, applied or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub subscription_id: SubscriptionId,
+    pub operation_id: OperationId,
+    pub at: Timestamp,
+    pub source: ChangeSource,
+    /// The event, e.g. `Suspended` or `Observed(Subscribed)`.
+    pub event: String,
+    pub outcome: Outcome,
+    pub from: Option<Snapshot>,
+    pub to: Option<Snapshot>,
+    /// The record's version after this entry (unchanged when the state did not move).
+    pub version: u64,
+    /// Why, or what differed.
+    pub detail: Option<String>,
+}
+
+/// What a change does to the subscription's state item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateWrite {
+    /// First sighting: written only if no record exists yet.
+    Create(SubscriptionRecord),
+    /// Written only if the stored version is still `expected_version`.
+    Replace { expected_version: u64, record: SubscriptionRecord },
+    /// The state stays as it is; only the operation and history are recorded.
+    Keep,
+}
+
+/// Everything one event writes, applied as one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub operation: OperationRecord,
+    pub state: StateWrite,
+    pub history: HistoryEntry,
+}
+
+impl Change {
+    pub fn subscription_id(&self) -> &SubscriptionId {
+        &self.history.subscription_id
+    }
+}
+
+/// The result of applying a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Written; the record is now at `version`.
+    Recorded { version: u64 },
+    /// This operation id was applied before: nothing was written.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer changed the subscription first: re-read and decide again.
+    #[error("subscription {subscription_id} was changed by another writer")]
+    Conflict { subscription_id: SubscriptionId },
+    /// The store could not be reached or is overloaded: retry later.
+    #[error("the store is unavailable during {action}")]
+    Unavailable {
+        action: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// The store refused the request (misconfiguration, missing table, invalid request).
+    #[error("the store refused {action}")]
+    Refused {
+        action: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// An item could not be read back into a record.
+    #[error("the stored item {key} cannot be decoded")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// Whether the same request may succeed later (after a re-read, for a conflict).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::Unavailable { .. })
+    }
+}
+
+/// Where subscriptions, operations and history are kept.
+pub trait SubscriptionStore: Send + Sync {
+    /// The current record, read consistently.
+    fn get(&self, id: &SubscriptionId) -> impl Future<Output = Result<Option<SubscriptionRecord>, StoreError>> + Send;
+
+    /// Applies a change atomically (see the module documentation).
+    fn apply(&self, change: &Change) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+
+    /// The operation recorded under this id, if any.
+    fn operation(
+        &self,
+        subscription_id: &SubscriptionId,
+        operation_id: &OperationId,
+    ) -> impl Future<Output = Result<Option<OperationRecord>, StoreError>> + Send;
+
+    /// Every history entry of a subscription, oldest first.
+    fn history(&self, id: &SubscriptionId) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+
+    /// The subscriptions whose beneficiary is this Entra tenant.
+    fn by_beneficiary_tenant(
+        &self,
+        tenant_id: &str,
+    ) -> impl Future<Output = Result<Vec<SubscriptionRecord>, StoreError>> + Send;
+}

@@ -1,0 +1,38 @@
+//! `template.yaml` declares the table the store's layout expects.
+
+use fulfillment::store::dynamodb::layout;
+use integration_tests::table::{definition, Key};
+
+fn key(name: &str, kind: &str) -> Key {
+    Key { attribute_name: name.into(), key_type: kind.into() }
+}
+
+#[test]
+fn the_template_declares_the_keys_the_store_uses() {
+    let table = definition();
+    assert_eq!(table.key_schema, vec![key(layout::PARTITION_KEY, "HASH"), key(layout::SORT_KEY, "RANGE")]);
+    assert_eq!(table.billing_mode, "PAY_PER_REQUEST");
+}
+
+#[test]
+fn the_template_declares_the_beneficiary_tenant_index() {
+    let table = definition();
+    let index = table
+        .global_secondary_indexes
+        .iter()
+        .find(|i| i.index_name == layout::TENANT_INDEX)
+        .expect("the tenant index is declared");
+    assert_eq!(index.key_schema[0], key(layout::TENANT_KEY, "HASH"));
+    assert_eq!(index.projection.projection_type, "ALL", "lookups read whole records from the index");
+    for attribute in [layout::PARTITION_KEY, layout::SORT_KEY, layout::TENANT_KEY] {
+        let declared = table.attribute_definitions.iter().find(|a| a.attribute_name == attribute);
+        assert_eq!(declared.map(|a| a.attribute_type.as_str()), Some("S"), "{attribute} is a string key");
+    }
+}
+
+#[test]
+fn the_template_expires_operation_items() {
+    let ttl = definition().time_to_live_specification.expect("TTL is declared");
+    assert_eq!(ttl.attribute_name, layout::EXPIRES_AT);
+    assert!(ttl.enabled);
+}

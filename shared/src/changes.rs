@@ -2,7 +2,7 @@
 //! state, operation and history that record the decision.
 
 use crate::domain::{OperationAction, OperationId, OperationStatus, RequestSource, Subscription, Timestamp};
-use crate::lifecycle::{decide, LifecycleEvent, Transition};
+use crate::lifecycle::{LifecycleEvent, Transition, decide};
 use crate::store::{
     Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, SubscriptionRecord,
 };
@@ -24,6 +24,7 @@ pub struct Event {
 }
 
 /// What to do with an event.
+#[allow(clippy::large_enum_variant, reason = "short-lived: one per event, moved straight into the store")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Apply this change to the store.
@@ -38,8 +39,7 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
     let Some(current) = current else {
         return first_sighting(event, now);
     };
-    let transition =
-        decide(&current.status(), current.last_event_at, &event.lifecycle, event.occurred_at);
+    let transition = decide(&current.status(), current.last_event_at, &event.lifecycle, event.occurred_at);
     let (outcome, detail) = match transition {
         Transition::Resync => return Decision::Resync,
         Transition::Move(status) => {
@@ -59,7 +59,9 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
             }
         }
         Transition::Unchanged => (Outcome::Unchanged, None),
-        Transition::Terminal => (Outcome::Ignored, Some("the subscription is unsubscribed for good".to_owned())),
+        Transition::Terminal => {
+            (Outcome::Ignored, Some("the subscription is unsubscribed for good".to_owned()))
+        }
         Transition::Stale => (
             Outcome::Stale,
             Some(format!(

@@ -97,9 +97,10 @@ pub fn transition(from: &SubscriptionStatus, event: &LifecycleEvent) -> Transiti
         (E::Reinstated, S::Subscribed) => Unchanged,
 
         // Everything else means we missed something (or hold a status we do not know).
-        (E::Activated | E::PlanChanged | E::QuantityChanged | E::Renewed | E::Suspended | E::Reinstated, _) => {
-            Resync
-        }
+        (
+            E::Activated | E::PlanChanged | E::QuantityChanged | E::Renewed | E::Suspended | E::Reinstated,
+            _,
+        ) => Resync,
     }
 }
 

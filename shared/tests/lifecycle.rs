@@ -3,9 +3,11 @@
 use std::collections::HashSet;
 
 use chrono::{TimeZone, Utc};
-use fulfillment::changes::{plan_change, Decision, Event};
-use fulfillment::domain::{OperationAction, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus, Timestamp};
-use fulfillment::lifecycle::{decide, transition, LifecycleEvent as E, Transition};
+use fulfillment::changes::{Decision, Event, plan_change};
+use fulfillment::domain::{
+    OperationAction, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+};
+use fulfillment::lifecycle::{LifecycleEvent as E, Transition, decide, transition};
 use fulfillment::store::{ChangeSource, Outcome, StateWrite, SubscriptionRecord};
 
 fn unknown() -> SubscriptionStatus {
@@ -21,7 +23,9 @@ fn states() -> Vec<SubscriptionStatus> {
 
 #[test]
 fn every_state_and_event_pair_has_the_defined_outcome() {
-    use SubscriptionStatus::{NotStarted as N, PendingFulfillmentStart as P, Subscribed as S, Suspended as X, Unsubscribed as U};
+    use SubscriptionStatus::{
+        NotStarted as N, PendingFulfillmentStart as P, Subscribed as S, Suspended as X, Unsubscribed as U,
+    };
     use Transition::{Move as M, Resync as R, Terminal as T, Unchanged as Same};
     let u = unknown;
 
@@ -73,7 +77,9 @@ fn at(minute: u32) -> Option<Timestamp> {
 #[test]
 fn an_event_older_than_the_last_applied_is_stale_whatever_it_is() {
     for from in states() {
-        for event in [E::Suspended, E::Reinstated, E::Unsubscribed, E::Observed(SubscriptionStatus::Subscribed)] {
+        for event in
+            [E::Suspended, E::Reinstated, E::Unsubscribed, E::Observed(SubscriptionStatus::Subscribed)]
+        {
             assert_eq!(decide(&from, at(30), &event, at(20)), Transition::Stale, "{event:?} while {from}");
         }
     }
@@ -119,7 +125,12 @@ fn subscription(status: SubscriptionStatus) -> Subscription {
 }
 
 fn record(status: SubscriptionStatus, version: u64, last_event_at: Option<Timestamp>) -> SubscriptionRecord {
-    SubscriptionRecord { subscription: subscription(status), version, last_event_at, updated_at: at(0).expect("time") }
+    SubscriptionRecord {
+        subscription: subscription(status),
+        version,
+        last_event_at,
+        updated_at: at(0).expect("time"),
+    }
 }
 
 fn event(lifecycle: E, after: Subscription, occurred_at: Option<Timestamp>) -> Event {
@@ -146,22 +157,38 @@ fn apply(decision: Decision) -> fulfillment::store::Change {
 fn a_move_replaces_the_record_at_the_next_version_with_the_target_status() {
     let current = record(SubscriptionStatus::Subscribed, 4, at(10));
     // The webhook's snapshot may still say Subscribed: the transition decides the status.
-    let change = apply(plan_change(Some(&current), event(E::Suspended, subscription(SubscriptionStatus::Subscribed), at(20)), at(21).expect("t")));
-    let StateWrite::Replace { expected_version, record } = &change.state else { panic!("{:?}", change.state) };
+    let change = apply(plan_change(
+        Some(&current),
+        event(E::Suspended, subscription(SubscriptionStatus::Subscribed), at(20)),
+        at(21).expect("t"),
+    ));
+    let StateWrite::Replace { expected_version, record } = &change.state else {
+        panic!("{:?}", change.state)
+    };
     assert_eq!((*expected_version, record.version), (4, 5));
     assert_eq!(record.subscription.status, Some(SubscriptionStatus::Suspended));
     assert_eq!(record.last_event_at, at(20));
     assert_eq!(change.history.outcome, Outcome::Applied);
     assert_eq!(change.history.version, 5);
-    assert_eq!(change.history.from.as_ref().and_then(|s| s.status.clone()), Some(SubscriptionStatus::Subscribed));
-    assert_eq!(change.history.to.as_ref().and_then(|s| s.status.clone()), Some(SubscriptionStatus::Suspended));
+    assert_eq!(
+        change.history.from.as_ref().and_then(|s| s.status.clone()),
+        Some(SubscriptionStatus::Subscribed)
+    );
+    assert_eq!(
+        change.history.to.as_ref().and_then(|s| s.status.clone()),
+        Some(SubscriptionStatus::Suspended)
+    );
     assert_eq!(change.operation.outcome, Outcome::Applied);
 }
 
 #[test]
 fn a_plan_change_that_changes_nothing_only_records_the_event() {
     let current = record(SubscriptionStatus::Subscribed, 2, None);
-    let change = apply(plan_change(Some(&current), event(E::PlanChanged, current.subscription.clone(), at(5)), at(6).expect("t")));
+    let change = apply(plan_change(
+        Some(&current),
+        event(E::PlanChanged, current.subscription.clone(), at(5)),
+        at(6).expect("t"),
+    ));
     assert_eq!(change.state, StateWrite::Keep);
     assert_eq!(change.history.outcome, Outcome::Unchanged);
     assert_eq!(change.history.version, 2);
@@ -180,14 +207,22 @@ fn a_plan_change_records_the_new_plan() {
 #[test]
 fn an_impossible_event_asks_for_a_resync() {
     let current = record(SubscriptionStatus::PendingFulfillmentStart, 1, None);
-    let decision = plan_change(Some(&current), event(E::Suspended, current.subscription.clone(), at(5)), at(6).expect("t"));
+    let decision = plan_change(
+        Some(&current),
+        event(E::Suspended, current.subscription.clone(), at(5)),
+        at(6).expect("t"),
+    );
     assert_eq!(decision, Decision::Resync);
 }
 
 #[test]
 fn an_event_for_an_unsubscribed_subscription_is_ignored_but_recorded() {
     let current = record(SubscriptionStatus::Unsubscribed, 7, at(1));
-    let change = apply(plan_change(Some(&current), event(E::Reinstated, subscription(SubscriptionStatus::Subscribed), at(5)), at(6).expect("t")));
+    let change = apply(plan_change(
+        Some(&current),
+        event(E::Reinstated, subscription(SubscriptionStatus::Subscribed), at(5)),
+        at(6).expect("t"),
+    ));
     assert_eq!(change.state, StateWrite::Keep);
     assert_eq!(change.history.outcome, Outcome::Ignored);
     assert_eq!(change.history.version, 7);
@@ -196,7 +231,11 @@ fn an_event_for_an_unsubscribed_subscription_is_ignored_but_recorded() {
 #[test]
 fn a_stale_event_is_recorded_with_why() {
     let current = record(SubscriptionStatus::Subscribed, 3, at(30));
-    let change = apply(plan_change(Some(&current), event(E::Suspended, current.subscription.clone(), at(20)), at(31).expect("t")));
+    let change = apply(plan_change(
+        Some(&current),
+        event(E::Suspended, current.subscription.clone(), at(20)),
+        at(31).expect("t"),
+    ));
     assert_eq!(change.state, StateWrite::Keep);
     assert_eq!(change.history.outcome, Outcome::Stale);
     assert!(change.history.detail.as_deref().is_some_and(|d| d.contains("before the last applied")));
@@ -206,7 +245,11 @@ fn a_stale_event_is_recorded_with_why() {
 fn a_first_sighting_creates_version_one_but_only_with_a_status() {
     let created = apply(plan_change(
         None,
-        event(E::Observed(SubscriptionStatus::PendingFulfillmentStart), subscription(SubscriptionStatus::PendingFulfillmentStart), at(1)),
+        event(
+            E::Observed(SubscriptionStatus::PendingFulfillmentStart),
+            subscription(SubscriptionStatus::PendingFulfillmentStart),
+            at(1),
+        ),
         at(2).expect("t"),
     ));
     let StateWrite::Create(record) = &created.state else { panic!("{:?}", created.state) };

@@ -3,7 +3,8 @@
 use chrono::{TimeZone, Timelike, Utc};
 use fulfillment::domain::{
     AvailablePlans, CustomerOperation, Operation, OperationAction, OperationStatus, Plan, RequestSource,
-    ResolvedSubscription, SandboxType, SessionMode, Subscription, SubscriptionStatus, TermUnit, WebhookPayload,
+    ResolvedSubscription, SandboxType, SessionMode, Subscription, SubscriptionStatus, TermUnit,
+    WebhookPayload,
 };
 use serde_json::json;
 
@@ -77,7 +78,8 @@ fn the_full_subscription_sample_parses_every_field() {
 #[test]
 fn a_subscription_survives_a_round_trip_through_json() {
     let s: Subscription = serde_json::from_str(FULL_SUBSCRIPTION).expect("parses");
-    let again: Subscription = serde_json::from_value(serde_json::to_value(&s).expect("serializes")).expect("parses");
+    let again: Subscription =
+        serde_json::from_value(serde_json::to_value(&s).expect("serializes")).expect("parses");
     assert_eq!(again, s);
     assert_eq!(serde_json::to_value(&s).expect("serializes")["saasSubscriptionStatus"], "Subscribed");
 }
@@ -129,7 +131,8 @@ fn quantity_is_a_number_a_numeric_string_empty_or_null() {
 #[test]
 fn a_quantity_that_is_not_a_seat_count_is_a_clear_error() {
     for raw in [json!(-1), json!("twenty"), json!(1.5), json!(true), json!(4_294_967_296_u64), json!([1])] {
-        let error = serde_json::from_value::<Subscription>(with("quantity", raw.clone())).expect_err("rejected");
+        let error =
+            serde_json::from_value::<Subscription>(with("quantity", raw.clone())).expect_err("rejected");
         assert!(!error.to_string().is_empty(), "{raw}");
     }
     let error = serde_json::from_value::<Subscription>(with("quantity", json!(-3))).expect_err("rejected");
@@ -181,12 +184,22 @@ fn unknown_enum_values_are_kept() {
     assert_eq!(s.allowed_customer_operations[1], CustomerOperation::Unknown("Transfer".into()));
     assert_eq!(s.sandbox_type, Some(SandboxType::Unknown("Partner".into())));
     assert_eq!(s.session_mode, Some(SessionMode::Unknown("Replay".into())));
-    assert_eq!(serde_json::to_value(SubscriptionStatus::Unknown("Frozen".into())).expect("json"), json!("Frozen"));
+    assert_eq!(
+        serde_json::to_value(SubscriptionStatus::Unknown("Frozen".into())).expect("json"),
+        json!("Frozen")
+    );
 }
 
 #[test]
 fn every_documented_term_unit_is_known() {
-    for (raw, unit) in [("P1M", TermUnit::P1M), ("P1Y", TermUnit::P1Y), ("P2Y", TermUnit::P2Y), ("P3Y", TermUnit::P3Y), ("P4Y", TermUnit::P4Y), ("P5Y", TermUnit::P5Y)] {
+    for (raw, unit) in [
+        ("P1M", TermUnit::P1M),
+        ("P1Y", TermUnit::P1Y),
+        ("P2Y", TermUnit::P2Y),
+        ("P3Y", TermUnit::P3Y),
+        ("P4Y", TermUnit::P4Y),
+        ("P5Y", TermUnit::P5Y),
+    ] {
         assert_eq!(TermUnit::from(raw), unit);
     }
     assert_eq!(TermUnit::KNOWN.len(), 6);
@@ -194,7 +207,9 @@ fn every_documented_term_unit_is_known() {
 
 #[test]
 fn flags_and_lists_may_be_null_or_strings() {
-    let s = subscription(json!({ "id": "x", "isFreeTrial": null, "isTest": "true", "allowedCustomerOperations": null }));
+    let s = subscription(
+        json!({ "id": "x", "isFreeTrial": null, "isTest": "true", "allowedCustomerOperations": null }),
+    );
     assert!(!s.is_free_trial);
     assert!(s.is_test);
     assert!(s.allowed_customer_operations.is_empty());
@@ -416,10 +431,12 @@ fn webhooks_with_unknown_actions_parse() {
         ("SomethingNew", OperationAction::Unknown("SomethingNew".into())),
     ] {
         let w: WebhookPayload =
-            serde_json::from_value(json!({ "id": "op", "subscriptionId": "sub", "action": raw })).expect("parses");
+            serde_json::from_value(json!({ "id": "op", "subscriptionId": "sub", "action": raw }))
+                .expect("parses");
         assert_eq!(w.operation.action, Some(action));
     }
-    let no_action: WebhookPayload = serde_json::from_value(json!({ "id": "op", "subscriptionId": "sub" })).expect("parses");
+    let no_action: WebhookPayload =
+        serde_json::from_value(json!({ "id": "op", "subscriptionId": "sub" })).expect("parses");
     assert_eq!(no_action.operation.action, None);
 }
 
@@ -432,13 +449,22 @@ fn a_webhook_without_its_ids_is_rejected() {
     assert!(serde_json::from_value::<WebhookPayload>(json!({ "id": "", "subscriptionId": "sub" })).is_err());
     // With an id the `operationType` spelling is understood.
     let named: WebhookPayload =
-        serde_json::from_value(json!({ "id": "op", "subscriptionId": "sub", "operationType": "Reinstate" })).expect("parses");
+        serde_json::from_value(json!({ "id": "op", "subscriptionId": "sub", "operationType": "Reinstate" }))
+            .expect("parses");
     assert_eq!(named.operation.action, Some(OperationAction::Reinstate));
 }
 
 #[test]
 fn malformed_json_is_an_error_not_a_panic() {
-    for body in ["", "{", "null", "[]", "\"text\"", "{\"id\": {}}", "{\"id\":\"op\",\"subscriptionId\":\"s\",\"quantity\":{}}"] {
+    for body in [
+        "",
+        "{",
+        "null",
+        "[]",
+        "\"text\"",
+        "{\"id\": {}}",
+        "{\"id\":\"op\",\"subscriptionId\":\"s\",\"quantity\":{}}",
+    ] {
         assert!(serde_json::from_str::<WebhookPayload>(body).is_err(), "{body:?}");
     }
 }

@@ -7,8 +7,8 @@
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// Instants are UTC throughout the core.
 pub type Timestamp = DateTime<Utc>;
@@ -187,9 +187,7 @@ pub fn parse_timestamp(raw: &str) -> Result<Option<Timestamp>, String> {
     }
     let parsed = DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
-        .or_else(|_| {
-            NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc())
-        })
+        .or_else(|_| NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc()))
         .or_else(|_| {
             NaiveDate::parse_from_str(value, "%Y-%m-%d")
                 .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
@@ -232,12 +230,12 @@ pub fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Text {
-        Text(String),
+        Plain(String),
         Number(serde_json::Number),
         Bool(bool),
     }
     Ok(Option::<Text>::deserialize(deserializer)?.map(|t| match t {
-        Text::Text(s) => s,
+        Text::Plain(s) => s,
         Text::Number(n) => n.to_string(),
         Text::Bool(b) => b.to_string(),
     }))

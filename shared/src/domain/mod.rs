@@ -13,11 +13,11 @@ mod webhook;
 pub use lenient::Timestamp;
 pub use operation::{Operation, OperationAction, OperationId, OperationStatus, RequestSource};
 pub use plan::{
-    AvailablePlans, MeteredQuantityIncluded, MeteringDimension, Plan, PlanComponents,
-    RecurrentBillingTerm, SourceOffer,
+    AvailablePlans, MeteredQuantityIncluded, MeteringDimension, Plan, PlanComponents, RecurrentBillingTerm,
+    SourceOffer,
 };
 pub use subscription::{
-    AadIdentifier, CustomerOperation, PlanId, ResolvedSubscription, SandboxType, SessionMode,
-    Subscription, SubscriptionId, SubscriptionStatus, Term, TermUnit,
+    AadIdentifier, CustomerOperation, PlanId, ResolvedSubscription, SandboxType, SessionMode, Subscription,
+    SubscriptionId, SubscriptionStatus, Term, TermUnit,
 };
 pub use webhook::WebhookPayload;

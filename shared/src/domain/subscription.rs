@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::lenient::{self, lenient_enum, string_id, Timestamp};
+use super::lenient::{self, Timestamp, lenient_enum, string_id};
 
 string_id!(
     /// A SaaS subscription id (a GUID issued by Microsoft; also the Metering `resourceId`).

@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-use aws_sdk_dynamodb::Client;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
@@ -135,18 +135,21 @@ impl SubscriptionStore for DynamoDbStore {
             Ok(_) => Ok(Applied::Recorded { version }),
             Err(error) => {
                 let reasons: Vec<Option<String>> = match error.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().map(str::to_owned))
-                        .collect(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                        cancelled.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect()
+                    }
                     _ => return Err(classify("apply change", error)),
                 };
-                let failed = |index: usize, code: &str| reasons.get(index).and_then(Option::as_deref) == Some(code);
+                let failed =
+                    |index: usize, code: &str| reasons.get(index).and_then(Option::as_deref) == Some(code);
                 if failed(state_writes, "ConditionalCheckFailed") {
                     // The operation id is already recorded: this change was applied before.
                     Ok(Applied::Duplicate)
-                } else if reasons.iter().flatten().any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict") {
+                } else if reasons
+                    .iter()
+                    .flatten()
+                    .any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict")
+                {
                     Err(StoreError::Conflict { subscription_id: id.clone() })
                 } else {
                     Err(classify("apply change", error))
@@ -259,7 +262,9 @@ fn to_attribute(value: Value) -> AttributeValue {
         Value::Number(n) => AttributeValue::N(n.to_string()),
         Value::String(s) => AttributeValue::S(s),
         Value::Array(items) => AttributeValue::L(items.into_iter().map(to_attribute).collect()),
-        Value::Object(fields) => AttributeValue::M(fields.into_iter().map(|(k, v)| (k, to_attribute(v))).collect()),
+        Value::Object(fields) => {
+            AttributeValue::M(fields.into_iter().map(|(k, v)| (k, to_attribute(v))).collect())
+        }
     }
 }
 
@@ -279,7 +284,10 @@ fn from_attribute(value: &AttributeValue) -> Result<Value, BoxError> {
         }
         AttributeValue::L(items) => Value::Array(items.iter().map(from_attribute).collect::<Result<_, _>>()?),
         AttributeValue::M(fields) => Value::Object(
-            fields.iter().map(|(k, v)| Ok((k.clone(), from_attribute(v)?))).collect::<Result<_, BoxError>>()?,
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), from_attribute(v)?)))
+                .collect::<Result<_, BoxError>>()?,
         ),
         other => return Err(format!("unexpected attribute type {other:?}").into()),
     })
@@ -321,4 +329,3 @@ where
         StoreError::Refused { action, source }
     }
 }
-

@@ -11,7 +11,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::lenient::{lenient_enum, Timestamp};
+use crate::domain::lenient::{Timestamp, lenient_enum};
 use crate::domain::{
     OperationAction, OperationId, OperationStatus, PlanId, RequestSource, Subscription, SubscriptionId,
     SubscriptionStatus,
@@ -184,7 +184,10 @@ impl StoreError {
 /// Where subscriptions, operations and history are kept.
 pub trait SubscriptionStore: Send + Sync {
     /// The current record, read consistently.
-    fn get(&self, id: &SubscriptionId) -> impl Future<Output = Result<Option<SubscriptionRecord>, StoreError>> + Send;
+    fn get(
+        &self,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<Option<SubscriptionRecord>, StoreError>> + Send;
 
     /// Applies a change atomically (see the module documentation).
     fn apply(&self, change: &Change) -> impl Future<Output = Result<Applied, StoreError>> + Send;
@@ -197,7 +200,10 @@ pub trait SubscriptionStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<OperationRecord>, StoreError>> + Send;
 
     /// Every history entry of a subscription, oldest first.
-    fn history(&self, id: &SubscriptionId) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+    fn history(
+        &self,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
 
     /// The subscriptions whose beneficiary is this Entra tenant.
     fn by_beneficiary_tenant(

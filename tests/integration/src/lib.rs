@@ -5,10 +5,10 @@ pub mod table;
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_dynamodb::Client;
 use fulfillment::store::dynamodb::DynamoDbStore;
 
 /// The variable through which `scripts/test` tells the tests where DynamoDB Local listens.

@@ -1,11 +1,11 @@
 //! The subscriptions table exactly as `template.yaml` declares it, so tests (and the local run)
 //! use the deployed definition rather than a copy that could drift from it.
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
-use aws_sdk_dynamodb::Client;
 use serde_norway::Value;
 
 /// The template's logical id of the table.
@@ -65,7 +65,8 @@ pub struct TimeToLive {
 pub fn definition() -> TableDefinition {
     let text = std::fs::read_to_string(TEMPLATE).unwrap_or_else(|e| panic!("cannot read {TEMPLATE}: {e}"));
     // CloudFormation's short tags (!Ref, !GetAtt) parse as tagged values and are simply carried.
-    let template: Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{TEMPLATE} is not YAML: {e}"));
+    let template: Value =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{TEMPLATE} is not YAML: {e}"));
     let properties = template
         .get("Resources")
         .and_then(|r| r.get(LOGICAL_ID))

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
-use fulfillment::changes::{plan_change, Decision, Event};
+use fulfillment::changes::{Decision, Event, plan_change};
 use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus, Timestamp};
 use fulfillment::lifecycle::LifecycleEvent;
 use fulfillment::store::dynamodb::DynamoDbStore;
@@ -45,11 +45,16 @@ async fn a_record_reads_back_exactly_as_written() {
         term_unit: Some(fulfillment::domain::TermUnit::P1M),
         charge_duration: None,
     });
-    observed.last_modified = Some(at(3) + Duration::nanoseconds(1_234_567_00));
+    observed.last_modified = Some(at(3) + Duration::nanoseconds(123_456_700));
     observed.auto_renew = Some(true);
     let first = change(
         None,
-        event(LifecycleEvent::Observed(SubscriptionStatus::Subscribed), ChangeSource::Landing, observed.clone(), Some(at(1))),
+        event(
+            LifecycleEvent::Observed(SubscriptionStatus::Subscribed),
+            ChangeSource::Landing,
+            observed.clone(),
+            Some(at(1)),
+        ),
     );
     store.apply(&first).await.expect("create");
 
@@ -57,7 +62,8 @@ async fn a_record_reads_back_exactly_as_written() {
     assert_eq!(record.subscription, observed);
     assert_eq!(record.version, 1);
     assert_eq!(record.last_event_at, Some(at(1)));
-    let operation = store.operation(&observed.id, &first.operation.id).await.expect("read op").expect("op recorded");
+    let operation =
+        store.operation(&observed.id, &first.operation.id).await.expect("read op").expect("op recorded");
     assert_eq!(operation, first.operation);
     assert_eq!(store.history(&observed.id).await.expect("history"), vec![first.history]);
 }
@@ -74,12 +80,8 @@ async fn a_missing_subscription_reads_as_none() {
 async fn the_same_change_applied_twice_changes_state_and_history_once() {
     let store = fresh_store().await;
     let pending = seeded(&store, SubscriptionStatus::PendingFulfillmentStart, &guid()).await;
-    let activation = event(
-        LifecycleEvent::Activated,
-        ChangeSource::Activation,
-        pending.subscription.clone(),
-        Some(at(5)),
-    );
+    let activation =
+        event(LifecycleEvent::Activated, ChangeSource::Activation, pending.subscription.clone(), Some(at(5)));
 
     let first = change(Some(&pending), activation.clone());
     assert_eq!(store.apply(&first).await.expect("apply"), Applied::Recorded { version: 2 });
@@ -96,7 +98,10 @@ async fn the_same_change_applied_twice_changes_state_and_history_once() {
     let history = store.history(&pending.subscription.id).await.expect("history");
     assert_eq!(history.len(), 2, "creation and one activation: {history:#?}");
     assert_eq!(history[1].event, "Activated");
-    assert_eq!(history[1].from.as_ref().and_then(|s| s.status.clone()), Some(SubscriptionStatus::PendingFulfillmentStart));
+    assert_eq!(
+        history[1].from.as_ref().and_then(|s| s.status.clone()),
+        Some(SubscriptionStatus::PendingFulfillmentStart)
+    );
     assert_eq!(history[1].to.as_ref().and_then(|s| s.status.clone()), Some(SubscriptionStatus::Subscribed));
 }
 
@@ -154,10 +159,15 @@ async fn twenty_concurrent_writers_lose_no_update() {
     let history = store.history(&id).await.expect("history");
     assert_eq!(history.len(), WRITERS + 1, "creation plus every writer once");
     let versions: Vec<u64> = history.iter().map(|h| h.version).collect();
-    assert_eq!(versions, (1..=WRITERS as u64 + 1).collect::<Vec<_>>(), "versions strictly increase in history order");
+    assert_eq!(
+        versions,
+        (1..=WRITERS as u64 + 1).collect::<Vec<_>>(),
+        "versions strictly increase in history order"
+    );
     let recorded: HashMap<_, _> = history.iter().map(|h| (h.operation_id.clone(), h)).collect();
     for (operation_id, seats, _, applied) in &results {
-        let entry = recorded.get(operation_id).unwrap_or_else(|| panic!("{operation_id} missing from history"));
+        let entry =
+            recorded.get(operation_id).unwrap_or_else(|| panic!("{operation_id} missing from history"));
         assert_eq!(entry.to.as_ref().and_then(|s| s.quantity), Some(*seats));
         assert_eq!(*applied, Applied::Recorded { version: entry.version });
         assert!(store.operation(&id, operation_id).await.expect("read op").is_some());
@@ -173,16 +183,27 @@ async fn a_stale_change_is_recorded_but_does_not_move_the_state() {
     let seed = seeded(&store, SubscriptionStatus::Subscribed, &guid()).await;
     let id = seed.subscription.id.clone();
 
-    let suspend = event(LifecycleEvent::Suspended, ChangeSource::Webhook, seed.subscription.clone(), Some(at(10)));
+    let suspend =
+        event(LifecycleEvent::Suspended, ChangeSource::Webhook, seed.subscription.clone(), Some(at(10)));
     store.apply(&change(Some(&seed), suspend)).await.expect("suspend");
     let suspended = store.get(&id).await.expect("read").expect("exists");
-    let reinstate = event(LifecycleEvent::Reinstated, ChangeSource::Webhook, suspended.subscription.clone(), Some(at(30)));
+    let reinstate = event(
+        LifecycleEvent::Reinstated,
+        ChangeSource::Webhook,
+        suspended.subscription.clone(),
+        Some(at(30)),
+    );
     store.apply(&change(Some(&suspended), reinstate)).await.expect("reinstate");
     let reinstated = store.get(&id).await.expect("read").expect("exists");
     assert_eq!(reinstated.status(), SubscriptionStatus::Subscribed);
 
     // A Suspend from before the Reinstate, delivered late.
-    let late = event(LifecycleEvent::Suspended, ChangeSource::Webhook, reinstated.subscription.clone(), Some(at(20)));
+    let late = event(
+        LifecycleEvent::Suspended,
+        ChangeSource::Webhook,
+        reinstated.subscription.clone(),
+        Some(at(20)),
+    );
     let stale = change(Some(&reinstated), late.clone());
     assert_eq!(stale.state, StateWrite::Keep);
     assert_eq!(store.apply(&stale).await.expect("record stale"), Applied::Recorded { version: 3 });
@@ -202,10 +223,17 @@ async fn creating_a_record_that_exists_is_a_conflict() {
     let seed = seeded(&store, SubscriptionStatus::Subscribed, &guid()).await;
     let again = change(
         None,
-        event(LifecycleEvent::Observed(SubscriptionStatus::Subscribed), ChangeSource::Reconcile, seed.subscription.clone(), None),
+        event(
+            LifecycleEvent::Observed(SubscriptionStatus::Subscribed),
+            ChangeSource::Reconcile,
+            seed.subscription.clone(),
+            None,
+        ),
     );
     let error = store.apply(&again).await.expect_err("a second creation must fail");
-    assert!(matches!(&error, StoreError::Conflict { subscription_id } if *subscription_id == seed.subscription.id));
+    assert!(
+        matches!(&error, StoreError::Conflict { subscription_id } if *subscription_id == seed.subscription.id)
+    );
     assert!(error.is_retryable());
     assert_eq!(store.history(&seed.subscription.id).await.expect("history").len(), 1);
 }
@@ -215,7 +243,9 @@ async fn lookup_by_beneficiary_tenant_returns_exactly_that_tenants_subscriptions
     let store = fresh_store().await;
     let (tenant_a, tenant_b) = (guid(), guid());
     let mut expected_a = HashSet::new();
-    for status in [SubscriptionStatus::Subscribed, SubscriptionStatus::Suspended, SubscriptionStatus::Unsubscribed] {
+    for status in
+        [SubscriptionStatus::Subscribed, SubscriptionStatus::Suspended, SubscriptionStatus::Unsubscribed]
+    {
         expected_a.insert(seeded(&store, status, &tenant_a).await.subscription.id);
     }
     let mut expected_b = HashSet::new();
@@ -225,10 +255,20 @@ async fn lookup_by_beneficiary_tenant_returns_exactly_that_tenants_subscriptions
     // One without a beneficiary tenant: in no tenant's list.
     let mut anonymous = subscription(SubscriptionStatus::Subscribed, "");
     anonymous.beneficiary = None;
-    let create = change(None, event(LifecycleEvent::Observed(SubscriptionStatus::Subscribed), ChangeSource::Reconcile, anonymous, None));
+    let create = change(
+        None,
+        event(
+            LifecycleEvent::Observed(SubscriptionStatus::Subscribed),
+            ChangeSource::Reconcile,
+            anonymous,
+            None,
+        ),
+    );
     store.apply(&create).await.expect("create");
 
-    let ids = |records: Vec<SubscriptionRecord>| records.into_iter().map(|r| r.subscription.id).collect::<HashSet<_>>();
+    let ids = |records: Vec<SubscriptionRecord>| {
+        records.into_iter().map(|r| r.subscription.id).collect::<HashSet<_>>()
+    };
     assert_eq!(ids(store.by_beneficiary_tenant(&tenant_a).await.expect("query a")), expected_a);
     assert_eq!(ids(store.by_beneficiary_tenant(&tenant_b).await.expect("query b")), expected_b);
     assert!(store.by_beneficiary_tenant(&guid()).await.expect("query unknown").is_empty());
@@ -247,7 +287,15 @@ async fn an_unreachable_dynamodb_gives_a_typed_retryable_error() {
 
     let mut observed = subscription(SubscriptionStatus::Subscribed, &guid());
     observed.plan_id = PlanId::parse("basic");
-    let create = change(None, event(LifecycleEvent::Observed(SubscriptionStatus::Subscribed), ChangeSource::Landing, observed, None));
+    let create = change(
+        None,
+        event(
+            LifecycleEvent::Observed(SubscriptionStatus::Subscribed),
+            ChangeSource::Landing,
+            observed,
+            None,
+        ),
+    );
     let write = store.apply(&create).await.expect_err("nothing listens");
     assert!(matches!(write, StoreError::Unavailable { .. }), "{write:?}");
     assert!(std::error::Error::source(&write).is_some(), "the SDK error is kept as the source");
@@ -255,7 +303,8 @@ async fn an_unreachable_dynamodb_gives_a_typed_retryable_error() {
 
 #[tokio::test]
 async fn a_missing_table_is_a_refusal_not_a_retry() {
-    let store = DynamoDbStore::new(client(&integration_tests::dynamodb_endpoint()), format!("absent-{}", guid()));
+    let store =
+        DynamoDbStore::new(client(&integration_tests::dynamodb_endpoint()), format!("absent-{}", guid()));
     let error = store.get(&SubscriptionId::parse(&guid()).expect("id")).await.expect_err("no such table");
     assert!(matches!(error, StoreError::Refused { .. }), "{error:?}");
     assert!(!error.is_retryable());

@@ -1,7 +1,7 @@
 //! `template.yaml` declares the table the store's layout expects.
 
 use fulfillment::store::dynamodb::layout;
-use integration_tests::table::{definition, Key};
+use integration_tests::table::{Key, definition};
 
 fn key(name: &str, kind: &str) -> Key {
     Key { attribute_name: name.into(), key_type: kind.into() }

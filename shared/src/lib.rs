@@ -8,4 +8,5 @@ pub mod changes;
 pub mod clock;
 pub mod domain;
 pub mod lifecycle;
+pub mod marketplace;
 pub mod store;

@@ -5,12 +5,17 @@
 //! parse.
 
 pub mod lenient;
+mod metering;
 mod operation;
 mod plan;
 mod subscription;
 mod webhook;
 
 pub use lenient::Timestamp;
+pub use metering::{
+    BatchUsageEventResult, ReconStatus, UsageEvent, UsageEventResult, UsageEventStatus, UsageQuery,
+    UsageRecord,
+};
 pub use operation::{Operation, OperationAction, OperationId, OperationStatus, RequestSource};
 pub use plan::{
     AvailablePlans, MeteredQuantityIncluded, MeteringDimension, Plan, PlanComponents, RecurrentBillingTerm,

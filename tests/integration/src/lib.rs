@@ -1,6 +1,7 @@
 //! Support for tests that run against DynamoDB Local (started by `scripts/test`).
 
 pub mod fixtures;
+pub mod stub;
 pub mod table;
 
 use std::time::Duration;

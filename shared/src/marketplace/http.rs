@@ -1,0 +1,567 @@
+use std::time::Instant;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::auth::EntraTokenProvider;
+use super::config::MarketplaceConfig;
+use super::error::{ApiError, MarketplaceError, ResponseMeta};
+use super::retry::parse_retry_after;
+use super::{AckStatus, Call, MarketplaceApi, OperationLocation, PageToken, SubscriptionsPage, UsageOutcome};
+use crate::domain::{
+    BatchUsageEventResult, Operation, OperationId, Plan, PlanId, ResolvedSubscription, Subscription,
+    SubscriptionId, UsageEvent, UsageEventResult, UsageQuery, UsageRecord,
+};
+
+const REQUEST_ID: &str = "x-ms-requestid";
+const CORRELATION_ID: &str = "x-ms-correlationid";
+const MARKETPLACE_TOKEN: &str = "x-ms-marketplace-token";
+/// Microsoft's metering batch limit.
+const MAX_BATCH: usize = 25;
+
+/// The production client of Microsoft's Marketplace APIs: Entra ID client credentials, retries
+/// with backoff inside each call's deadline, and request/correlation ids on every request.
+pub struct HttpMarketplaceClient {
+    http: reqwest::Client,
+    config: MarketplaceConfig,
+    tokens: EntraTokenProvider,
+}
+
+/// One request, described before it is sent (it may be sent several times).
+struct Request<'a> {
+    action: &'static str,
+    method: Method,
+    url: Url,
+    body: Option<Value>,
+    marketplace_token: Option<&'a str>,
+    /// Safe to send again after an answer was lost (GETs, resolve).
+    idempotent: bool,
+    /// Statuses besides 2xx that the caller interprets itself.
+    also_expected: &'a [u16],
+}
+
+/// A response with its body read.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    meta: ResponseMeta,
+}
+
+impl Answer {
+    fn json<T: DeserializeOwned>(&self, action: &'static str) -> Result<T, MarketplaceError> {
+        serde_json::from_slice(&self.body).map_err(|e| MarketplaceError::Decode {
+            action,
+            meta: self.meta.clone(),
+            source: e.into(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.body.iter().all(u8::is_ascii_whitespace)
+    }
+}
+
+impl HttpMarketplaceClient {
+    pub fn new(config: MarketplaceConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.attempt_timeout)
+            .user_agent(concat!("fulfillment-rs/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self::with_http_client(config, http))
+    }
+
+    /// With a given HTTP client (shared connection pool, custom TLS).
+    pub fn with_http_client(config: MarketplaceConfig, http: reqwest::Client) -> Self {
+        let tokens = EntraTokenProvider::new(http.clone(), config.entra.clone(), config.retry.clone());
+        Self { http, config, tokens }
+    }
+
+    /// The token provider (how many tokens it fetched, for tests and metrics).
+    pub fn tokens(&self) -> &EntraTokenProvider {
+        &self.tokens
+    }
+
+    /// `{api_base}/{segments…}?api-version=…`, each segment percent-encoded (ids come from outside).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.config.api_base.clone();
+        url.path_segments_mut().expect("the API base is an http(s) URL").pop_if_empty().extend(segments);
+        url.query_pairs_mut().append_pair("api-version", &self.config.api_version);
+        url
+    }
+
+    fn request(&self, action: &'static str, method: Method, url: Url) -> Request<'static> {
+        let idempotent = method == Method::GET;
+        Request { action, method, url, body: None, marketplace_token: None, idempotent, also_expected: &[] }
+    }
+
+    async fn send(&self, request: Request<'_>, call: &Call) -> Result<Answer, MarketplaceError> {
+        let action = request.action;
+        let started = Instant::now();
+        let deadline = call.deadline.unwrap_or(started + self.config.call_timeout);
+        let mut retries = 0;
+        let mut refreshed_token = false;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(MarketplaceError::DeadlineExceeded { action });
+            }
+            let token = self.tokens.token(deadline).await?;
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let mut builder = self
+                .http
+                .request(request.method.clone(), request.url.clone())
+                .timeout(remaining.min(self.config.attempt_timeout))
+                .header(AUTHORIZATION, format!("Bearer {}", token.secret()))
+                .header(CONTENT_TYPE, "application/json")
+                .header(REQUEST_ID, &request_id)
+                .header(CORRELATION_ID, &call.correlation_id);
+            if let Some(marketplace_token) = request.marketplace_token {
+                builder = builder.header(MARKETPLACE_TOKEN, marketplace_token);
+            }
+            builder = match &request.body {
+                Some(body) => builder.body(body.to_string()),
+                None if request.method == Method::POST => builder.body(""),
+                None => builder,
+            };
+
+            let attempt = tokio::time::timeout(remaining, async {
+                let response = builder.send().await?;
+                let (status, headers) = (response.status(), response.headers().clone());
+                response.bytes().await.map(|body| (status, headers, body.to_vec()))
+            });
+            let (status, headers, body) = match attempt.await {
+                Err(_) => return Err(MarketplaceError::DeadlineExceeded { action }),
+                Ok(Err(error)) => {
+                    // A request that may have reached Microsoft is sent again only when that is safe.
+                    let may_resend = request.idempotent || error.is_connect();
+                    tracing::warn!(action, %request_id, correlation_id = %call.correlation_id, error = %error, "no answer");
+                    if may_resend && self.pause_before_retry(&mut retries, None, deadline).await {
+                        continue;
+                    }
+                    if error.is_timeout() && Instant::now() >= deadline {
+                        return Err(MarketplaceError::DeadlineExceeded { action });
+                    }
+                    return Err(MarketplaceError::Transport { action, source: error });
+                }
+                Ok(Ok(answer)) => answer,
+            };
+
+            let meta = ResponseMeta {
+                status: status.as_u16(),
+                request_id,
+                response_request_id: header(&headers, REQUEST_ID),
+                response_correlation_id: header(&headers, CORRELATION_ID),
+            };
+            tracing::info!(
+                action,
+                status = meta.status,
+                request_id = %meta.request_id,
+                correlation_id = %call.correlation_id,
+                response_request_id = meta.response_request_id.as_deref().unwrap_or(""),
+                response_correlation_id = meta.response_correlation_id.as_deref().unwrap_or(""),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "marketplace call"
+            );
+            if status.is_success() || request.also_expected.contains(&meta.status) {
+                return Ok(Answer { status, headers, body, meta });
+            }
+            let error = ApiError::parse(&body);
+            match meta.status {
+                401 | 403 if !refreshed_token => {
+                    // A revoked or rotated token: fetch a new one, once.
+                    refreshed_token = true;
+                    self.tokens.invalidate(&token).await;
+                }
+                401 | 403 => return Err(MarketplaceError::Forbidden { error, meta }),
+                400 => return Err(MarketplaceError::BadRequest { error, meta }),
+                404 => return Err(MarketplaceError::NotFound { error, meta }),
+                409 => return Err(MarketplaceError::Conflict { error, meta }),
+                408 | 429 | 500..=599 => {
+                    let retry_after = header(&headers, RETRY_AFTER.as_str())
+                        .and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
+                    if self.pause_before_retry(&mut retries, retry_after, deadline).await {
+                        continue;
+                    }
+                    return Err(if meta.status == 429 {
+                        MarketplaceError::Throttled { retry_after, meta }
+                    } else {
+                        MarketplaceError::Server { error, meta }
+                    });
+                }
+                _ => return Err(MarketplaceError::Server { error, meta }),
+            }
+        }
+    }
+
+    /// Waits before the next retry; `false` when retries are used up or the wait would pass the deadline.
+    async fn pause_before_retry(
+        &self,
+        retries: &mut u32,
+        retry_after: Option<std::time::Duration>,
+        deadline: Instant,
+    ) -> bool {
+        if *retries >= self.config.retry.max_retries {
+            return false;
+        }
+        *retries += 1;
+        let delay = self.config.retry.delay(*retries, retry_after);
+        if Instant::now() + delay >= deadline {
+            return false;
+        }
+        tokio::time::sleep(delay).await;
+        true
+    }
+
+    async fn start_operation(
+        &self,
+        action: &'static str,
+        method: Method,
+        id: &SubscriptionId,
+        body: Option<Value>,
+        call: &Call,
+    ) -> Result<OperationLocation, MarketplaceError> {
+        let mut request = self.request(action, method, self.url(&["saas", "subscriptions", id.as_str()]));
+        request.body = body;
+        let answer = self.send(request, call).await?;
+        operation_location(&answer.headers).ok_or_else(|| MarketplaceError::Decode {
+            action,
+            meta: answer.meta.clone(),
+            source: "the answer has no Operation-Location".into(),
+        })
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The operation id is the path segment after `/operations/` of `Operation-Location`; the
+/// emulator-only `Operation-Id` header is a fallback.
+fn operation_location(headers: &HeaderMap) -> Option<OperationLocation> {
+    if let Some(url) = header(headers, "operation-location") {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        let mut segments = path.split('/');
+        segments.by_ref().find(|s| *s == "operations")?;
+        let operation_id = segments.next().and_then(OperationId::parse)?;
+        return Some(OperationLocation { operation_id, url: Some(url) });
+    }
+    let operation_id = header(headers, "operation-id").as_deref().and_then(OperationId::parse)?;
+    Some(OperationLocation { operation_id, url: None })
+}
+
+/// The raw (still encoded) `continuationToken` value of a `@nextLink`.
+fn continuation_token(next_link: &str) -> Option<String> {
+    let query = next_link.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("continuationToken="))
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned)
+}
+
+impl MarketplaceApi for HttpMarketplaceClient {
+    async fn resolve(&self, token: &str, call: &Call) -> Result<ResolvedSubscription, MarketplaceError> {
+        if token.trim().is_empty() {
+            return Err(MarketplaceError::Invalid("the purchase token is empty"));
+        }
+        let mut request =
+            self.request("resolve", Method::POST, self.url(&["saas", "subscriptions", "resolve"]));
+        request.marketplace_token = Some(token);
+        request.idempotent = true;
+        self.send(request, call).await?.json("resolve")
+    }
+
+    async fn activate(
+        &self,
+        id: &SubscriptionId,
+        plan: &PlanId,
+        quantity: Option<u32>,
+        call: &Call,
+    ) -> Result<(), MarketplaceError> {
+        let mut request = self.request(
+            "activate",
+            Method::POST,
+            self.url(&["saas", "subscriptions", id.as_str(), "activate"]),
+        );
+        let mut body = json!({ "planId": plan });
+        if let Some(quantity) = quantity {
+            body["quantity"] = json!(quantity);
+        }
+        request.body = Some(body);
+        self.send(request, call).await.map(drop)
+    }
+
+    async fn list_subscriptions(
+        &self,
+        page: Option<&PageToken>,
+        call: &Call,
+    ) -> Result<SubscriptionsPage, MarketplaceError> {
+        const ACTION: &str = "list subscriptions";
+        let mut url = self.url(&["saas", "subscriptions"]);
+        if let Some(PageToken(token)) = page {
+            // Appended as received: the token is already URL-encoded.
+            url.set_query(Some(&format!(
+                "api-version={}&continuationToken={token}",
+                self.config.api_version
+            )));
+        }
+        let answer = self.send(self.request(ACTION, Method::GET, url), call).await?;
+        if answer.is_empty() {
+            // Microsoft answers an empty body when the publisher has no subscriptions.
+            return Ok(SubscriptionsPage::default());
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default, deserialize_with = "crate::domain::lenient::list")]
+            subscriptions: Vec<Subscription>,
+            #[serde(rename = "@nextLink", default)]
+            next_link: Option<String>,
+            /// The 2019 API's way.
+            #[serde(rename = "continuationToken", default)]
+            continuation_token: Option<String>,
+        }
+        let page: Page = answer.json(ACTION)?;
+        let next = match (page.next_link.filter(|l| !l.trim().is_empty()), page.continuation_token) {
+            (Some(link), _) => {
+                Some(PageToken(continuation_token(&link).ok_or_else(|| MarketplaceError::Decode {
+                    action: ACTION,
+                    meta: answer.meta.clone(),
+                    source: "@nextLink has no continuationToken".into(),
+                })?))
+            }
+            (None, Some(token)) if !token.trim().is_empty() => {
+                Some(PageToken(url::form_urlencoded::byte_serialize(token.as_bytes()).collect()))
+            }
+            _ => None,
+        };
+        Ok(SubscriptionsPage { subscriptions: page.subscriptions, next })
+    }
+
+    async fn get_subscription(
+        &self,
+        id: &SubscriptionId,
+        call: &Call,
+    ) -> Result<Subscription, MarketplaceError> {
+        let request =
+            self.request("get subscription", Method::GET, self.url(&["saas", "subscriptions", id.as_str()]));
+        self.send(request, call).await?.json("get subscription")
+    }
+
+    async fn list_available_plans(
+        &self,
+        id: &SubscriptionId,
+        plan: Option<&PlanId>,
+        call: &Call,
+    ) -> Result<Vec<Plan>, MarketplaceError> {
+        const ACTION: &str = "list available plans";
+        let mut url = self.url(&["saas", "subscriptions", id.as_str(), "listAvailablePlans"]);
+        if let Some(plan) = plan {
+            url.query_pairs_mut().append_pair("planId", plan.as_str());
+        }
+        let answer = self.send(self.request(ACTION, Method::GET, url), call).await?;
+        if answer.is_empty() {
+            // The docs' way of saying the subscription is unknown (the spec's is 404).
+            return Err(MarketplaceError::NotFound { error: ApiError::default(), meta: answer.meta });
+        }
+        Ok(answer.json::<crate::domain::AvailablePlans>(ACTION)?.plans)
+    }
+
+    async fn change_plan(
+        &self,
+        id: &SubscriptionId,
+        plan: &PlanId,
+        call: &Call,
+    ) -> Result<OperationLocation, MarketplaceError> {
+        self.start_operation("change plan", Method::PATCH, id, Some(json!({ "planId": plan })), call).await
+    }
+
+    async fn change_quantity(
+        &self,
+        id: &SubscriptionId,
+        quantity: u32,
+        call: &Call,
+    ) -> Result<OperationLocation, MarketplaceError> {
+        self.start_operation(
+            "change quantity",
+            Method::PATCH,
+            id,
+            Some(json!({ "quantity": quantity })),
+            call,
+        )
+        .await
+    }
+
+    async fn delete_subscription(
+        &self,
+        id: &SubscriptionId,
+        call: &Call,
+    ) -> Result<OperationLocation, MarketplaceError> {
+        self.start_operation("delete subscription", Method::DELETE, id, None, call).await
+    }
+
+    async fn list_outstanding_operations(
+        &self,
+        id: &SubscriptionId,
+        call: &Call,
+    ) -> Result<Vec<Operation>, MarketplaceError> {
+        const ACTION: &str = "list outstanding operations";
+        let url = self.url(&["saas", "subscriptions", id.as_str(), "operations"]);
+        let answer = self.send(self.request(ACTION, Method::GET, url), call).await?;
+        if answer.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The API answers `{"operations": […]}`; Microsoft's emulator a bare array.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Operations {
+            Wrapped {
+                #[serde(default, deserialize_with = "crate::domain::lenient::list")]
+                operations: Vec<Operation>,
+            },
+            Bare(Vec<Operation>),
+        }
+        Ok(match answer.json(ACTION)? {
+            Operations::Wrapped { operations } | Operations::Bare(operations) => operations,
+        })
+    }
+
+    async fn get_operation(
+        &self,
+        id: &SubscriptionId,
+        operation: &OperationId,
+        call: &Call,
+    ) -> Result<Operation, MarketplaceError> {
+        const ACTION: &str = "get operation";
+        let url = self.url(&["saas", "subscriptions", id.as_str(), "operations", operation.as_str()]);
+        match self.send(self.request(ACTION, Method::GET, url), call).await {
+            Ok(answer) => answer.json(ACTION),
+            // The real service answers 400 for an unknown operation (reference §3.3).
+            Err(MarketplaceError::BadRequest { error, meta }) => {
+                Err(MarketplaceError::NotFound { error, meta })
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn update_operation_status(
+        &self,
+        id: &SubscriptionId,
+        operation: &OperationId,
+        status: AckStatus,
+        call: &Call,
+    ) -> Result<(), MarketplaceError> {
+        let url = self.url(&["saas", "subscriptions", id.as_str(), "operations", operation.as_str()]);
+        let mut request = self.request("update operation status", Method::PATCH, url);
+        request.body = Some(json!({ "status": status.as_str() }));
+        self.send(request, call).await.map(drop)
+    }
+
+    async fn post_usage_event(
+        &self,
+        event: &UsageEvent,
+        call: &Call,
+    ) -> Result<UsageOutcome, MarketplaceError> {
+        const ACTION: &str = "post usage event";
+        let mut request = self.request(ACTION, Method::POST, self.url(&["usageEvent"]));
+        request.body = Some(serde_json::to_value(event).expect("a usage event serializes"));
+        request.also_expected = &[409];
+        let answer = self.send(request, call).await?;
+        if answer.status == StatusCode::CONFLICT {
+            // Already reported for this hour: the body carries the accepted event.
+            let accepted = serde_json::from_slice::<Value>(&answer.body)
+                .ok()
+                .and_then(|v| v.pointer("/additionalInfo/acceptedMessage").cloned())
+                .and_then(|v| serde_json::from_value::<UsageEventResult>(v).ok());
+            return Ok(UsageOutcome::Duplicate(accepted));
+        }
+        answer.json(ACTION).map(UsageOutcome::Accepted)
+    }
+
+    async fn post_usage_events(
+        &self,
+        events: &[UsageEvent],
+        call: &Call,
+    ) -> Result<BatchUsageEventResult, MarketplaceError> {
+        if events.is_empty() || events.len() > MAX_BATCH {
+            return Err(MarketplaceError::Invalid("a usage batch holds 1 to 25 events"));
+        }
+        let mut request = self.request("post usage events", Method::POST, self.url(&["batchUsageEvent"]));
+        request.body = Some(json!({ "request": events }));
+        self.send(request, call).await?.json("post usage events")
+    }
+
+    async fn get_usage_events(
+        &self,
+        query: &UsageQuery,
+        call: &Call,
+    ) -> Result<Vec<UsageRecord>, MarketplaceError> {
+        const ACTION: &str = "get usage events";
+        let mut url = self.url(&["usageEvents"]);
+        {
+            let format = |t: &crate::domain::Timestamp| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let mut pairs = url.query_pairs_mut();
+            pairs.append_pair("usageStartDate", &format(&query.usage_start_date));
+            if let Some(end) = &query.usage_end_date {
+                pairs.append_pair("UsageEndDate", &format(end));
+            }
+            if let Some(offer) = &query.offer_id {
+                pairs.append_pair("offerId", offer);
+            }
+            if let Some(plan) = &query.plan_id {
+                pairs.append_pair("planId", plan.as_str());
+            }
+            if let Some(dimension) = &query.dimension {
+                pairs.append_pair("dimension", dimension);
+            }
+        }
+        let answer = self.send(self.request(ACTION, Method::GET, url), call).await?;
+        if answer.is_empty() {
+            return Ok(Vec::new());
+        }
+        answer.json(ACTION)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn the_operation_id_is_the_segment_after_operations() {
+        let location = "https://marketplaceapi.microsoft.com/api/saas/subscriptions/sub-1/operations/op-9?api-version=2018-08-31";
+        let parsed = operation_location(&headers(&[("operation-location", location)])).expect("parsed");
+        assert_eq!(parsed.operation_id.as_str(), "op-9");
+        assert_eq!(parsed.url.as_deref(), Some(location));
+        let fallback = operation_location(&headers(&[("operation-id", "op-7")])).expect("parsed");
+        assert_eq!((fallback.operation_id.as_str(), fallback.url), ("op-7", None));
+        assert!(
+            operation_location(&headers(&[("operation-location", "https://x/api/saas/subscriptions/s")]))
+                .is_none()
+        );
+        assert!(operation_location(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn the_continuation_token_is_kept_encoded() {
+        let link = "https://marketplaceapi.microsoft.com/api/saas/subscriptions?continuationToken=%5b%7b%22token%22%3a%22a%2Bb%22%7d%5d&api-version=2018-08-31";
+        assert_eq!(continuation_token(link).as_deref(), Some("%5b%7b%22token%22%3a%22a%2Bb%22%7d%5d"));
+        // The doc sample's broken URL still yields its token.
+        let doc = "https:// https://marketplaceapi.microsoft.com/api/saas/subscriptions/?continuationToken=abc&api-version=2018-08-31";
+        assert_eq!(continuation_token(doc).as_deref(), Some("abc"));
+        assert_eq!(continuation_token("https://x/api/saas/subscriptions?api-version=2018-08-31"), None);
+    }
+}

@@ -1,0 +1,147 @@
+//! Faults, webhook faults and quirks that tests switch on.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// An endpoint a fault can be injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Endpoint {
+    /// Entra token endpoint (v1 and v2).
+    Token,
+    /// `POST /saas/subscriptions/resolve`.
+    Resolve,
+    /// `POST /saas/subscriptions/{id}/activate`.
+    Activate,
+    /// `GET /saas/subscriptions`.
+    ListSubscriptions,
+    /// `GET /saas/subscriptions/{id}`.
+    GetSubscription,
+    /// `GET /saas/subscriptions/{id}/listAvailablePlans`.
+    ListPlans,
+    /// `PATCH /saas/subscriptions/{id}` with `planId` (or any body without `quantity`).
+    ChangePlan,
+    /// `PATCH /saas/subscriptions/{id}` with `quantity` only.
+    ChangeQuantity,
+    /// `DELETE /saas/subscriptions/{id}`.
+    DeleteSubscription,
+    /// `GET /saas/subscriptions/{id}/operations`.
+    ListOperations,
+    /// `GET /saas/subscriptions/{id}/operations/{operationId}`.
+    GetOperation,
+    /// `PATCH /saas/subscriptions/{id}/operations/{operationId}`.
+    UpdateOperation,
+    /// `POST /usageEvent`.
+    UsageEvent,
+    /// `POST /batchUsageEvent`.
+    BatchUsageEvent,
+    /// `GET /usageEvents`.
+    GetUsageEvents,
+    /// The JWKS endpoints (v1 and v2 paths).
+    Jwks,
+}
+
+/// What an injected fault does to one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Fault {
+    /// Answer with this status (and optional `Retry-After` raw value and JSON body) instead of handling.
+    #[serde(rename_all = "camelCase")]
+    Status {
+        /// HTTP status code.
+        status: u16,
+        /// Raw `Retry-After` header value: seconds or an HTTP-date.
+        #[serde(default)]
+        retry_after: Option<String>,
+        /// JSON body; `None` gives Microsoft's body for that status (5xx) or an empty one.
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+    },
+    /// Wait this long, then handle the call normally.
+    Latency(#[serde(with = "millis")] Duration),
+    /// Close the TCP connection without any HTTP response.
+    DropConnection,
+}
+
+impl Fault {
+    /// A status fault without `Retry-After` and with the default body.
+    pub fn status(status: u16) -> Self {
+        Self::Status { status, retry_after: None, body: None }
+    }
+
+    /// A status fault with a raw `Retry-After` value (e.g. 429 with "2").
+    pub fn status_retry_after(status: u16, retry_after: &str) -> Self {
+        Self::Status { status, retry_after: Some(retry_after.into()), body: None }
+    }
+}
+
+/// Faults applied to webhook deliveries until cleared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WebhookFaults {
+    /// Each webhook is also delivered this many extra times.
+    pub duplicates: u32,
+    /// Wait this long before delivering.
+    #[serde(with = "opt_millis")]
+    pub delay: Option<Duration>,
+    /// Hold deliveries; `flush_webhooks` sends them in reverse order.
+    pub reorder: bool,
+    /// Do not deliver (recorded as dropped).
+    pub drop: bool,
+    /// Do not deliver Partner-sourced webhooks (recorded as dropped).
+    pub drop_partner_only: bool,
+}
+
+/// Deviations from the real API's shapes, or documented real-API oddities, switched on per test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Quirk {
+    /// List outstanding operations returns a bare JSON array (Microsoft's emulator) instead of `{"operations":[…]}`.
+    OutstandingOperationsAsBareArray,
+    /// Emit `operationRequestedSource` (Microsoft emulator's spelling) instead of `operationRequestSource`.
+    OperationRequestedSourceSpelling,
+    /// List subscriptions answers 200 with an empty body when the publisher has none.
+    EmptyBodyWhenNoSubscriptions,
+    /// Render `quantity` as a string ("20"), as some doc samples do.
+    QuantityAsString,
+    /// Pad `saasSubscriptionStatus` with spaces (" Subscribed "), as some doc samples do.
+    PaddedStatus,
+    /// Render `lastModified` as the sentinel "0001-01-01T00:00:00".
+    LastModifiedSentinel,
+    /// Webhooks carry only id, activityId, operationRequestSource, subscriptionId, timeStamp, action.
+    MinimalWebhookPayload,
+    /// Get operation answers 400 for notify-only actions (Suspend, Reinstate, Renew, Azure Unsubscribe).
+    NoOperationForNotifyOnly,
+    /// Activate accepts a planId other than the purchased one (what the real API was observed to do).
+    ActivateAcceptsAnyPlan,
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

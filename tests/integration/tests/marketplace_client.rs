@@ -607,3 +607,85 @@ async fn a_token_endpoint_outage_is_retried_then_reported() {
     let error = fresh.list_subscriptions(None, &Call::new()).await.expect_err("no token");
     assert!(matches!(&error, MarketplaceError::Authentication(cause) if cause.is_retryable()), "{error:?}");
 }
+
+/// Calls `endpoint` for `sub` (a Subscribed per-seat subscription) with `token` for resolve.
+async fn invoke(
+    client: &HttpMarketplaceClient,
+    endpoint: &Endpoint,
+    sub: &SubscriptionId,
+    token: &str,
+) -> Result<(), MarketplaceError> {
+    let call = Call::new();
+    let op = OperationId::parse("00000000-0000-0000-0000-0000000000aa").expect("id");
+    let event = UsageEvent {
+        resource_id: sub.clone(),
+        quantity: 1.0,
+        dimension: "api-calls".into(),
+        effective_start_time: chrono::Utc::now() - chrono::Duration::hours(1),
+        plan_id: plan("team-monthly"),
+    };
+    match endpoint {
+        Endpoint::Resolve => client.resolve(token, &call).await.map(drop),
+        Endpoint::Activate => client.activate(sub, &plan("team-monthly"), Some(10), &call).await,
+        Endpoint::ListSubscriptions => client.list_subscriptions(None, &call).await.map(drop),
+        Endpoint::GetSubscription => client.get_subscription(sub, &call).await.map(drop),
+        Endpoint::ListPlans => client.list_available_plans(sub, None, &call).await.map(drop),
+        Endpoint::ChangePlan => client.change_plan(sub, &plan("team-yearly"), &call).await.map(drop),
+        Endpoint::ChangeQuantity => client.change_quantity(sub, 11, &call).await.map(drop),
+        Endpoint::DeleteSubscription => client.delete_subscription(sub, &call).await.map(drop),
+        Endpoint::ListOperations => client.list_outstanding_operations(sub, &call).await.map(drop),
+        Endpoint::GetOperation => client.get_operation(sub, &op, &call).await.map(drop),
+        Endpoint::UpdateOperation => client.update_operation_status(sub, &op, AckStatus::Success, &call).await,
+        Endpoint::UsageEvent => client.post_usage_event(&event, &call).await.map(drop),
+        Endpoint::BatchUsageEvent => client.post_usage_events(&[event], &call).await.map(drop),
+        Endpoint::GetUsageEvents => {
+            let query = UsageQuery {
+                usage_start_date: chrono::Utc::now() - chrono::Duration::days(1),
+                usage_end_date: None,
+                offer_id: None,
+                plan_id: None,
+                dimension: None,
+            };
+            client.get_usage_events(&query, &call).await.map(drop)
+        }
+        other => panic!("{other:?} is not a Marketplace API call"),
+    }
+}
+
+#[tokio::test]
+async fn every_call_reports_403_and_500_as_typed_errors() {
+    let endpoints = [
+        Endpoint::Resolve,
+        Endpoint::Activate,
+        Endpoint::ListSubscriptions,
+        Endpoint::GetSubscription,
+        Endpoint::ListPlans,
+        Endpoint::ChangePlan,
+        Endpoint::ChangeQuantity,
+        Endpoint::DeleteSubscription,
+        Endpoint::ListOperations,
+        Endpoint::GetOperation,
+        Endpoint::UpdateOperation,
+        Endpoint::UsageEvent,
+        Endpoint::BatchUsageEvent,
+        Endpoint::GetUsageEvents,
+    ];
+    let emulator = emulator().await;
+    let client = client_of(&emulator);
+    let sub = subscribed(&emulator, &client).await;
+    let token = emulator.landing_token(sub.as_str()).await;
+    for endpoint in endpoints {
+        // 403 survives one token refresh: the app is not the offer's.
+        emulator.inject(endpoint.clone(), Fault::Status { status: 403, retry_after: None, body: None }, 2).await;
+        let forbidden = invoke(&client, &endpoint, &sub, &token).await;
+        assert!(matches!(forbidden, Err(MarketplaceError::Forbidden { .. })), "{endpoint:?}: {forbidden:?}");
+
+        // 500 on the first attempt and every retry.
+        let body = serde_json::json!({"error": {"code": "UnexpectedError", "message": "An unexpected error has occurred."}});
+        emulator.inject(endpoint.clone(), Fault::Status { status: 500, retry_after: None, body: Some(body) }, 4).await;
+        let failed = invoke(&client, &endpoint, &sub, &token).await;
+        let Err(MarketplaceError::Server { error, meta }) = &failed else { panic!("{endpoint:?}: {failed:?}") };
+        assert_eq!((meta.status, error.code.as_deref()), (500, Some("UnexpectedError")), "{endpoint:?}");
+        emulator.clear_faults().await;
+    }
+}

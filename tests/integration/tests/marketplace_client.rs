@@ -635,7 +635,9 @@ async fn invoke(
         Endpoint::DeleteSubscription => client.delete_subscription(sub, &call).await.map(drop),
         Endpoint::ListOperations => client.list_outstanding_operations(sub, &call).await.map(drop),
         Endpoint::GetOperation => client.get_operation(sub, &op, &call).await.map(drop),
-        Endpoint::UpdateOperation => client.update_operation_status(sub, &op, AckStatus::Success, &call).await,
+        Endpoint::UpdateOperation => {
+            client.update_operation_status(sub, &op, AckStatus::Success, &call).await
+        }
         Endpoint::UsageEvent => client.post_usage_event(&event, &call).await.map(drop),
         Endpoint::BatchUsageEvent => client.post_usage_events(&[event], &call).await.map(drop),
         Endpoint::GetUsageEvents => {
@@ -676,15 +678,21 @@ async fn every_call_reports_403_and_500_as_typed_errors() {
     let token = emulator.landing_token(sub.as_str()).await;
     for endpoint in endpoints {
         // 403 survives one token refresh: the app is not the offer's.
-        emulator.inject(endpoint.clone(), Fault::Status { status: 403, retry_after: None, body: None }, 2).await;
+        emulator
+            .inject(endpoint.clone(), Fault::Status { status: 403, retry_after: None, body: None }, 2)
+            .await;
         let forbidden = invoke(&client, &endpoint, &sub, &token).await;
         assert!(matches!(forbidden, Err(MarketplaceError::Forbidden { .. })), "{endpoint:?}: {forbidden:?}");
 
         // 500 on the first attempt and every retry.
         let body = serde_json::json!({"error": {"code": "UnexpectedError", "message": "An unexpected error has occurred."}});
-        emulator.inject(endpoint.clone(), Fault::Status { status: 500, retry_after: None, body: Some(body) }, 4).await;
+        emulator
+            .inject(endpoint.clone(), Fault::Status { status: 500, retry_after: None, body: Some(body) }, 4)
+            .await;
         let failed = invoke(&client, &endpoint, &sub, &token).await;
-        let Err(MarketplaceError::Server { error, meta }) = &failed else { panic!("{endpoint:?}: {failed:?}") };
+        let Err(MarketplaceError::Server { error, meta }) = &failed else {
+            panic!("{endpoint:?}: {failed:?}")
+        };
         assert_eq!((meta.status, error.code.as_deref()), (500, Some("UnexpectedError")), "{endpoint:?}");
         emulator.clear_faults().await;
     }

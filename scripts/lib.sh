@@ -98,6 +98,52 @@ ensure_python_tools() {
     echo "$pins" >"$stamp"
 }
 
+# Headless Chromium and its chromedriver for the browser tests (tests/integration/src/browser.rs),
+# from Debian's packages: they are the only browser build this machine can get (a tool that
+# downloads its own browser fails here). Installs them when missing (about 25 s; needs root and
+# apt-get), then exports CHROMIUM and CHROMEDRIVER, the paths the tests read. A path already in
+# CHROMIUM or CHROMEDRIVER is kept, and must be an executable.
+ensure_chromium() {
+    local chromium chromedriver
+    chromium=$(chromium_path CHROMIUM chromium) || exit 1
+    chromedriver=$(chromium_path CHROMEDRIVER chromedriver) || exit 1
+    if [[ -z $chromium || -z $chromedriver ]]; then
+        [[ $(id -u) -eq 0 ]] \
+            || die "Chromium or chromedriver is missing, and installing them needs root: sudo apt-get install chromium chromium-driver"
+        require_command apt-get "the browser tests need Debian's packages chromium and chromium-driver"
+        local log=$TOOLS_DIR/logs/apt-chromium.log
+        mkdir -p "$TOOLS_DIR/logs"
+        echo "Installing the Debian packages chromium and chromium-driver (log: .tools/logs/apt-chromium.log) ..."
+        # Waits up to 5 minutes for another apt/dpkg run to release its lock instead of failing at once.
+        if ! { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update \
+            && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y \
+                --no-install-recommends chromium chromium-driver; } >"$log" 2>&1; then
+            tail -n 20 "$log" >&2
+            die "apt-get install chromium chromium-driver failed (whole log: $log)"
+        fi
+        chromium=$(chromium_path CHROMIUM chromium) || exit 1
+        chromedriver=$(chromium_path CHROMEDRIVER chromedriver) || exit 1
+        [[ -n $chromium && -n $chromedriver ]] \
+            || die "chromium and chromium-driver are installed, yet /usr/bin/chromium or /usr/bin/chromedriver is missing"
+    fi
+    export CHROMIUM=$chromium CHROMEDRIVER=$chromedriver
+}
+
+# chromium_path VARIABLE NAME: prints the path in $VARIABLE if set (failing if it is not an
+# executable), else /usr/bin/NAME, else NAME found on PATH, else nothing.
+chromium_path() {
+    local variable=$1 name=$2
+    local preset=${!variable:-}
+    if [[ -n $preset ]]; then
+        [[ -f $preset && -x $preset ]] || die "$variable=$preset is not an executable file"
+        echo "$preset"
+    elif [[ -x /usr/bin/$name ]]; then
+        echo "/usr/bin/$name"
+    else
+        type -P "$name" || true
+    fi
+}
+
 # Puts the venv's sam and cfn-lint first on PATH.
 use_python_tools() {
     export PATH="$TOOLS_DIR/venv/bin:$PATH"

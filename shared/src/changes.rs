@@ -4,7 +4,8 @@
 use crate::domain::{OperationAction, OperationId, OperationStatus, RequestSource, Subscription, Timestamp};
 use crate::lifecycle::{LifecycleEvent, Transition, decide};
 use crate::store::{
-    Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, SubscriptionRecord,
+    Applied, Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, StoreError,
+    SubscriptionRecord, SubscriptionStore,
 };
 
 /// An event about one subscription, as a flow hands it to the core.
@@ -32,6 +33,8 @@ pub enum Decision {
     /// The event cannot follow from what we hold: re-read the subscription from Microsoft and
     /// apply that as an observation instead.
     Resync,
+    /// An observation of what we already hold: nothing to record.
+    Nothing,
 }
 
 /// Decides what `event` does to `current` (the stored record, if any) and builds the change.
@@ -46,6 +49,9 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
             let mut next = event.after.clone();
             next.status = Some(status);
             if next == current.subscription {
+                if matches!(event.lifecycle, LifecycleEvent::Observed(_)) {
+                    return Decision::Nothing;
+                }
                 (Outcome::Unchanged, Some("already as Microsoft says".to_owned()))
             } else {
                 let record = SubscriptionRecord {
@@ -57,6 +63,9 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
                 let state = StateWrite::Replace { expected_version: current.version, record };
                 return Decision::Apply(build(event, Some(current), state, Outcome::Applied, None, now));
             }
+        }
+        Transition::Unchanged if matches!(event.lifecycle, LifecycleEvent::Observed(_)) => {
+            return Decision::Nothing;
         }
         Transition::Unchanged => (Outcome::Unchanged, None),
         Transition::Terminal => {
@@ -136,4 +145,45 @@ fn describe(event: &LifecycleEvent) -> String {
 
 fn fmt_time(at: Option<Timestamp>) -> String {
     at.map_or_else(|| "an unknown time".to_owned(), |t| t.to_rfc3339())
+}
+
+/// What recording an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written; the record is at `version`.
+    Written { version: u64 },
+    /// This operation was recorded before.
+    Duplicate,
+    /// An observation of what we already hold.
+    Nothing,
+    /// The event cannot follow from our record: the caller must re-read Microsoft's view.
+    Resync,
+}
+
+/// How often a writer re-reads and decides again when others keep getting in first.
+const CONFLICT_ATTEMPTS: u32 = 8;
+
+/// Decides and applies `event`, re-reading and deciding again when another writer changed the
+/// subscription in between (optimistic locking: no update is lost).
+pub async fn record_event(
+    store: &impl SubscriptionStore,
+    event: &Event,
+    now: Timestamp,
+) -> Result<Recorded, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = store.get(&event.after.id).await?;
+        let change = match plan_change(current.as_ref(), event.clone(), now) {
+            Decision::Apply(change) => change,
+            Decision::Resync => return Ok(Recorded::Resync),
+            Decision::Nothing => return Ok(Recorded::Nothing),
+        };
+        match store.apply(&change).await {
+            Ok(Applied::Recorded { version }) => return Ok(Recorded::Written { version }),
+            Ok(Applied::Duplicate) => return Ok(Recorded::Duplicate),
+            Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
+            Err(error) => return Err(error),
+        }
+    }
 }

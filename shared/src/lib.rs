@@ -7,6 +7,10 @@
 pub mod changes;
 pub mod clock;
 pub mod domain;
+pub mod identity;
 pub mod lifecycle;
 pub mod marketplace;
+pub mod onboarding;
+pub mod settings;
 pub mod store;
+pub mod web;

@@ -149,7 +149,7 @@ fn event(lifecycle: E, after: Subscription, occurred_at: Option<Timestamp>) -> E
 fn apply(decision: Decision) -> fulfillment::store::Change {
     match decision {
         Decision::Apply(change) => change,
-        Decision::Resync => panic!("expected a change"),
+        other => panic!("expected a change, got {other:?}"),
     }
 }
 
@@ -259,4 +259,14 @@ fn a_first_sighting_creates_version_one_but_only_with_a_status() {
     let mut no_status = subscription(SubscriptionStatus::Subscribed);
     no_status.status = None;
     assert_eq!(plan_change(None, event(E::Suspended, no_status, at(1)), at(2).expect("t")), Decision::Resync);
+}
+
+#[test]
+fn an_observation_of_what_we_hold_records_nothing() {
+    let current = record(SubscriptionStatus::Subscribed, 3, None);
+    let seen = event(E::Observed(SubscriptionStatus::Subscribed), current.subscription.clone(), None);
+    assert_eq!(plan_change(Some(&current), seen, at(6).expect("t")), Decision::Nothing);
+    // A notification of what we hold is still recorded (it is an operation of Microsoft's).
+    let notified = event(E::Reinstated, current.subscription.clone(), at(5));
+    assert!(matches!(plan_change(Some(&current), notified, at(6).expect("t")), Decision::Apply(_)));
 }

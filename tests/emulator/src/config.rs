@@ -41,6 +41,19 @@ pub struct EmulatorConfig {
     pub webhook_timeout: Duration,
     /// The offer catalog (plans, prices, dimensions).
     pub offers: Vec<Offer>,
+    /// The user the sign-in endpoints (`…/oauth2/v2.0/authorize`) sign in at once, without a login
+    /// page; changeable at run time with `Emulator::set_signin_user`.
+    pub signin_user: SigninUser,
+    /// The landing page's (multi-tenant) app id: the only `client_id` the authorize and
+    /// authorization-code token requests accept; `None` accepts any non-empty one.
+    pub signin_client_id: Option<String>,
+    /// The landing page app's client secret; `None` = not checked (any or none is accepted).
+    pub signin_client_secret: Option<String>,
+    /// The landing page app's registered redirect URIs (exact match, as Entra's reply URLs);
+    /// empty accepts any absolute http(s) URL without a fragment.
+    pub signin_redirect_uris: Vec<String>,
+    /// Lifetime of an authorization code (Entra: a few minutes; tests may set `Duration::ZERO`).
+    pub authorization_code_ttl: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -60,6 +73,45 @@ impl Default for EmulatorConfig {
             webhook_retry_backoff: Duration::from_millis(500),
             webhook_timeout: Duration::from_secs(5),
             offers: default_catalog(),
+            signin_user: SigninUser::default(),
+            signin_client_id: None,
+            signin_client_secret: None,
+            signin_redirect_uris: Vec::new(),
+            authorization_code_ttl: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// The tenant id Entra uses for personal Microsoft accounts (the `consumers` tenant).
+pub const MSA_TENANT_ID: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+/// The user the emulator's identity provider signs in (the buyer on the landing page).
+///
+/// `Default` is an admin of Fabrikam, a customer tenant (`tid` differs from the publisher's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SigninUser {
+    /// Display name (`name` claim, with the `profile` scope).
+    pub name: String,
+    /// E-mail (`email` claim, with the `email` scope); empty = the user has none, no claim.
+    pub email: String,
+    /// Sign-in name, usually the UPN (`preferred_username` claim, with the `profile` scope).
+    pub preferred_username: String,
+    /// Object id of the user in its tenant (`oid` claim, with the `profile` scope).
+    pub oid: String,
+    /// The user's tenant (`tid` claim; the GUID in `iss`). [`MSA_TENANT_ID`] makes it a
+    /// personal Microsoft account (signs in at `consumers`/`common`, not `organizations`).
+    pub tid: String,
+}
+
+impl Default for SigninUser {
+    fn default() -> Self {
+        Self {
+            name: "Fabrikam Admin".into(),
+            email: "admin@fabrikam.example".into(),
+            preferred_username: "admin@fabrikam.onmicrosoft.com".into(),
+            oid: "3f6c2a51-0000-4000-8000-00000000ad01".into(),
+            tid: "b4d1f00d-0000-4000-8000-0000000fab01".into(),
         }
     }
 }

@@ -22,6 +22,9 @@
 //! | `PUT /_control/quirks/{Quirk}` | `{"on": bool}` | 204 |
 //! | `GET /_control/requests` | | `[RecordedRequest…]` |
 //! | `POST /_control/revoke-access-tokens` | | 204 |
+//! | `GET /_control/signins` | | `[SigninRecord…]` |
+//! | `GET /_control/signin-user`, `PUT` | `SigninUser` (PUT) | `SigninUser` (GET), 204 (PUT) |
+//! | `PUT /_control/id-token-fault` | `{"fault": IdTokenFault or null}` | 204 |
 //!
 //! Errors: `{"error": message}` with 400 (rule), 404 (unknown), 409 (invalid transition).
 
@@ -38,10 +41,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::config::SigninUser;
 use crate::engine::{self, ChangeRequest, Reject};
-use crate::faults::{Endpoint, Fault, Quirk, WebhookFaults};
+use crate::faults::{Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
 use crate::model::{Action, SeedSubscription};
 use crate::server::{empty_response, json_response};
+use crate::signin::SigninRecord;
 use crate::state::Shared;
 use crate::{
     EmulatorError, OperationHandle, OperationView, Purchase, Purchased, RecordedRequest, WebhookDelivery,
@@ -66,6 +71,9 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/quirks/{quirk}", put(quirk))
         .route("/requests", get(requests))
         .route("/revoke-access-tokens", post(revoke))
+        .route("/signins", get(signins))
+        .route("/signin-user", get(signin_user).put(set_signin_user))
+        .route("/id-token-fault", put(id_token_fault))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -113,6 +121,10 @@ async fn config(State(shared): State<Arc<Shared>>) -> Response {
         "ackWindowMs": c.ack_window.as_millis() as u64,
         "operationDelayMs": c.operation_delay.as_millis() as u64,
         "offers": c.offers,
+        "signinAuthority": format!("{}/entra/organizations/v2.0", shared.base_url),
+        "signinClientId": c.signin_client_id,
+        "signinRedirectUris": c.signin_redirect_uris,
+        "signinUser": shared.lock().signin_user,
     }))
 }
 
@@ -277,6 +289,7 @@ async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
     let mut state = shared.lock();
     state.faults.clear();
     state.webhook_faults = WebhookFaults::default();
+    state.id_token_fault = None;
     empty_response(StatusCode::NO_CONTENT)
 }
 
@@ -311,6 +324,42 @@ async fn requests(State(shared): State<Arc<Shared>>) -> Response {
 async fn revoke(State(shared): State<Arc<Shared>>) -> Response {
     shared.lock().access_tokens.clear();
     empty_response(StatusCode::NO_CONTENT)
+}
+
+async fn signins(State(shared): State<Arc<Shared>>) -> Response {
+    let signins = shared.lock().signins.clone();
+    ok(&signins)
+}
+
+async fn signin_user(State(shared): State<Arc<Shared>>) -> Response {
+    let user = shared.lock().signin_user.clone();
+    ok(&user)
+}
+
+async fn set_signin_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse::<SigninUser>(&body) {
+        Ok(user) => {
+            shared.lock().set_signin_user(user);
+            empty_response(StatusCode::NO_CONTENT)
+        }
+        Err(m) => bad_body(m),
+    }
+}
+
+#[derive(Deserialize)]
+struct IdTokenFaultBody {
+    #[serde(default)]
+    fault: Option<IdTokenFault>,
+}
+
+async fn id_token_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse::<IdTokenFaultBody>(&body) {
+        Ok(b) => {
+            shared.lock().id_token_fault = b.fault;
+            empty_response(StatusCode::NO_CONTENT)
+        }
+        Err(m) => bad_body(m),
+    }
 }
 
 /// A client of a running emulator's control API (what the command line uses).
@@ -401,7 +450,23 @@ impl ControlClient {
         self.send::<Value>(self.http.post(format!("{}/faults", self.base)).json(&body)).await.map(|_| ())
     }
 
-    /// Clears faults and webhook faults.
+    /// Every authorize request so far.
+    pub async fn signins(&self) -> Result<Vec<SigninRecord>, EmulatorError> {
+        self.send(self.http.get(format!("{}/signins", self.base))).await
+    }
+
+    /// Signs in `user` from now on.
+    pub async fn set_signin_user(&self, user: &SigninUser) -> Result<(), EmulatorError> {
+        self.send::<Value>(self.http.put(format!("{}/signin-user", self.base)).json(user)).await.map(|_| ())
+    }
+
+    /// ID tokens issued from now on carry `fault`'s defect (`None`: valid ones).
+    pub async fn set_id_token_fault(&self, fault: Option<IdTokenFault>) -> Result<(), EmulatorError> {
+        let url = format!("{}/id-token-fault", self.base);
+        self.send::<Value>(self.http.put(url).json(&json!({"fault": fault}))).await.map(|_| ())
+    }
+
+    /// Clears faults, webhook faults and the ID-token fault.
     pub async fn clear_faults(&self) -> Result<(), EmulatorError> {
         self.send::<Value>(self.http.delete(format!("{}/faults", self.base))).await.map(|_| ())
     }

@@ -1,5 +1,9 @@
 //! An Entra-like authority under `/entra`: client-credentials token endpoints (v1, v2), JWKS and
-//! OpenID configuration documents.
+//! OpenID configuration documents, and (in [`crate::signin`]) the OpenID Connect sign-in of the
+//! landing page: authorize, the authorization-code grant, logout.
+//!
+//! Tenant segments: the publisher's tenant, every tenant a sign-in user has had, the MSA tenant,
+//! and `common`, `organizations`, `consumers`; any other answers AADSTS90002.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,16 +14,72 @@ use axum::response::Response;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::config::MARKETPLACE_RESOURCE_ID;
+use crate::config::{MARKETPLACE_RESOURCE_ID, MSA_TENANT_ID};
 use crate::faults::Endpoint;
 use crate::model::guid;
 use crate::server::{ConnKill, FaultOutcome, apply_fault, empty_response, json_response};
+use crate::signin;
 use crate::state::Shared;
 
 enum Route {
     Token { v2: bool },
     Jwks,
     OpenId { v2: bool },
+    Authorize,
+    Logout,
+}
+
+/// The tenant segment of an authority path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TenantPath {
+    /// `common`: work/school and personal accounts.
+    Common,
+    /// `organizations`: work/school accounts only.
+    Organizations,
+    /// `consumers`: personal Microsoft accounts only.
+    Consumers,
+    /// A tenant id.
+    Id(String),
+}
+
+impl TenantPath {
+    /// Whether a user of tenant `tid` signs in through this authority.
+    pub(crate) fn admits(&self, tid: &str) -> bool {
+        let msa = tid.eq_ignore_ascii_case(MSA_TENANT_ID);
+        match self {
+            Self::Common => true,
+            Self::Organizations => !msa,
+            Self::Consumers => msa,
+            Self::Id(id) => id.eq_ignore_ascii_case(tid),
+        }
+    }
+
+    /// The segment as used in URLs.
+    pub(crate) fn segment(&self) -> &str {
+        match self {
+            Self::Common => "common",
+            Self::Organizations => "organizations",
+            Self::Consumers => "consumers",
+            Self::Id(id) => id,
+        }
+    }
+}
+
+/// Resolves a tenant segment; `None` for a tenant that does not exist here.
+pub(crate) fn tenant_path(shared: &Shared, segment: &str) -> Option<TenantPath> {
+    let lower = segment.to_ascii_lowercase();
+    match lower.as_str() {
+        "common" => Some(TenantPath::Common),
+        "organizations" => Some(TenantPath::Organizations),
+        "consumers" => Some(TenantPath::Consumers),
+        _ if lower.eq_ignore_ascii_case(&shared.config.publisher_tenant_id) => {
+            Some(TenantPath::Id(shared.config.publisher_tenant_id.clone()))
+        }
+        _ if lower == MSA_TENANT_ID || shared.lock().signin_tenants.contains(&lower) => {
+            Some(TenantPath::Id(lower))
+        }
+        _ => None,
+    }
 }
 
 fn parse(method: &Method, segments: &[&str]) -> Option<Route> {
@@ -29,6 +89,8 @@ fn parse(method: &Method, segments: &[&str]) -> Option<Route> {
         (Method::GET, [_, "discovery", "keys"] | [_, "discovery", "v2.0", "keys"]) => Some(Route::Jwks),
         (Method::GET, [_, ".well-known", "openid-configuration"]) => Some(Route::OpenId { v2: false }),
         (Method::GET, [_, "v2.0", ".well-known", "openid-configuration"]) => Some(Route::OpenId { v2: true }),
+        (Method::GET, [_, "oauth2", "v2.0", "authorize"]) => Some(Route::Authorize),
+        (Method::GET, [_, "oauth2", "v2.0", "logout"]) => Some(Route::Logout),
         _ => None,
     }
 }
@@ -44,7 +106,8 @@ pub(crate) async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Re
     let endpoint = match route {
         Route::Token { .. } => Some(Endpoint::Token),
         Route::Jwks => Some(Endpoint::Jwks),
-        Route::OpenId { .. } => None,
+        Route::Authorize => Some(Endpoint::Authorize),
+        Route::OpenId { .. } | Route::Logout => None,
     };
     match apply_fault(&shared, endpoint, kill.as_ref()).await {
         FaultOutcome::Dropped => return empty_response(StatusCode::INTERNAL_SERVER_ERROR),
@@ -64,24 +127,20 @@ pub(crate) async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Re
             token(&shared, tenant, v2, &bytes)
         }
         Route::Jwks => {
-            if !known_tenant(&shared, tenant) {
+            if tenant_path(&shared, tenant).is_none() {
                 return unknown_tenant(tenant);
             }
             json_response(StatusCode::OK, &shared.signer.jwks())
         }
-        Route::OpenId { v2 } => {
-            if !known_tenant(&shared, tenant) {
-                return unknown_tenant(tenant);
-            }
-            json_response(StatusCode::OK, &openid_configuration(&shared, v2))
+        Route::OpenId { v2 } => match tenant_path(&shared, tenant) {
+            Some(path) => json_response(StatusCode::OK, &openid_configuration(&shared, &path, v2)),
+            None => unknown_tenant(tenant),
+        },
+        Route::Authorize => {
+            signin::authorize(&shared, tenant, parts.uri.query().unwrap_or_default(), &parts.headers)
         }
+        Route::Logout => signin::logout(parts.uri.query().unwrap_or_default()),
     }
-}
-
-fn known_tenant(shared: &Shared, tenant: &str) -> bool {
-    tenant.eq_ignore_ascii_case(&shared.config.publisher_tenant_id)
-        || tenant.eq_ignore_ascii_case("common")
-        || tenant.eq_ignore_ascii_case("organizations")
 }
 
 fn unknown_tenant(tenant: &str) -> Response {
@@ -93,11 +152,14 @@ fn unknown_tenant(tenant: &str) -> Response {
     )
 }
 
+/// A fresh trace id, correlation id and timestamp for an error.
+pub(crate) fn error_parts() -> (String, String, String) {
+    (guid(), guid(), Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string())
+}
+
 /// Entra's error body.
-fn entra_error(status: StatusCode, error: &str, code: u32, message: &str) -> Response {
-    let trace_id = guid();
-    let correlation_id = guid();
-    let timestamp = Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
+pub(crate) fn entra_error(status: StatusCode, error: &str, code: u32, message: &str) -> Response {
+    let (trace_id, correlation_id, timestamp) = error_parts();
     json_response(
         status,
         &json!({
@@ -119,66 +181,97 @@ fn authority(shared: &Shared) -> String {
     format!("{}/entra", shared.base_url)
 }
 
-fn openid_configuration(shared: &Shared, v2: bool) -> Value {
-    let tid = &shared.config.publisher_tenant_id;
+/// The OpenID configuration of a tenant segment. `issuer`: at `common`/`organizations` the template
+/// `{authority}/{tenantid}/v2.0` (v1: `https://sts.windows.net/{tenantid}/`), at `consumers` the MSA
+/// tenant's, at a tenant id `{authority}/{tid}/v2.0` — except the publisher's tenant, which keeps the
+/// issuer of the (webhook and access) tokens Microsoft issues there,
+/// `https://login.microsoftonline.com/{tid}/v2.0` (v1: `https://sts.windows.net/{tid}/`).
+fn openid_configuration(shared: &Shared, tenant: &TenantPath, v2: bool) -> Value {
     let authority = authority(shared);
-    let (issuer, token_endpoint, jwks_uri, authorize) = if v2 {
-        (
-            format!("https://login.microsoftonline.com/{tid}/v2.0"),
-            format!("{authority}/{tid}/oauth2/v2.0/token"),
-            format!("{authority}/{tid}/discovery/v2.0/keys"),
-            format!("{authority}/{tid}/oauth2/v2.0/authorize"),
-        )
+    let segment = tenant.segment();
+    let issuer_tenant = match tenant {
+        TenantPath::Common | TenantPath::Organizations => "{tenantid}",
+        TenantPath::Consumers => MSA_TENANT_ID,
+        TenantPath::Id(id) => id.as_str(),
+    };
+    let publisher =
+        matches!(tenant, TenantPath::Id(id) if id.eq_ignore_ascii_case(&shared.config.publisher_tenant_id));
+    let region = matches!(tenant, TenantPath::Id(_)).then_some("NA");
+    if !v2 {
+        return json!({
+            "token_endpoint": format!("{authority}/{segment}/oauth2/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": format!("{authority}/{segment}/discovery/keys"),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+            "scopes_supported": ["openid"],
+            "issuer": format!("https://sts.windows.net/{issuer_tenant}/"),
+            "authorization_endpoint": format!("{authority}/{segment}/oauth2/authorize"),
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "tid", "oid", "ver", "appid", "azp"],
+            "tenant_region_scope": region,
+        });
+    }
+    let issuer = if publisher {
+        format!("https://login.microsoftonline.com/{issuer_tenant}/v2.0")
     } else {
-        (
-            format!("https://sts.windows.net/{tid}/"),
-            format!("{authority}/{tid}/oauth2/token"),
-            format!("{authority}/{tid}/discovery/keys"),
-            format!("{authority}/{tid}/oauth2/authorize"),
-        )
+        format!("{authority}/{issuer_tenant}/v2.0")
     };
     json!({
-        "token_endpoint": token_endpoint,
+        "token_endpoint": format!("{authority}/{segment}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-        "jwks_uri": jwks_uri,
+        "jwks_uri": format!("{authority}/{segment}/discovery/v2.0/keys"),
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "response_types_supported": ["code"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "code_challenge_methods_supported": ["S256"],
         "issuer": issuer,
-        "authorization_endpoint": authorize,
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "tid", "oid", "ver", "appid", "azp"],
-        "tenant_region_scope": "NA",
+        "request_uri_parameter_supported": false,
+        "authorization_endpoint": format!("{authority}/{segment}/oauth2/v2.0/authorize"),
+        "end_session_endpoint": format!("{authority}/{segment}/oauth2/v2.0/logout"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "nbf", "nonce", "tid", "oid", "ver", "name",
+            "preferred_username", "email", "sid", "aio", "uti", "azp", "appid",
+        ],
+        "tenant_region_scope": region,
+        "cloud_instance_name": "microsoftonline.com",
+        "msgraph_host": "graph.microsoft.com",
     })
 }
 
-/// Client-credentials grant for the Marketplace resource.
+/// The token endpoint: dispatches on `grant_type`.
 fn token(shared: &Shared, tenant: &str, v2: bool, body: &[u8]) -> Response {
-    let cfg = &shared.config;
     let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let Some(path) = tenant_path(shared, tenant) else { return unknown_tenant(tenant) };
+    match form.iter().find(|(k, _)| k == "grant_type").map(|(_, v)| v.as_str()) {
+        Some("client_credentials") => client_credentials(shared, tenant, v2, &form),
+        Some("authorization_code") if v2 => signin::redeem(shared, &path, &form),
+        Some(other) => entra_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            &format!("The app requested an unsupported grant type '{other}'."),
+        ),
+        None => entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        ),
+    }
+}
+
+/// Client-credentials grant for the Marketplace resource (publisher tenant only).
+fn client_credentials(shared: &Shared, tenant: &str, v2: bool, form: &[(String, String)]) -> Response {
+    let cfg = &shared.config;
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     if !tenant.eq_ignore_ascii_case(&cfg.publisher_tenant_id) {
         return unknown_tenant(tenant);
-    }
-    match field("grant_type").as_deref() {
-        Some("client_credentials") => {}
-        Some(other) => {
-            return entra_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                70003,
-                &format!("The app requested an unsupported grant type '{other}'."),
-            );
-        }
-        None => {
-            return entra_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            );
-        }
     }
     let Some(client_id) = field("client_id") else {
         return entra_error(

@@ -39,6 +39,32 @@ pub enum Endpoint {
     GetUsageEvents,
     /// The JWKS endpoints (v1 and v2 paths).
     Jwks,
+    /// The sign-in (authorization) endpoint `…/oauth2/v2.0/authorize`.
+    Authorize,
+}
+
+/// A defect of the ID tokens the token endpoint issues (authorization-code grant) while it is
+/// set, for tests of the relying party's ID-token checks. Everything else stays valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IdTokenFault {
+    /// `nonce` differs from the authorize request's (present even if none was sent).
+    WrongNonce,
+    /// `aud` is another app's id.
+    WrongAudience,
+    /// `iss` names another tenant than `tid` (same authority): `{authority}/{other}/v2.0`.
+    WrongIssuer,
+    /// `iss` is of another authority: `https://issuer.invalid/{tid}/v2.0`.
+    ForeignIssuer,
+    /// `exp` is an hour in the past (`iat`/`nbf` two hours).
+    Expired,
+    /// `nbf` (and `iat`) is an hour in the future.
+    NotYetValid,
+    /// RS256 with the published `kid`, but signed by another key (the signature does not verify).
+    UnpublishedKey,
+    /// `alg: none` and no signature.
+    AlgNone,
+    /// Signed by the published key, but the header's `kid` is not in the JWKS.
+    UnknownKid,
 }
 
 /// What an injected fault does to one call.

@@ -49,9 +49,20 @@ impl Signer {
         self.jwks.clone()
     }
 
-    /// An RS256 JWT over `claims` with this key's `kid`.
+    /// An RS256 JWT over `claims` with this key's `kid` (and `x5t`, as Entra's v1 tokens).
     pub(crate) fn sign(&self, claims: &Value) -> String {
-        let header = json!({"typ": "JWT", "alg": "RS256", "kid": self.kid, "x5t": self.kid});
+        self.sign_with_header(
+            &json!({"typ": "JWT", "alg": "RS256", "kid": self.kid, "x5t": self.kid}),
+            claims,
+        )
+    }
+
+    /// An RS256 JWT over `claims` whose header names `kid` (only), as Entra's v2 ID tokens.
+    pub(crate) fn sign_with_kid(&self, claims: &Value, kid: &str) -> String {
+        self.sign_with_header(&json!({"typ": "JWT", "alg": "RS256", "kid": kid}), claims)
+    }
+
+    fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -66,4 +77,13 @@ impl Signer {
             Err(_) => format!("{signing_input}."),
         }
     }
+}
+
+/// An unsecured JWT (`alg: none`, empty signature) over `claims`.
+pub(crate) fn unsigned(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"typ": "JWT", "alg": "none"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
 }

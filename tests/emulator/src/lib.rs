@@ -7,12 +7,17 @@
 //! | path | what |
 //! | --- | --- |
 //! | `/api/…` | Marketplace API (as under `https://marketplaceapi.microsoft.com/api`) |
-//! | `/entra/{tenant}/…` | token endpoints (v1, v2), JWKS, OpenID configuration |
+//! | `/entra/{tenant}/…` | token endpoints (v1, v2), JWKS, OpenID configuration, OIDC sign-in |
 //! | `/_control/…` | unauthenticated JSON control API for tests and the command line |
 //!
 //! Tests drive the customer side with the methods of [`Emulator`] (purchase, change plan, …),
 //! inspect what the product did ([`Emulator::requests`], [`Emulator::webhook_deliveries`]) and
 //! inject faults ([`Emulator::inject`], [`Emulator::webhook_faults`], [`Emulator::set_quirk`]).
+//!
+//! It is also the landing page's OpenID Connect provider (Entra ID v2.0, authorization code flow
+//! with PKCE) at [`Emulator::signin_authority`]: it signs in [`Emulator::set_signin_user`]'s user
+//! at once, records each sign-in ([`Emulator::signins`]) and can issue defective ID tokens
+//! ([`Emulator::set_id_token_fault`]).
 
 mod api;
 mod config;
@@ -24,6 +29,7 @@ mod keys;
 mod metering;
 mod model;
 mod server;
+mod signin;
 mod state;
 mod webhook;
 
@@ -40,11 +46,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    API_VERSION, DimensionSpec, EmulatorConfig, MARKETPLACE_RESOURCE_ID, Offer, PlanSpec, TokenVersion,
-    default_catalog,
+    API_VERSION, DimensionSpec, EmulatorConfig, MARKETPLACE_RESOURCE_ID, MSA_TENANT_ID, Offer, PlanSpec,
+    SigninUser, TokenVersion, default_catalog,
 };
 pub use control::ControlClient;
-pub use faults::{Endpoint, Fault, Quirk, WebhookFaults};
+pub use faults::{Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
+pub use signin::SigninRecord;
 
 use engine::{ChangeRequest, Reject};
 use model::{Action, OpStatus, SeedSubscription};
@@ -320,6 +327,7 @@ impl Emulator {
             config,
             base_url: format!("http://{local}"),
             signer,
+            rogue_signer: std::sync::OnceLock::new(),
             state: std::sync::Mutex::new(State::default()),
             changes: watch::channel(0).0,
             shutdown: shutdown_rx.clone(),
@@ -337,6 +345,7 @@ impl Emulator {
                 })
                 .await
         });
+        shared.lock().set_signin_user(shared.config.signin_user.clone());
         tracing::info!(url = %shared.base_url, "marketplace emulator listening");
         Ok(Emulator { shared, shutdown, server: Some(server) })
     }
@@ -377,6 +386,13 @@ impl Emulator {
     /// The v2 JWKS URL of the publisher tenant.
     pub fn jwks_url(&self) -> String {
         format!("{}/{}/discovery/v2.0/keys", self.authority(), self.shared.config.publisher_tenant_id)
+    }
+
+    /// The landing page's (multi-tenant) OpenID Connect authority: `{authority}/organizations/v2.0`.
+    /// Its discovery document is at `…/v2.0/.well-known/openid-configuration`; its `issuer` is the
+    /// template `{authority}/{tenantid}/v2.0`, and ID tokens carry `{authority}/{tid}/v2.0`.
+    pub fn signin_authority(&self) -> String {
+        format!("{}/organizations/v2.0", self.authority())
     }
 
     /// The configuration it runs with.
@@ -567,7 +583,7 @@ impl Emulator {
         self.shared.lock().requests.clone()
     }
 
-    /// Access tokens issued by the token endpoint so far.
+    /// Client-credentials access tokens issued by the token endpoint so far (sign-ins not counted).
     pub fn tokens_issued(&self) -> u64 {
         self.shared.tokens_issued.load(Ordering::SeqCst)
     }
@@ -616,11 +632,45 @@ impl Emulator {
         webhook::flush(&self.shared)
     }
 
-    /// Removes every injected fault and webhook fault (held webhooks stay until flushed).
+    /// Removes every injected fault, webhook fault and ID-token fault (held webhooks stay until
+    /// flushed).
     pub async fn clear_faults(&self) {
         let mut state = self.shared.lock();
         state.faults.clear();
         state.webhook_faults = WebhookFaults::default();
+        state.id_token_fault = None;
+    }
+
+    /// Signs in `user` from now on (codes already issued keep their user). Its tenant becomes known
+    /// (discovery, JWKS, authorize at `{authority}/{tid}/…`).
+    pub async fn set_signin_user(&self, user: SigninUser) {
+        self.shared.lock().set_signin_user(user);
+    }
+
+    /// The user signed in now.
+    pub async fn signin_user(&self) -> SigninUser {
+        self.shared.lock().signin_user.clone()
+    }
+
+    /// ID tokens issued from now on carry `fault`'s defect (`None`: valid ones again).
+    pub async fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
+        self.shared.lock().id_token_fault = fault;
+    }
+
+    /// Every authorize request so far (refused ones too), oldest first.
+    pub async fn signins(&self) -> Vec<SigninRecord> {
+        self.shared.lock().signins.clone()
+    }
+
+    /// Waits (bounded) for a sign-in record matching `predicate` (e.g. `|s| s.redeemed`).
+    pub async fn wait_signin(
+        &self,
+        timeout: Duration,
+        predicate: impl Fn(&SigninRecord) -> bool,
+    ) -> Result<SigninRecord, EmulatorError> {
+        self.wait_until(timeout, |state| state.signins.iter().find(|s| predicate(s)).cloned())
+            .await
+            .ok_or_else(|| EmulatorError::Timeout(format!("no matching sign-in within {timeout:?}")))
     }
 
     /// Switches a quirk on or off.

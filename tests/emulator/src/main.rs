@@ -155,6 +155,15 @@ struct Serve {
     /// Publisher id (`publisherId`).
     #[arg(long, env = "EMULATOR_PUBLISHER_ID")]
     publisher_id: Option<String>,
+    /// The landing page app's client id: the only one sign-in accepts (default: any).
+    #[arg(long, env = "EMULATOR_SIGNIN_CLIENT_ID")]
+    signin_client_id: Option<String>,
+    /// The landing page app's client secret, checked at code redemption (default: not checked).
+    #[arg(long, env = "EMULATOR_SIGNIN_CLIENT_SECRET")]
+    signin_client_secret: Option<String>,
+    /// A registered redirect URI of the landing page app (repeat or comma-separate; default: any).
+    #[arg(long, env = "EMULATOR_SIGNIN_REDIRECT_URIS", value_delimiter = ',')]
+    signin_redirect_uri: Vec<String>,
 }
 
 fn seconds(name: &str, s: f64) -> Result<Duration, String> {
@@ -170,6 +179,9 @@ async fn serve(args: Serve) -> Result<(), String> {
             Version::V1 => TokenVersion::V1,
             Version::V2 => TokenVersion::V2,
         },
+        signin_client_id: args.signin_client_id,
+        signin_client_secret: args.signin_client_secret,
+        signin_redirect_uris: args.signin_redirect_uri,
         ..EmulatorConfig::default()
     };
     if let Some(v) = args.publisher_tenant_id {
@@ -193,6 +205,7 @@ async fn serve(args: Serve) -> Result<(), String> {
     println!("token url:     {}", emulator.token_url_v2());
     println!("tenant id:     {}", c.publisher_tenant_id);
     println!("app id:        {}", c.publisher_app_id);
+    println!("sign-in:       {}", emulator.signin_authority());
     println!("control:       {}/_control", emulator.url());
     println!("webhook url:   {}", c.webhook_url.as_deref().unwrap_or("(none: webhooks are only recorded)"));
     println!("ready");

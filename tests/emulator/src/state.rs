@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::config::EmulatorConfig;
-use crate::faults::{Endpoint, Fault, Quirk, WebhookFaults};
+use crate::config::{EmulatorConfig, SigninUser};
+use crate::faults::{Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
 use crate::keys::Signer;
 use crate::model::{Op, Sub};
+use crate::signin::{AuthCode, SigninRecord};
 use crate::{RecordedRequest, WebhookDelivery};
 
 /// Everything the handlers, timers and the `Emulator` handle share.
@@ -20,6 +21,8 @@ pub(crate) struct Shared {
     /// "http://127.0.0.1:PORT".
     pub base_url: String,
     pub signer: Signer,
+    /// A second key, never published, for the `UnpublishedKey` ID-token fault (made on first use).
+    pub rogue_signer: std::sync::OnceLock<Option<Signer>>,
     pub state: Mutex<State>,
     /// Bumped on every state change, so waiters re-check without polling.
     pub changes: watch::Sender<u64>,
@@ -114,6 +117,15 @@ pub(crate) struct State {
     pub quirks: HashSet<Quirk>,
     pub deliveries: Vec<WebhookDelivery>,
     pub requests: Vec<RecordedRequest>,
+    /// The user the authorize endpoint signs in.
+    pub signin_user: SigninUser,
+    /// Lowercase ids of every tenant a sign-in user has had (they "exist" for discovery).
+    pub signin_tenants: HashSet<String>,
+    /// Authorization codes issued (redeemed ones stay, marked, to tell "already redeemed").
+    pub auth_codes: HashMap<String, AuthCode>,
+    /// Every authorize request, in arrival order.
+    pub signins: Vec<SigninRecord>,
+    pub id_token_fault: Option<IdTokenFault>,
 }
 
 impl State {
@@ -148,6 +160,12 @@ impl State {
             op.status == crate::model::OpStatus::InProgress
                 && op.subscription_id.eq_ignore_ascii_case(subscription_id)
         })
+    }
+
+    /// Makes `user` the one signed in from now on (its tenant becomes known).
+    pub(crate) fn set_signin_user(&mut self, user: SigninUser) {
+        self.signin_tenants.insert(user.tid.to_ascii_lowercase());
+        self.signin_user = user;
     }
 
     /// Takes the next queued fault for an endpoint, if any.

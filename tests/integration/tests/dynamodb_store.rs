@@ -22,7 +22,7 @@ fn at(minute: u32) -> Timestamp {
 fn change(current: Option<&SubscriptionRecord>, event: Event) -> Change {
     match plan_change(current, event, Utc::now()) {
         Decision::Apply(change) => change,
-        Decision::Resync => panic!("expected a change, got a resync"),
+        other => panic!("expected a change, got {other:?}"),
     }
 }
 

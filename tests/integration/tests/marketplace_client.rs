@@ -678,16 +678,14 @@ async fn every_call_reports_403_and_500_as_typed_errors() {
     let token = emulator.landing_token(sub.as_str()).await;
     for endpoint in endpoints {
         // 403 survives one token refresh: the app is not the offer's.
-        emulator
-            .inject(endpoint.clone(), Fault::Status { status: 403, retry_after: None, body: None }, 2)
-            .await;
+        emulator.inject(endpoint, Fault::Status { status: 403, retry_after: None, body: None }, 2).await;
         let forbidden = invoke(&client, &endpoint, &sub, &token).await;
         assert!(matches!(forbidden, Err(MarketplaceError::Forbidden { .. })), "{endpoint:?}: {forbidden:?}");
 
         // 500 on the first attempt and every retry.
         let body = serde_json::json!({"error": {"code": "UnexpectedError", "message": "An unexpected error has occurred."}});
         emulator
-            .inject(endpoint.clone(), Fault::Status { status: 500, retry_after: None, body: Some(body) }, 4)
+            .inject(endpoint, Fault::Status { status: 500, retry_after: None, body: Some(body) }, 4)
             .await;
         let failed = invoke(&client, &endpoint, &sub, &token).await;
         let Err(MarketplaceError::Server { error, meta }) = &failed else {

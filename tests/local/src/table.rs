@@ -76,6 +76,13 @@ pub fn definition() -> TableDefinition {
     serde_norway::from_value(properties).unwrap_or_else(|e| panic!("{LOGICAL_ID} properties: {e}"))
 }
 
+/// Creates table `name` from the template unless it exists (for the local run, which may reuse one).
+pub async fn ensure_from_template(client: &Client, name: &str) {
+    if client.describe_table().table_name(name).send().await.is_err() {
+        create_from_template(client, name).await;
+    }
+}
+
 /// Creates table `name` with the template's definition (keys, index, billing mode, TTL).
 pub async fn create_from_template(client: &Client, name: &str) {
     let definition = definition();

@@ -1,0 +1,76 @@
+//! Reading the landing page's query string as Microsoft sends it (reference §7.3).
+
+/// The longest purchase token we pass on to Microsoft; real ones are a few hundred characters.
+pub const MAX_TOKEN_LENGTH: usize = 8 * 1024;
+
+/// The value of `name` in a raw query string, percent-decoded exactly once, with no `+`-to-space
+/// conversion (that is form decoding, and purchase tokens contain `+`). `None` when absent or
+/// not valid UTF-8 once decoded.
+pub fn parameter(raw_query: &str, name: &str) -> Option<String> {
+    raw_query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value)).flatten()
+    })
+}
+
+/// The purchase token of a landing-page query: decoded once, and spaces turned back into `+`
+/// (something on the way form-decoded it; tokens never contain spaces). `None` when missing,
+/// empty or absurdly long.
+pub fn purchase_token(raw_query: &str) -> Option<String> {
+    let token = parameter(raw_query, "token")?.trim().replace(' ', "+");
+    (!token.is_empty() && token.len() <= MAX_TOKEN_LENGTH).then_some(token)
+}
+
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_decoded_exactly_once_and_keeps_its_plus_signs() {
+        assert_eq!(purchase_token("token=ab%2Bcd%2Fef%3D%3D").as_deref(), Some("ab+cd/ef=="));
+        assert_eq!(purchase_token("token=ab+cd/ef==").as_deref(), Some("ab+cd/ef=="), "raw + stays +");
+        assert_eq!(purchase_token("token=ab%20cd").as_deref(), Some("ab+cd"), "a space was a +");
+        assert_eq!(
+            purchase_token("token=ab%252Bcd").as_deref(),
+            Some("ab%2Bcd"),
+            "double-encoded stays encoded once"
+        );
+        assert_eq!(purchase_token("x=1&token=t%2B1&y=2").as_deref(), Some("t+1"));
+    }
+
+    #[test]
+    fn a_missing_empty_or_oversized_token_is_none() {
+        assert_eq!(purchase_token(""), None);
+        assert_eq!(purchase_token("token="), None);
+        assert_eq!(purchase_token("token"), None);
+        assert_eq!(purchase_token("tokens=abc"), None);
+        assert_eq!(purchase_token(&format!("token={}", "a".repeat(MAX_TOKEN_LENGTH + 1))), None);
+        assert_eq!(purchase_token("token=%FF%FE"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn stray_percent_signs_are_kept() {
+        assert_eq!(parameter("a=100%&b=%zz", "a").as_deref(), Some("100%"));
+        assert_eq!(parameter("a=100%&b=%zz", "b").as_deref(), Some("%zz"));
+    }
+}

@@ -1,0 +1,236 @@
+//! The whole system on one machine: the functions' handlers in one process behind one HTTP
+//! server, our Marketplace emulator, and the table (as `template.yaml` declares it) in DynamoDB
+//! Local. Used by the end-to-end tests and by `scripts/run`.
+
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use activate::ActivatePage;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use fulfillment::clock::SystemClock;
+use fulfillment::identity::OidcClient;
+use fulfillment::marketplace::{HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
+use fulfillment::onboarding::Onboarding;
+use fulfillment::settings::{Environment, WebSettings};
+use fulfillment::store::dynamodb::DynamoDbStore;
+use landing::LandingPage;
+use marketplace_emulator::{Emulator, EmulatorConfig};
+
+/// A client of the DynamoDB at `endpoint` (DynamoDB Local), with dummy credentials and short timeouts.
+pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "dynamodb-local"))
+        .endpoint_url(endpoint)
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(20))
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// How to run the stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dynamodb_endpoint: String,
+    /// Created from the template when missing.
+    pub table_name: String,
+    /// 0 = any free port.
+    pub web_port: u16,
+    /// 0 = any free port.
+    pub emulator_port: u16,
+    /// Sign in with Entra ID (played by the emulator) before the landing page.
+    pub signin: bool,
+    pub auto_activate: bool,
+    /// Microsoft's side; `Default` otherwise (its `webhook_url` is set to ours).
+    pub emulator: EmulatorConfig,
+}
+
+impl Options {
+    pub fn new(dynamodb_endpoint: impl Into<String>) -> Self {
+        Self {
+            dynamodb_endpoint: dynamodb_endpoint.into(),
+            table_name: format!("subscriptions-{}", uuid::Uuid::new_v4()),
+            web_port: 0,
+            emulator_port: 0,
+            signin: false,
+            auto_activate: false,
+            emulator: EmulatorConfig::default(),
+        }
+    }
+}
+
+/// The landing page's app registration in the emulator's identity provider.
+pub const SIGNIN_CLIENT_ID: &str = "5ce10000-0000-4000-8000-00000000c11e";
+
+type Landing = LandingPage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+type Activate = ActivatePage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+
+struct Functions {
+    landing: Landing,
+    activate: Activate,
+}
+
+/// A running stack; stops when dropped.
+pub struct LocalStack {
+    /// Where the functions answer, e.g. `http://127.0.0.1:3000`.
+    pub url: String,
+    pub emulator: Emulator,
+    pub store: DynamoDbStore,
+    pub table_name: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] fulfillment::marketplace::ConfigError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+impl LocalStack {
+    pub async fn start(options: Options) -> Result<Self, StartError> {
+        let dynamodb = dynamodb_client(&options.dynamodb_endpoint);
+        table::ensure_from_template(&dynamodb, &options.table_name).await;
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.web_port)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let mut emulator_config = options.emulator.clone();
+        emulator_config.webhook_url.get_or_insert_with(|| format!("{url}/webhook"));
+        emulator_config.signin_client_id.get_or_insert_with(|| SIGNIN_CLIENT_ID.to_owned());
+        let emulator =
+            Emulator::start_on(SocketAddr::from(([127, 0, 0, 1], options.emulator_port)), emulator_config)
+                .await?;
+
+        let environment = environment(&options, &url, &emulator);
+        let store = DynamoDbStore::new(dynamodb, &options.table_name);
+        let onboarding = || -> Result<_, StartError> {
+            let mut config = MarketplaceConfig::from_lookup(environment.lookup())?;
+            config.retry = RetryPolicy {
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(1),
+                ..RetryPolicy::default()
+            };
+            let marketplace = HttpMarketplaceClient::new(config)?;
+            Ok(Onboarding::new(store.clone(), marketplace, SystemClock, options.auto_activate))
+        };
+        let web = WebSettings::from_environment(&environment)?;
+        let functions = Arc::new(Functions {
+            landing: LandingPage {
+                onboarding: onboarding()?,
+                signin: web.signin.clone().map(|s| OidcClient::new(reqwest::Client::new(), s)),
+                web: web.clone(),
+                clock: SystemClock,
+            },
+            activate: ActivatePage { onboarding: onboarding()?, web, clock: SystemClock },
+        });
+
+        let app = axum::Router::new()
+            .route("/landing", axum::routing::any(landing))
+            .route("/activate", axum::routing::any(activate))
+            .with_state(functions);
+        let server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "local stack server stopped");
+            }
+        });
+        Ok(Self { url, emulator, store, table_name: options.table_name, server })
+    }
+
+    /// The landing page URL for a purchase token, as Microsoft would build it.
+    pub fn landing_url(&self, token: &str) -> String {
+        let mut url = url::Url::parse(&format!("{}/landing", self.url)).expect("a URL");
+        url.query_pairs_mut().append_pair("token", token);
+        url.to_string()
+    }
+}
+
+/// The functions' configuration, as the template would set it, pointing at the emulator.
+fn environment(options: &Options, url: &str, emulator: &Emulator) -> Environment {
+    let settings = emulator.config();
+    let mut pairs = vec![
+        ("TABLE_NAME", options.table_name.clone()),
+        ("DYNAMODB_ENDPOINT", options.dynamodb_endpoint.clone()),
+        ("ENTRA_TENANT_ID", settings.publisher_tenant_id.clone()),
+        ("ENTRA_CLIENT_ID", settings.publisher_app_id.clone()),
+        ("ENTRA_CLIENT_SECRET", settings.publisher_client_secret.clone()),
+        ("ENTRA_AUTHORITY", emulator.authority()),
+        ("MARKETPLACE_API_BASE", emulator.api_base()),
+        ("MARKETPLACE_CALL_TIMEOUT_MS", "8000".into()),
+        // A fixed key for local runs only; in AWS it comes from Secrets Manager.
+        ("FORM_SIGNING_KEY", "local-stack-form-signing-key-0123456789abcdef".into()),
+        ("LANDING_URL", format!("{url}/landing")),
+        ("ACTIVATE_URL", format!("{url}/activate")),
+        ("PRODUCT_NAME", "Contoso Cloud".into()),
+        ("PRODUCT_URL", "https://app.contoso.example/".into()),
+        ("AUTO_ACTIVATE", options.auto_activate.to_string()),
+        ("SECURE_COOKIES", "false".into()),
+    ];
+    if options.signin {
+        pairs.push((
+            "OIDC_CLIENT_ID",
+            settings.signin_client_id.clone().unwrap_or_else(|| SIGNIN_CLIENT_ID.into()),
+        ));
+        pairs.push(("OIDC_AUTHORITY", format!("{}/organizations/v2.0", emulator.authority())));
+    }
+    Environment::from_pairs(pairs)
+}
+
+async fn landing(
+    State(functions): State<Arc<Functions>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let request = into_lambda(request).await;
+    from_lambda(functions.landing.handle(request).await)
+}
+
+async fn activate(
+    State(functions): State<Arc<Functions>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let request = into_lambda(request).await;
+    from_lambda(functions.activate.handle(request).await)
+}
+
+/// What API Gateway would hand the function: the same method, path, raw query, headers and body.
+async fn into_lambda(request: axum::extract::Request) -> lambda_http::Request {
+    let (parts, body) = request.into_parts();
+    // Function URLs and API Gateway cap bodies far below this.
+    let bytes = axum::body::to_bytes(body, 6 * 1024 * 1024).await.unwrap_or_default();
+    let body =
+        if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    lambda_http::Request::from_parts(parts, body)
+}
+
+fn from_lambda(response: lambda_http::Response<lambda_http::Body>) -> axum::response::Response {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        lambda_http::Body::Empty => Bytes::new(),
+        lambda_http::Body::Text(text) => Bytes::from(text),
+        lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    (parts, bytes).into_response()
+}

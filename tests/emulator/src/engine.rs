@@ -74,8 +74,14 @@ pub(crate) fn new_purchase_token() -> String {
     token.into_iter().collect()
 }
 
-fn issue_token(shared: &Shared, state: &mut State, subscription_id: &str, now: DateTime<Utc>) -> String {
-    let token = new_purchase_token();
+fn issue_token(
+    shared: &Shared,
+    state: &mut State,
+    subscription_id: &str,
+    now: DateTime<Utc>,
+    fixed: Option<String>,
+) -> String {
+    let token = fixed.unwrap_or_else(new_purchase_token);
     let ttl =
         chrono::Duration::from_std(shared.config.purchase_token_ttl).unwrap_or(chrono::Duration::days(1));
     state.purchase_tokens.insert(
@@ -161,7 +167,7 @@ pub(crate) fn purchase(shared: &Shared, p: Purchase) -> Result<Purchased, Reject
         return Err(Reject::Conflict(format!("subscription {id} already exists")));
     }
     state.insert_sub(sub);
-    let token = issue_token(shared, &mut state, &id, now);
+    let token = issue_token(shared, &mut state, &id, now, p.token.clone());
     drop(state);
     shared.changed();
     Ok(Purchased { subscription_id: id, token })
@@ -174,7 +180,7 @@ pub(crate) fn landing_token(shared: &Shared, subscription_id: &str) -> Result<St
         .sub(subscription_id)
         .map(|s| s.id.clone())
         .ok_or_else(|| Reject::NotFound(format!("subscription {subscription_id} not found")))?;
-    Ok(issue_token(shared, &mut state, &id, Utc::now()))
+    Ok(issue_token(shared, &mut state, &id, Utc::now(), None))
 }
 
 /// Resolve: the `ResolvedSubscription` for an exact, unexpired purchase token.

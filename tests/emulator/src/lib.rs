@@ -116,6 +116,8 @@ pub struct Purchase {
     pub dry_run: bool,
     /// Fixed subscription id instead of a random GUID.
     pub subscription_id: Option<String>,
+    /// Fixed purchase token instead of a random one (so a committed event file can resolve).
+    pub token: Option<String>,
 }
 
 impl Default for Purchase {
@@ -135,6 +137,7 @@ impl Default for Purchase {
             csp_sandbox: false,
             dry_run: false,
             subscription_id: None,
+            token: None,
         }
     }
 }

@@ -76,12 +76,13 @@ impl Options {
 /// The landing page's app registration in the emulator's identity provider.
 pub const SIGNIN_CLIENT_ID: &str = "5ce10000-0000-4000-8000-00000000c11e";
 
-type Landing = LandingPage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
-type Activate = ActivatePage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+pub type Landing = LandingPage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+pub type Activate = ActivatePage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 
-struct Functions {
-    landing: Landing,
-    activate: Activate,
+/// The functions' handlers, wired as their `main.rs` wires them.
+pub struct Functions {
+    pub landing: Landing,
+    pub activate: Activate,
 }
 
 /// A running stack; stops when dropped.
@@ -91,6 +92,8 @@ pub struct LocalStack {
     pub emulator: Emulator,
     pub store: DynamoDbStore,
     pub table_name: String,
+    /// The handlers, for invoking them with Lambda events directly.
+    pub functions: Arc<Functions>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -150,13 +153,13 @@ impl LocalStack {
         let app = axum::Router::new()
             .route("/landing", axum::routing::any(landing))
             .route("/activate", axum::routing::any(activate))
-            .with_state(functions);
+            .with_state(functions.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "local stack server stopped");
             }
         });
-        Ok(Self { url, emulator, store, table_name: options.table_name, server })
+        Ok(Self { url, emulator, store, table_name: options.table_name, functions, server })
     }
 
     /// The landing page URL for a purchase token, as Microsoft would build it.

@@ -1,0 +1,94 @@
+//! The trigger payloads in `events/` (the files `sam local invoke` and `cargo lambda invoke` use),
+//! handed to the handlers as Lambda would, against the emulator and DynamoDB Local.
+
+use fulfillment::domain::{SubscriptionId, SubscriptionStatus};
+use fulfillment::store::SubscriptionStore;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use local_stack::{LocalStack, Options};
+use marketplace_emulator::Purchase;
+
+/// The purchase the event files name.
+const TOKEN: &str = "Qm9vdHN0cmFw+TG9jYWwvVG9rZW4=/Rml4ZWQrUHVyY2hhc2U=+c3Vic2NyaXB0aW9uL2V2ZW50cw==";
+const SUBSCRIPTION: &str = "e7e70000-0000-4000-8000-0000000e7e70";
+
+fn event(name: &str) -> Request {
+    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    lambda_http::request::from_str(&json)
+        .unwrap_or_else(|e| panic!("{path} is not an API Gateway event: {e}"))
+}
+
+fn text(response: &Response<Body>) -> String {
+    String::from_utf8_lossy(response.body().as_ref()).into_owned()
+}
+
+/// A stack whose emulator holds the purchase the event files name.
+async fn stack() -> LocalStack {
+    let stack =
+        LocalStack::start(Options::new(integration_tests::dynamodb_endpoint())).await.expect("starts");
+    stack
+        .emulator
+        .purchase(Purchase {
+            subscription_id: Some(SUBSCRIPTION.into()),
+            token: Some(TOKEN.into()),
+            ..Purchase::plan("team-monthly").quantity(6)
+        })
+        .await;
+    stack
+}
+
+#[tokio::test]
+async fn the_landing_events_get_their_pages() {
+    let stack = stack().await;
+    let landing = &stack.functions.landing;
+    for (file, status, needle) in [
+        ("landing/purchase.json", StatusCode::OK, "Confirm your subscription"),
+        ("landing/token-unencoded.json", StatusCode::OK, "Confirm your subscription"),
+        ("landing/token-plus-as-space.json", StatusCode::OK, "Confirm your subscription"),
+        ("landing/token-double-encoded.json", StatusCode::BAD_REQUEST, "This link is no longer valid"),
+        ("landing/token-missing.json", StatusCode::BAD_REQUEST, "This link is no longer valid"),
+        ("landing/token-junk-4kb.json", StatusCode::BAD_REQUEST, "This link is no longer valid"),
+        ("landing/post.json", StatusCode::METHOD_NOT_ALLOWED, "only answers GET"),
+    ] {
+        let response = landing.handle(event(file)).await;
+        assert_eq!(response.status(), status, "{file}: {}", text(&response));
+        assert!(text(&response).contains(needle), "{file}: {}", text(&response));
+    }
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    let record = stack.store.get(&id).await.expect("read").expect("recorded by the landing events");
+    assert_eq!(record.status(), SubscriptionStatus::PendingFulfillmentStart);
+}
+
+#[tokio::test]
+async fn the_activate_events_get_their_answers() {
+    let stack = stack().await;
+    let activate = &stack.functions.activate;
+    for (file, status, needle) in [
+        ("activate/get.json", StatusCode::METHOD_NOT_ALLOWED, "Activation is a POST"),
+        ("activate/form-empty.json", StatusCode::BAD_REQUEST, "confirmation has expired"),
+        ("activate/form-forged.json", StatusCode::FORBIDDEN, "confirmation has expired"),
+        // The admin route without IAM authorization is treated as a form, and has none.
+        ("activate/admin-without-iam.json", StatusCode::BAD_REQUEST, "confirmation has expired"),
+    ] {
+        let response = activate.handle(event(file)).await;
+        assert_eq!(response.status(), status, "{file}: {}", text(&response));
+        assert!(text(&response).contains(needle), "{file}: {}", text(&response));
+    }
+    assert_eq!(
+        stack.emulator.subscription(SUBSCRIPTION).await.expect("exists")["saasSubscriptionStatus"],
+        "PendingFulfillmentStart"
+    );
+
+    let response = activate.handle(event("activate/admin.json")).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+    let answer: serde_json::Value = serde_json::from_str(&text(&response)).expect("JSON for tooling");
+    assert_eq!(answer["status"], "Subscribed");
+    assert_eq!(
+        (answer["planId"].as_str(), answer["quantity"].as_u64(), answer["activatedNow"].as_bool()),
+        (Some("team-monthly"), Some(6), Some(true))
+    );
+    let again = activate.handle(event("activate/admin.json")).await;
+    let answer: serde_json::Value = serde_json::from_str(&text(&again)).expect("JSON");
+    assert_eq!(answer["activatedNow"], false, "idempotent");
+}

@@ -1,0 +1,90 @@
+//! `template.yaml`: every function has its own, least-privilege policy.
+
+use serde_norway::Value;
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(integration_tests::table::TEMPLATE).expect("template.yaml");
+    serde_norway::from_str(&text).expect("YAML")
+}
+
+fn functions(template: &Value) -> Vec<(String, Value)> {
+    let resources = template.get("Resources").and_then(Value::as_mapping).expect("Resources");
+    resources
+        .iter()
+        .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function"))
+        .map(|(name, r)| (name.as_str().expect("a name").to_owned(), r.clone()))
+        .collect()
+}
+
+/// A value as text, CloudFormation tags included (`!GetAtt SubscriptionsTable.Arn`).
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Tagged(tagged) => format!("{} {}", tagged.tag, text(&tagged.value)),
+        Value::Sequence(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_function_is_declared_with_its_binary() {
+    let template = template();
+    let names: Vec<String> = functions(&template).into_iter().map(|(n, _)| n).collect();
+    for expected in ["LandingFunction", "ActivateFunction"] {
+        assert!(names.contains(&expected.to_owned()), "{expected} in {names:?}");
+    }
+    for (name, function) in functions(&template) {
+        assert_eq!(
+            function.get("Metadata").and_then(|m| m.get("BuildMethod")).and_then(Value::as_str),
+            Some("rust-cargolambda"),
+            "{name}"
+        );
+        let binary = function
+            .get("Metadata")
+            .and_then(|m| m.get("BuildProperties"))
+            .and_then(|p| p.get("Binary"))
+            .and_then(Value::as_str);
+        let folder = format!("{}/../../functions/{}", env!("CARGO_MANIFEST_DIR"), binary.unwrap_or_default());
+        assert!(std::path::Path::new(&folder).is_dir(), "{name}: binary {binary:?} is a crate in functions/");
+    }
+}
+
+#[test]
+fn no_function_gets_a_wildcard_or_a_broad_managed_policy() {
+    for (name, function) in functions(&template()) {
+        let policies =
+            function.get("Properties").and_then(|p| p.get("Policies")).and_then(Value::as_sequence);
+        let policies = policies.unwrap_or_else(|| panic!("{name} declares its policies"));
+        for policy in policies {
+            let statements = policy.get("Statement").and_then(Value::as_sequence);
+            let statements =
+                statements.unwrap_or_else(|| panic!("{name}: only inline statements, not {policy:?}"));
+            for statement in statements {
+                let (actions, resource) = (text(&statement["Action"]), text(&statement["Resource"]));
+                assert!(!actions.contains('*'), "{name}: wildcard action {actions}");
+                assert!(!resource.is_empty() && resource != "*", "{name}: resource {resource:?}");
+                assert_eq!(statement.get("Effect").and_then(Value::as_str), Some("Allow"));
+            }
+        }
+    }
+}
+
+#[test]
+fn admin_routes_require_iam() {
+    for (name, function) in functions(&template()) {
+        let Some(events) =
+            function.get("Properties").and_then(|p| p.get("Events")).and_then(Value::as_mapping)
+        else {
+            continue;
+        };
+        for (event, definition) in events {
+            let properties = &definition["Properties"];
+            let path = properties.get("Path").and_then(Value::as_str).unwrap_or_default();
+            if path.starts_with("/admin/") {
+                let authorizer =
+                    properties.get("Auth").and_then(|a| a.get("Authorizer")).and_then(Value::as_str);
+                assert_eq!(authorizer, Some("AWS_IAM"), "{name}.{event:?} {path}");
+            }
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! Turning an event into a [`Change`] for the store: the lifecycle decides, this module builds the
 //! state, operation and history that record the decision.
 
-use crate::domain::{OperationAction, OperationId, OperationStatus, RequestSource, Subscription, Timestamp};
+use crate::domain::{
+    OperationAction, OperationId, OperationStatus, RequestSource, Subscription, SubscriptionStatus, Timestamp,
+};
 use crate::lifecycle::{LifecycleEvent, Transition, decide};
 use crate::store::{
     Applied, Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, StoreError,
@@ -22,6 +24,16 @@ pub struct Event {
     pub occurred_at: Option<Timestamp>,
     /// The subscription as it is after the event, as far as the flow knows (Microsoft's view).
     pub after: Subscription,
+    /// Record the event even when it changes nothing (a webhook delivery is an operation of
+    /// Microsoft's that must be kept); otherwise such an observation writes nothing.
+    pub record_if_unchanged: bool,
+}
+
+/// How long a cancelled customer's data is kept (reference §6.6: at least 7 days).
+pub const DATA_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+fn is_silent_observation(event: &Event) -> bool {
+    matches!(event.lifecycle, LifecycleEvent::Observed(_)) && !event.record_if_unchanged
 }
 
 /// What to do with an event.
@@ -49,24 +61,29 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
             let mut next = event.after.clone();
             next.status = Some(status);
             if next == current.subscription {
-                if matches!(event.lifecycle, LifecycleEvent::Observed(_)) {
+                if is_silent_observation(&event) {
                     return Decision::Nothing;
                 }
                 (Outcome::Unchanged, Some("already as Microsoft says".to_owned()))
             } else {
+                let retain_data_until = match next.status {
+                    Some(SubscriptionStatus::Unsubscribed) => {
+                        current.retain_data_until.or(Some(now + DATA_RETENTION))
+                    }
+                    _ => None,
+                };
                 let record = SubscriptionRecord {
                     subscription: next,
                     version: current.version + 1,
                     last_event_at: current.last_event_at.max(event.occurred_at),
                     updated_at: now,
+                    retain_data_until,
                 };
                 let state = StateWrite::Replace { expected_version: current.version, record };
                 return Decision::Apply(build(event, Some(current), state, Outcome::Applied, None, now));
             }
         }
-        Transition::Unchanged if matches!(event.lifecycle, LifecycleEvent::Observed(_)) => {
-            return Decision::Nothing;
-        }
+        Transition::Unchanged if is_silent_observation(&event) => return Decision::Nothing,
         Transition::Unchanged => (Outcome::Unchanged, None),
         Transition::Terminal => {
             (Outcome::Ignored, Some("the subscription is unsubscribed for good".to_owned()))
@@ -88,11 +105,14 @@ fn first_sighting(event: Event, now: Timestamp) -> Decision {
     if event.after.status.is_none() {
         return Decision::Resync;
     }
+    let retain_data_until =
+        (event.after.status == Some(SubscriptionStatus::Unsubscribed)).then_some(now + DATA_RETENTION);
     let record = SubscriptionRecord {
         subscription: event.after.clone(),
         version: 1,
         last_event_at: event.occurred_at,
         updated_at: now,
+        retain_data_until,
     };
     Decision::Apply(build(event, None, StateWrite::Create(record), Outcome::Applied, None, now))
 }

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod identity;
 pub mod lifecycle;
 pub mod marketplace;
+pub mod notifications;
 pub mod onboarding;
 pub mod settings;
 pub mod store;

@@ -177,6 +177,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
             operation_status: None,
             occurred_at: Some(self.clock.now()),
             after: after.clone(),
+            record_if_unchanged: false,
         };
         match record_event(&self.store, &event, self.clock.now()).await? {
             Recorded::Resync => self.observe(&after, ChangeSource::Activation, operation_id).await?,
@@ -212,6 +213,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
             operation_status: None,
             occurred_at: None,
             after: subscription.clone(),
+            record_if_unchanged: false,
         };
         record_event(&self.store, &event, self.clock.now()).await?;
         Ok(())

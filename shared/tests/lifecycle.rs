@@ -130,6 +130,7 @@ fn record(status: SubscriptionStatus, version: u64, last_event_at: Option<Timest
         version,
         last_event_at,
         updated_at: at(0).expect("time"),
+        retain_data_until: None,
     }
 }
 
@@ -143,6 +144,7 @@ fn event(lifecycle: E, after: Subscription, occurred_at: Option<Timestamp>) -> E
         operation_status: None,
         occurred_at,
         after,
+        record_if_unchanged: false,
     }
 }
 

@@ -1,8 +1,13 @@
 //! Entra ID as an identity provider: signing keys (JWKS) and the OpenID Connect sign-in of the
-//! landing page.
+//! landing page, and the webhook's bearer token.
 
 mod jwks;
 mod oidc;
+mod webhook_token;
 
 pub use jwks::{JwksCache, JwksError};
 pub use oidc::{OidcClient, OidcError, OidcSettings, SignedInUser, SigninStart};
+pub use webhook_token::{
+    DEFAULT_LEEWAY, KEY_REFRESH_INTERVAL, TokenVersion, WebhookAuthError, WebhookAuthenticator,
+    WebhookCaller, WebhookTokenSettings,
+};

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    Applied, BoxError, Change, HistoryEntry, OperationRecord, StateWrite, StoreError, SubscriptionRecord,
-    SubscriptionStore,
+    Applied, BoxError, Change, HistoryEntry, OperationRecord, RejectedDelivery, StateWrite, StoreError,
+    SubscriptionRecord, SubscriptionStore,
 };
 use crate::domain::{OperationId, SubscriptionId};
 
@@ -32,6 +32,7 @@ pub mod layout {
     pub const EXPIRES_AT: &str = "expiresAt";
 
     pub const STATE: &str = "STATE";
+    pub const REJECTED_PREFIX: &str = "REJECTED#";
     pub const OPERATION_PREFIX: &str = "OP#";
     pub const EVENT_PREFIX: &str = "EVENT#";
 
@@ -41,6 +42,11 @@ pub mod layout {
 
     pub fn operation(id: &OperationId) -> String {
         format!("{OPERATION_PREFIX}{id}")
+    }
+
+    /// Refused deliveries, one partition per UTC day.
+    pub fn rejected_day(day: chrono::NaiveDate) -> String {
+        format!("{REJECTED_PREFIX}{}", day.format("%Y-%m-%d"))
     }
 
     /// Fixed-width UTC time first, so that sort-key order is time order.
@@ -186,6 +192,35 @@ impl SubscriptionStore for DynamoDbStore {
             .expression_attribute_values(":prefix", string(layout::EVENT_PREFIX))
             .consistent_read(true);
         self.query_all("read history", query).await?.iter().map(decode).collect()
+    }
+
+    async fn record_rejected(&self, delivery: &RejectedDelivery) -> Result<(), StoreError> {
+        let partition = layout::rejected_day(delivery.received_at.date_naive());
+        let sort = format!("{}#{}", delivery.received_at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), delivery.id);
+        let mut item = encode(&partition, &sort, delivery)?;
+        item.insert(
+            layout::EXPIRES_AT.into(),
+            number((delivery.received_at + OPERATION_RETENTION).timestamp()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| classify("record rejected delivery", e))?;
+        Ok(())
+    }
+
+    async fn rejected_on(&self, day: chrono::NaiveDate) -> Result<Vec<RejectedDelivery>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", string(layout::rejected_day(day)))
+            .consistent_read(true);
+        self.query_all("read rejected deliveries", query).await?.iter().map(decode).collect()
     }
 
     async fn by_beneficiary_tenant(&self, tenant_id: &str) -> Result<Vec<SubscriptionRecord>, StoreError> {

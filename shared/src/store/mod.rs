@@ -29,6 +29,9 @@ pub struct SubscriptionRecord {
     /// When the newest applied event happened (Microsoft's `timeStamp`): older events are stale.
     pub last_event_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// Once unsubscribed: the customer's data must be kept until then (7 days, reference §6.6).
+    #[serde(default)]
+    pub retain_data_until: Option<Timestamp>,
 }
 
 impl SubscriptionRecord {
@@ -60,6 +63,8 @@ lenient_enum! {
         Stale = "stale",
         /// The subscription is `Unsubscribed` for good: recorded, state kept.
         Ignored = "ignored",
+        /// A customer's plan or seat change we refused: recorded, state kept.
+        Rejected = "rejected",
     }
 }
 
@@ -110,6 +115,33 @@ pub struct HistoryEntry {
     pub version: u64,
     /// Why, or what differed.
     pub detail: Option<String>,
+}
+
+/// A webhook delivery refused before it named a subscription (not JSON, too large, no ids): kept
+/// for investigation, with the start of its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedDelivery {
+    pub id: String,
+    pub received_at: Timestamp,
+    pub reason: String,
+    /// The body's size in bytes.
+    pub size: usize,
+    /// The body's first kilobyte, as text.
+    pub excerpt: String,
+}
+
+impl RejectedDelivery {
+    pub fn new(body: &[u8], reason: impl Into<String>, received_at: Timestamp) -> Self {
+        let start = &body[..body.len().min(1024)];
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            received_at,
+            reason: reason.into(),
+            size: body.len(),
+            excerpt: String::from_utf8_lossy(start).into_owned(),
+        }
+    }
 }
 
 /// What a change does to the subscription's state item.
@@ -204,6 +236,18 @@ pub trait SubscriptionStore: Send + Sync {
         &self,
         id: &SubscriptionId,
     ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+
+    /// Keeps a delivery refused before it named a subscription.
+    fn record_rejected(
+        &self,
+        delivery: &RejectedDelivery,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The deliveries refused on `day` (UTC).
+    fn rejected_on(
+        &self,
+        day: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<Vec<RejectedDelivery>, StoreError>> + Send;
 
     /// The subscriptions whose beneficiary is this Entra tenant.
     fn by_beneficiary_tenant(

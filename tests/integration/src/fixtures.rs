@@ -50,5 +50,6 @@ pub fn event(
         operation_status: None,
         occurred_at,
         after,
+        record_if_unchanged: false,
     }
 }

@@ -4,6 +4,7 @@ pub mod browser;
 pub use local_stack::{dynamodb_client as client, table};
 
 pub mod fixtures;
+pub mod flows;
 pub mod stub;
 
 use fulfillment::store::dynamodb::DynamoDbStore;

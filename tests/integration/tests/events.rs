@@ -92,3 +92,56 @@ async fn the_activate_events_get_their_answers() {
     let answer: serde_json::Value = serde_json::from_str(&text(&again)).expect("JSON");
     assert_eq!(answer["activatedNow"], false, "idempotent");
 }
+
+/// A webhook event file, with a token freshly signed by the emulator in place of the placeholder.
+fn signed(stack: &LocalStack, name: &str) -> Request {
+    let mut request = event(name);
+    if request.headers().contains_key("authorization") {
+        let jwt = stack.emulator.sign_jwt(&stack.emulator.webhook_claims());
+        request.headers_mut().insert("authorization", format!("Bearer {jwt}").parse().expect("header"));
+    }
+    request
+}
+
+#[tokio::test]
+async fn the_webhook_events_get_their_answers() {
+    let stack = stack().await;
+    let activated = stack.functions.activate.handle(event("activate/admin.json")).await;
+    assert_eq!(activated.status(), StatusCode::OK, "{}", text(&activated));
+    let webhook = &stack.functions.webhook;
+    for (file, status, needle) in [
+        ("webhook/bad-get.json", StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+        ("webhook/bad-no-authorization.json", StatusCode::UNAUTHORIZED, "Unauthorized"),
+        ("webhook/bad-not-json.json", StatusCode::BAD_REQUEST, "InvalidPayload"),
+        ("webhook/bad-missing-ids.json", StatusCode::BAD_REQUEST, "InvalidPayload"),
+        // Microsoft knows none of these operations: a plan or seat change it cannot confirm is refused…
+        ("webhook/change-quantity-customer.json", StatusCode::BAD_REQUEST, "OperationMismatch"),
+        ("webhook/change-plan-customer.json", StatusCode::BAD_REQUEST, "OperationMismatch"),
+        ("webhook/change-plan-publisher.json", StatusCode::BAD_REQUEST, "OperationMismatch"),
+        // …while notifications are checked against the subscription itself.
+        ("webhook/suspend.json", StatusCode::OK, "recorded"),
+        ("webhook/reinstate-minimal.json", StatusCode::OK, "recorded"),
+        ("webhook/renew.json", StatusCode::OK, "recorded"),
+        ("webhook/subscribe.json", StatusCode::OK, "recorded"),
+        ("webhook/transfer-unknown-action.json", StatusCode::OK, "recorded"),
+        ("webhook/unsubscribe.json", StatusCode::OK, "recorded"),
+        ("webhook/suspend.json", StatusCode::OK, "duplicate"),
+    ] {
+        let response = webhook.handle(signed(&stack, file)).await;
+        assert_eq!(response.status(), status, "{file}: {}", text(&response));
+        assert!(text(&response).contains(needle), "{file}: {}", text(&response));
+    }
+    // Microsoft never suspended or cancelled it: our record stays equal to Microsoft's.
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    let record = stack.store.get(&id).await.expect("read").expect("recorded");
+    assert_eq!(record.status(), SubscriptionStatus::Subscribed);
+    let notifications = stack
+        .store
+        .history(&id)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter(|h| h.source == fulfillment::store::ChangeSource::Webhook)
+        .count();
+    assert_eq!(notifications, 6, "each notification recorded once");
+}

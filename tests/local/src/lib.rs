@@ -16,13 +16,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use fulfillment::clock::SystemClock;
-use fulfillment::identity::OidcClient;
+use fulfillment::identity::{OidcClient, WebhookAuthenticator, WebhookTokenSettings};
 use fulfillment::marketplace::{HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
+use fulfillment::notifications::{ChangePolicy, Webhook};
 use fulfillment::onboarding::Onboarding;
 use fulfillment::settings::{Environment, WebSettings};
 use fulfillment::store::dynamodb::DynamoDbStore;
 use landing::LandingPage;
 use marketplace_emulator::{Emulator, EmulatorConfig};
+use webhook::WebhookFunction;
 
 /// A client of the DynamoDB at `endpoint` (DynamoDB Local), with dummy credentials and short timeouts.
 pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
@@ -57,6 +59,8 @@ pub struct Options {
     pub auto_activate: bool,
     /// Microsoft's side; `Default` otherwise (its `webhook_url` is set to ours).
     pub emulator: EmulatorConfig,
+    /// Which customer plan and seat changes the webhook accepts.
+    pub policy: ChangePolicy,
 }
 
 impl Options {
@@ -69,6 +73,7 @@ impl Options {
             signin: false,
             auto_activate: false,
             emulator: EmulatorConfig::default(),
+            policy: ChangePolicy::default(),
         }
     }
 }
@@ -78,11 +83,13 @@ pub const SIGNIN_CLIENT_ID: &str = "5ce10000-0000-4000-8000-00000000c11e";
 
 pub type Landing = LandingPage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 pub type Activate = ActivatePage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+pub type WebhookHandler = WebhookFunction<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 
 /// The functions' handlers, wired as their `main.rs` wires them.
 pub struct Functions {
     pub landing: Landing,
     pub activate: Activate,
+    pub webhook: WebhookHandler,
 }
 
 /// A running stack; stops when dropped.
@@ -94,6 +101,8 @@ pub struct LocalStack {
     pub table_name: String,
     /// The handlers, for invoking them with Lambda events directly.
     pub functions: Arc<Functions>,
+    /// The functions' configuration (pointing at the emulator and the table).
+    pub environment: Environment,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -129,15 +138,19 @@ impl LocalStack {
 
         let environment = environment(&options, &url, &emulator);
         let store = DynamoDbStore::new(dynamodb, &options.table_name);
-        let onboarding = || -> Result<_, StartError> {
+        // Each function gets its own client, as each Lambda has its own process.
+        let marketplace = || -> Result<_, StartError> {
             let mut config = MarketplaceConfig::from_lookup(environment.lookup())?;
             config.retry = RetryPolicy {
                 base_delay: Duration::from_millis(200),
                 max_delay: Duration::from_secs(1),
                 ..RetryPolicy::default()
             };
-            let marketplace = HttpMarketplaceClient::new(config)?;
-            Ok(Onboarding::new(store.clone(), marketplace, SystemClock, options.auto_activate))
+            config.attempt_timeout = Duration::from_secs(3);
+            Ok(HttpMarketplaceClient::new(config)?)
+        };
+        let onboarding = || -> Result<_, StartError> {
+            Ok(Onboarding::new(store.clone(), marketplace()?, SystemClock, options.auto_activate))
         };
         let web = WebSettings::from_environment(&environment)?;
         let functions = Arc::new(Functions {
@@ -148,18 +161,27 @@ impl LocalStack {
                 clock: SystemClock,
             },
             activate: ActivatePage { onboarding: onboarding()?, web, clock: SystemClock },
+            webhook: WebhookFunction {
+                webhook: Webhook::new(store.clone(), marketplace()?, SystemClock, options.policy.clone()),
+                authenticator: WebhookAuthenticator::new(
+                    reqwest::Client::new(),
+                    WebhookTokenSettings::from_environment(&environment)?,
+                ),
+                clock: SystemClock,
+            },
         });
 
         let app = axum::Router::new()
             .route("/landing", axum::routing::any(landing))
             .route("/activate", axum::routing::any(activate))
+            .route("/webhook", axum::routing::any(webhook))
             .with_state(functions.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "local stack server stopped");
             }
         });
-        Ok(Self { url, emulator, store, table_name: options.table_name, functions, server })
+        Ok(Self { url, emulator, store, table_name: options.table_name, functions, environment, server })
     }
 
     /// The landing page URL for a purchase token, as Microsoft would build it.
@@ -215,6 +237,14 @@ async fn activate(
 ) -> axum::response::Response {
     let request = into_lambda(request).await;
     from_lambda(functions.activate.handle(request).await)
+}
+
+async fn webhook(
+    State(functions): State<Arc<Functions>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let request = into_lambda(request).await;
+    from_lambda(functions.webhook.handle(request).await)
 }
 
 /// What API Gateway would hand the function: the same method, path, raw query, headers and body.

@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let demo = stack.emulator.purchase(Purchase::plan("team-monthly").quantity(10)).await;
 
     println!();
-    println!("Functions:           {}  (GET /landing, POST /activate)", stack.url);
+    println!("Functions:           {}  (GET /landing, POST /activate, POST /webhook)", stack.url);
     println!(
         "Marketplace emulator: {}  (API {}, Entra {})",
         stack.emulator.url(),

@@ -1,0 +1,118 @@
+//! Microsoft's webhook: authenticate the bearer token (reference §4.5), parse the payload
+//! tolerantly, then one call into the core, which confirms, decides and applies exactly once. 200
+//! only after the durable write; 4xx to reject a customer's change or refuse a bad delivery; 5xx
+//! when Microsoft or the store fails transiently, so Microsoft retries.
+
+use std::time::{Duration, Instant};
+
+use fulfillment::clock::Clock;
+use fulfillment::domain::WebhookPayload;
+use fulfillment::identity::{WebhookAuthError, WebhookAuthenticator};
+use fulfillment::marketplace::MarketplaceApi;
+use fulfillment::notifications::{Handled, Webhook, WebhookError};
+use fulfillment::store::{RejectedDelivery, SubscriptionStore};
+use fulfillment::web::respond;
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+
+/// Microsoft waits 10 seconds; leave room for the answer to travel back.
+pub const BUDGET: Duration = Duration::from_secs(8);
+/// Real payloads are a few kilobytes.
+pub const MAX_BODY: usize = 256 * 1024;
+
+pub struct WebhookFunction<S, M, C> {
+    pub webhook: Webhook<S, M, C>,
+    pub authenticator: WebhookAuthenticator,
+    pub clock: C,
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C> {
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let started = Instant::now();
+        let response = self.respond(&request, started + BUDGET).await;
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "webhook answered"
+        );
+        response.map(Body::from)
+    }
+
+    async fn respond(&self, request: &Request, deadline: Instant) -> Response<String> {
+        if request.method() != Method::POST {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the webhook only accepts POST",
+            );
+        }
+        let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+        match self.authenticator.verify(authorization).await {
+            Ok(_) => {}
+            Err(WebhookAuthError::KeysUnavailable(cause)) => {
+                tracing::error!(error = %cause, "signing keys unavailable");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "KeysUnavailable",
+                    "the token cannot be checked now",
+                );
+            }
+            Err(reason) => {
+                // Logged without the token.
+                tracing::warn!(reason = %reason, "webhook refused: bad token");
+                return error(StatusCode::UNAUTHORIZED, "Unauthorized", "the bearer token is not valid");
+            }
+        }
+
+        let body = request.body().as_ref();
+        let payload = if body.len() > MAX_BODY {
+            Err(format!("the body has {} bytes, more than {MAX_BODY}", body.len()))
+        } else {
+            serde_json::from_slice::<WebhookPayload>(body).map_err(|e| format!("not a webhook payload: {e}"))
+        };
+        let payload = match payload {
+            Ok(payload) => payload,
+            Err(reason) => {
+                tracing::warn!(%reason, size = body.len(), "webhook refused: bad body");
+                let delivery = RejectedDelivery::new(body, reason.clone(), self.clock.now());
+                if let Err(store) = self.webhook.store().record_rejected(&delivery).await {
+                    tracing::error!(error = %store, "could not record the rejected delivery");
+                }
+                return error(StatusCode::BAD_REQUEST, "InvalidPayload", &reason);
+            }
+        };
+
+        let (subscription_id, operation_id) = (&payload.operation.subscription_id, &payload.operation.id);
+        match self.webhook.handle(&payload, deadline).await {
+            Ok(Handled::Recorded) => respond::json(StatusCode::OK, &json!({ "status": "recorded" })),
+            Ok(Handled::Duplicate) => respond::json(StatusCode::OK, &json!({ "status": "duplicate" })),
+            Ok(Handled::Rejected(reason)) => error(StatusCode::BAD_REQUEST, "ChangeRejected", &reason),
+            Ok(Handled::Refused(reason)) => error(StatusCode::BAD_REQUEST, "OperationMismatch", &reason),
+            Err(failure) => {
+                tracing::error!(%subscription_id, %operation_id, error = %chain(&failure), "webhook failed; Microsoft will retry");
+                let status = match &failure {
+                    WebhookError::Marketplace(e) if !e.is_retryable() => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                error(status, "TryAgain", "the notification could not be processed now")
+            }
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<String> {
+    respond::json(status, &json!({ "error": { "code": code, "message": message } }))
+}
+
+/// An error with its sources, for one log line.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

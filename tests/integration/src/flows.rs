@@ -1,0 +1,28 @@
+//! Steps of the buyer's flows, shared by the end-to-end tests.
+
+use local_stack::LocalStack;
+use marketplace_emulator::Purchase;
+
+/// The value of a hidden form field in `page`.
+pub fn field(page: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker)? + marker.len();
+    Some(page[start..start + page[start..].find('"')?].to_owned())
+}
+
+/// Buys `purchase` at the emulator, lands and confirms as the buyer would; returns the subscription id.
+pub async fn buy_and_activate(stack: &LocalStack, purchase: Purchase) -> String {
+    let bought = stack.emulator.purchase(purchase).await;
+    let http = reqwest::Client::new();
+    let page =
+        http.get(stack.landing_url(&bought.token)).send().await.expect("landing").text().await.expect("page");
+    let form_token = field(&page, "form_token").unwrap_or_else(|| panic!("a confirmation form: {page}"));
+    let answer = http
+        .post(format!("{}/activate", stack.url))
+        .form(&[("subscription_id", bought.subscription_id.as_str()), ("form_token", form_token.as_str())])
+        .send()
+        .await
+        .expect("activation");
+    assert!(answer.status().is_success(), "activation: {}", answer.status());
+    bought.subscription_id
+}

@@ -287,7 +287,7 @@ impl WebhookAuthenticator {
         };
         match claims.get("aud") {
             None | Some(Value::Null) => return Err(missing("aud")),
-            Some(Value::String(_)) => {}
+            Some(Value::String(aud)) if is_our_app(aud) => {}
             Some(Value::Array(auds)) if auds.iter().any(|a| a.as_str().is_some_and(is_our_app)) => {}
             Some(Value::String(aud)) => {
                 return Err(claim_error("aud", format!("{} is not {app} nor api://{app}", quote(aud))));

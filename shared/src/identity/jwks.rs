@@ -22,7 +22,13 @@ pub struct JwksCache {
     url: String,
     min_refresh: Duration,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    refreshed_at: Mutex<Option<Instant>>,
+    refreshed_at: Mutex<Refreshes>,
+}
+
+#[derive(Default)]
+struct Refreshes {
+    succeeded: Option<Instant>,
+    failed: Option<Instant>,
 }
 
 impl JwksCache {
@@ -36,14 +42,27 @@ impl JwksCache {
             return Ok(key.clone());
         }
         {
-            let mut refreshed_at = self.refreshed_at.lock().await;
+            let asked_at = Instant::now();
+            let mut refreshes = self.refreshed_at.lock().await;
+            // A fetch that failed while we queued for the lock failed for us too: during an outage
+            // callers must not stack one timeout each. A later caller tries again at once.
+            if refreshes.failed.is_some_and(|failed| failed >= asked_at) {
+                return Err(JwksError::Unavailable("the signing keys could not be fetched just now".into()));
+            }
             // Another caller may have refreshed while we waited; only refresh if still missing.
             if !self.keys.read().await.contains_key(kid)
-                && refreshed_at.is_none_or(|at| at.elapsed() >= self.min_refresh)
+                && refreshes.succeeded.is_none_or(|at| at.elapsed() >= self.min_refresh)
             {
-                let fetched = self.fetch().await?;
-                *refreshed_at = Some(Instant::now());
-                *self.keys.write().await = fetched;
+                match self.fetch().await {
+                    Ok(fetched) => {
+                        refreshes.succeeded = Some(Instant::now());
+                        *self.keys.write().await = fetched;
+                    }
+                    Err(error) => {
+                        refreshes.failed = Some(Instant::now());
+                        return Err(error);
+                    }
+                }
             }
         }
         self.keys.read().await.get(kid).cloned().ok_or_else(|| JwksError::UnknownKey(kid.to_owned()))

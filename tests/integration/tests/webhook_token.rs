@@ -783,3 +783,35 @@ async fn fifty_concurrent_verifications_fetch_the_keys_once() {
     }
     assert_eq!(fetches(&stub), 1);
 }
+
+#[tokio::test]
+async fn during_a_key_outage_waiting_callers_share_one_failed_fetch() {
+    let emulator = emulator().await;
+    let token = emulator.sign_jwt(&emulator.webhook_claims());
+    // Accepts connections and never answers: each fetch runs into its 3-second timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let url = format!("http://{}/keys", silent.local_addr().expect("address"));
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    let accept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let authenticator =
+        std::sync::Arc::new(WebhookAuthenticator::new(reqwest::Client::new(), settings(&emulator, &url)));
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let (authenticator, token) = (authenticator.clone(), token.clone());
+            tokio::spawn(async move { authenticator.verify(Some(&format!("Bearer {token}"))).await })
+        })
+        .collect();
+    for call in calls {
+        let error = call.await.expect("task").expect_err("no keys");
+        assert!(matches!(error, WebhookAuthError::KeysUnavailable(_)), "{error:?}");
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one fetch for ten waiting callers");
+    accept.abort();
+}

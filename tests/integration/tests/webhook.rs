@@ -143,6 +143,8 @@ async fn a_customer_change_outside_the_policy_is_rejected_and_the_old_seats_kept
         stack.emulator.wait_operation(&sub, &plan.operation_id, WAIT).await.expect("decided").status,
         "Failed"
     );
+    // Our answer comes after the durable write: wait for it before reading the history.
+    assert_eq!(delivered(&stack, &plan.operation_id).await.status, Some(400));
 
     let at_microsoft = stack.emulator.subscription(&sub).await.expect("exists");
     assert_eq!(

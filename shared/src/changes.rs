@@ -54,6 +54,8 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
     let Some(current) = current else {
         return first_sighting(event, now);
     };
+    // The publisher's pending change is settled by its own operation, whatever else it does.
+    let settles = current.pending_operation.as_ref().is_some_and(|p| p.id == event.operation_id);
     let transition = decide(&current.status(), current.last_event_at, &event.lifecycle, event.occurred_at);
     let (outcome, detail) = match transition {
         Transition::Resync => return Decision::Resync,
@@ -61,7 +63,7 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
             let mut next = event.after.clone();
             next.status = Some(status);
             if next == current.subscription {
-                if is_silent_observation(&event) {
+                if is_silent_observation(&event) && !settles {
                     return Decision::Nothing;
                 }
                 (Outcome::Unchanged, Some("already as Microsoft says".to_owned()))
@@ -72,18 +74,20 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
                     }
                     _ => None,
                 };
+                let detail = differences(&current.subscription, &next);
                 let record = SubscriptionRecord {
                     subscription: next,
                     version: current.version + 1,
                     last_event_at: current.last_event_at.max(event.occurred_at),
                     updated_at: now,
                     retain_data_until,
+                    pending_operation: current.pending_operation.clone().filter(|_| !settles),
                 };
                 let state = StateWrite::Replace { expected_version: current.version, record };
-                return Decision::Apply(build(event, Some(current), state, Outcome::Applied, None, now));
+                return Decision::Apply(build(event, Some(current), state, Outcome::Applied, Some(detail), now));
             }
         }
-        Transition::Unchanged if is_silent_observation(&event) => return Decision::Nothing,
+        Transition::Unchanged if is_silent_observation(&event) && !settles => return Decision::Nothing,
         Transition::Unchanged => (Outcome::Unchanged, None),
         Transition::Terminal => {
             (Outcome::Ignored, Some("the subscription is unsubscribed for good".to_owned()))
@@ -97,7 +101,39 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
             )),
         ),
     };
-    Decision::Apply(build(event, Some(current), StateWrite::Keep, outcome, detail, now))
+    let state = if settles { settled(current, now) } else { StateWrite::Keep };
+    Decision::Apply(build(event, Some(current), state, outcome, detail, now))
+}
+
+/// The record as it is, without its pending operation.
+pub fn settled(current: &SubscriptionRecord, now: Timestamp) -> StateWrite {
+    let record = SubscriptionRecord {
+        version: current.version + 1,
+        updated_at: now,
+        pending_operation: None,
+        ..current.clone()
+    };
+    StateWrite::Replace { expected_version: current.version, record }
+}
+
+/// What differs between two views of a subscription, for the history.
+fn differences(before: &Subscription, after: &Subscription) -> String {
+    let mut changes = Vec::new();
+    let mut note = |field: &str, a: String, b: String| {
+        if a != b {
+            changes.push(format!("{field} {a} -> {b}"));
+        }
+    };
+    let text = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+    note("status", text(before.status.as_ref().map(|s| s.to_string())), text(after.status.as_ref().map(|s| s.to_string())));
+    note("plan", text(before.plan_id.as_ref().map(|p| p.to_string())), text(after.plan_id.as_ref().map(|p| p.to_string())));
+    note("seats", text(before.quantity.map(|q| q.to_string())), text(after.quantity.map(|q| q.to_string())));
+    let term = |s: &Subscription| s.term.as_ref().map(|t| format!("{:?}..{:?}", t.start_date, t.end_date));
+    note("term", text(term(before)), text(term(after)));
+    if changes.is_empty() {
+        changes.push("other fields".to_owned());
+    }
+    changes.join("; ")
 }
 
 fn first_sighting(event: Event, now: Timestamp) -> Decision {
@@ -113,6 +149,7 @@ fn first_sighting(event: Event, now: Timestamp) -> Decision {
         last_event_at: event.occurred_at,
         updated_at: now,
         retain_data_until,
+        pending_operation: None,
     };
     Decision::Apply(build(event, None, StateWrite::Create(record), Outcome::Applied, None, now))
 }

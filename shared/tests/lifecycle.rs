@@ -131,6 +131,7 @@ fn record(status: SubscriptionStatus, version: u64, last_event_at: Option<Timest
         last_event_at,
         updated_at: at(0).expect("time"),
         retain_data_until: None,
+        pending_operation: None,
     }
 }
 

@@ -8,14 +8,15 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use base64::Engine;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    Applied, BoxError, Change, HistoryEntry, OperationRecord, RejectedDelivery, StateWrite, StoreError,
-    SubscriptionRecord, SubscriptionStore,
+    Applied, BoxError, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StateWrite,
+    StoreError, SubscriptionRecord, SubscriptionStore,
 };
 use crate::domain::{OperationId, SubscriptionId};
 
@@ -164,6 +165,78 @@ impl SubscriptionStore for DynamoDbStore {
         }
     }
 
+    async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let mut records = Vec::with_capacity(ids.len());
+        // BatchGetItem takes at most 100 keys; keys it could not serve come back to be asked again.
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| {
+                    HashMap::from([
+                        (layout::PARTITION_KEY.to_owned(), string(layout::partition(id))),
+                        (layout::SORT_KEY.to_owned(), string(layout::STATE)),
+                    ])
+                })
+                .collect();
+            let mut rounds = 0;
+            while !keys.is_empty() {
+                rounds += 1;
+                if rounds > 10 {
+                    return Err(StoreError::Unavailable { action: "get subscriptions", source: "keys left unprocessed".into() });
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys are set");
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| classify("get subscriptions", e))?;
+                if let Some(items) = output.responses.and_then(|mut r| r.remove(&self.table)) {
+                    for item in &items {
+                        records.push(decode(item)?);
+                    }
+                }
+                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    keys = left.keys;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    async fn list(&self, filter: &ListFilter, page: Option<&str>, limit: u32) -> Result<ListPage, StoreError> {
+        let mut conditions = vec!["sk = :state".to_owned()];
+        let mut scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .limit(limit.clamp(1, 1000) as i32)
+            .expression_attribute_values(":state", string(layout::STATE));
+        if let Some(status) = &filter.status {
+            conditions.push("#status = :status".into());
+            scan = scan
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", string(status.as_str()));
+        }
+        if let Some(offer) = &filter.offer_id {
+            conditions.push("offerId = :offer".into());
+            scan = scan.expression_attribute_values(":offer", string(offer));
+        }
+        if let Some(page) = page {
+            scan = scan.set_exclusive_start_key(Some(page_key(page)?));
+        }
+        let output =
+            scan.filter_expression(conditions.join(" AND ")).send().await.map_err(|e| classify("list subscriptions", e))?;
+        let subscriptions = output.items.unwrap_or_default().iter().map(decode).collect::<Result<_, _>>()?;
+        let next = output.last_evaluated_key.map(|key| page_token(&key));
+        Ok(ListPage { subscriptions, next })
+    }
+
     async fn operation(
         &self,
         subscription_id: &SubscriptionId,
@@ -234,6 +307,25 @@ impl SubscriptionStore for DynamoDbStore {
             .expression_attribute_values(":tenant", string(tenant_id));
         self.query_all("find by beneficiary tenant", query).await?.iter().map(decode).collect()
     }
+}
+
+// Pages ----------------------------------------------------------------------------------------
+
+/// An opaque page token: the scan's last key, base64url JSON.
+fn page_token(key: &Item) -> String {
+    let pair = |name: &str| key.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let json = serde_json::json!([pair(layout::PARTITION_KEY), pair(layout::SORT_KEY)]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+}
+
+fn page_key(token: &str) -> Result<Item, StoreError> {
+    let refused = || StoreError::Refused { action: "list subscriptions", source: "the page token is not valid".into() };
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
+    let [pk, sk]: [String; 2] = serde_json::from_slice(&json).map_err(|_| refused())?;
+    if !pk.starts_with("SUB#") || sk != layout::STATE {
+        return Err(refused());
+    }
+    Ok(HashMap::from([(layout::PARTITION_KEY.to_owned(), string(pk)), (layout::SORT_KEY.to_owned(), string(sk))]))
 }
 
 // Items ----------------------------------------------------------------------------------------

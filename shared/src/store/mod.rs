@@ -32,6 +32,20 @@ pub struct SubscriptionRecord {
     /// Once unsubscribed: the customer's data must be kept until then (7 days, reference §6.6).
     #[serde(default)]
     pub retain_data_until: Option<Timestamp>,
+    /// A change the publisher asked Microsoft for that has not completed yet.
+    #[serde(default)]
+    pub pending_operation: Option<PendingOperation>,
+}
+
+/// A publisher-initiated change in flight at Microsoft (202 + `Operation-Location`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingOperation {
+    pub id: OperationId,
+    pub action: OperationAction,
+    pub plan_id: Option<PlanId>,
+    pub quantity: Option<u32>,
+    pub requested_at: Timestamp,
 }
 
 impl SubscriptionRecord {
@@ -65,6 +79,10 @@ lenient_enum! {
         Ignored = "ignored",
         /// A customer's plan or seat change we refused: recorded, state kept.
         Rejected = "rejected",
+        /// A change the publisher asked Microsoft for: pending until it completes.
+        Requested = "requested",
+        /// A requested change that failed at Microsoft: dropped.
+        Dropped = "dropped",
     }
 }
 
@@ -142,6 +160,20 @@ impl RejectedDelivery {
             excerpt: String::from_utf8_lossy(start).into_owned(),
         }
     }
+}
+
+/// Which subscriptions to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub status: Option<SubscriptionStatus>,
+    pub offer_id: Option<String>,
+}
+
+/// One page of subscriptions; `next` continues the listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub subscriptions: Vec<SubscriptionRecord>,
+    pub next: Option<String>,
 }
 
 /// What a change does to the subscription's state item.
@@ -223,6 +255,20 @@ pub trait SubscriptionStore: Send + Sync {
 
     /// Applies a change atomically (see the module documentation).
     fn apply(&self, change: &Change) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+
+    /// The current records of these subscriptions (those that exist), read consistently.
+    fn get_many(
+        &self,
+        ids: &[SubscriptionId],
+    ) -> impl Future<Output = Result<Vec<SubscriptionRecord>, StoreError>> + Send;
+
+    /// Up to `limit` subscriptions matching `filter`, from `page` (a previous answer's `next`).
+    fn list(
+        &self,
+        filter: &ListFilter,
+        page: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
 
     /// The operation recorded under this id, if any.
     fn operation(

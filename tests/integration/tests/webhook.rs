@@ -466,6 +466,17 @@ impl SubscriptionStore for DownStore {
         }
         self.inner.apply(change).await
     }
+    async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        self.inner.get_many(ids).await
+    }
+    async fn list(
+        &self,
+        filter: &fulfillment::store::ListFilter,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<fulfillment::store::ListPage, StoreError> {
+        self.inner.list(filter, page, limit).await
+    }
     async fn operation(
         &self,
         s: &SubscriptionId,

@@ -84,7 +84,14 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
                     pending_operation: current.pending_operation.clone().filter(|_| !settles),
                 };
                 let state = StateWrite::Replace { expected_version: current.version, record };
-                return Decision::Apply(build(event, Some(current), state, Outcome::Applied, Some(detail), now));
+                return Decision::Apply(build(
+                    event,
+                    Some(current),
+                    state,
+                    Outcome::Applied,
+                    Some(detail),
+                    now,
+                ));
             }
         }
         Transition::Unchanged if is_silent_observation(&event) && !settles => return Decision::Nothing,
@@ -125,8 +132,16 @@ fn differences(before: &Subscription, after: &Subscription) -> String {
         }
     };
     let text = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
-    note("status", text(before.status.as_ref().map(|s| s.to_string())), text(after.status.as_ref().map(|s| s.to_string())));
-    note("plan", text(before.plan_id.as_ref().map(|p| p.to_string())), text(after.plan_id.as_ref().map(|p| p.to_string())));
+    note(
+        "status",
+        text(before.status.as_ref().map(|s| s.to_string())),
+        text(after.status.as_ref().map(|s| s.to_string())),
+    );
+    note(
+        "plan",
+        text(before.plan_id.as_ref().map(|p| p.to_string())),
+        text(after.plan_id.as_ref().map(|p| p.to_string())),
+    );
     note("seats", text(before.quantity.map(|q| q.to_string())), text(after.quantity.map(|q| q.to_string())));
     let term = |s: &Subscription| s.term.as_ref().map(|t| format!("{:?}..{:?}", t.start_date, t.end_date));
     note("term", text(term(before)), text(term(after)));

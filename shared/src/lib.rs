@@ -12,6 +12,8 @@ pub mod lifecycle;
 pub mod marketplace;
 pub mod notifications;
 pub mod onboarding;
+pub mod publisher;
+pub mod reconcile;
 pub mod settings;
 pub mod store;
 pub mod web;

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    Applied, BoxError, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StateWrite,
-    StoreError, SubscriptionRecord, SubscriptionStore,
+    Applied, BoxError, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery,
+    StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 use crate::domain::{OperationId, SubscriptionId};
 
@@ -182,7 +182,10 @@ impl SubscriptionStore for DynamoDbStore {
             while !keys.is_empty() {
                 rounds += 1;
                 if rounds > 10 {
-                    return Err(StoreError::Unavailable { action: "get subscriptions", source: "keys left unprocessed".into() });
+                    return Err(StoreError::Unavailable {
+                        action: "get subscriptions",
+                        source: "keys left unprocessed".into(),
+                    });
                 }
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut keys)))
@@ -209,7 +212,12 @@ impl SubscriptionStore for DynamoDbStore {
         Ok(records)
     }
 
-    async fn list(&self, filter: &ListFilter, page: Option<&str>, limit: u32) -> Result<ListPage, StoreError> {
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<ListPage, StoreError> {
         let mut conditions = vec!["sk = :state".to_owned()];
         let mut scan = self
             .client
@@ -230,8 +238,11 @@ impl SubscriptionStore for DynamoDbStore {
         if let Some(page) = page {
             scan = scan.set_exclusive_start_key(Some(page_key(page)?));
         }
-        let output =
-            scan.filter_expression(conditions.join(" AND ")).send().await.map_err(|e| classify("list subscriptions", e))?;
+        let output = scan
+            .filter_expression(conditions.join(" AND "))
+            .send()
+            .await
+            .map_err(|e| classify("list subscriptions", e))?;
         let subscriptions = output.items.unwrap_or_default().iter().map(decode).collect::<Result<_, _>>()?;
         let next = output.last_evaluated_key.map(|key| page_token(&key));
         Ok(ListPage { subscriptions, next })
@@ -319,13 +330,17 @@ fn page_token(key: &Item) -> String {
 }
 
 fn page_key(token: &str) -> Result<Item, StoreError> {
-    let refused = || StoreError::Refused { action: "list subscriptions", source: "the page token is not valid".into() };
+    let refused =
+        || StoreError::Refused { action: "list subscriptions", source: "the page token is not valid".into() };
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
     let [pk, sk]: [String; 2] = serde_json::from_slice(&json).map_err(|_| refused())?;
     if !pk.starts_with("SUB#") || sk != layout::STATE {
         return Err(refused());
     }
-    Ok(HashMap::from([(layout::PARTITION_KEY.to_owned(), string(pk)), (layout::SORT_KEY.to_owned(), string(sk))]))
+    Ok(HashMap::from([
+        (layout::PARTITION_KEY.to_owned(), string(pk)),
+        (layout::SORT_KEY.to_owned(), string(sk)),
+    ]))
 }
 
 // Items ----------------------------------------------------------------------------------------

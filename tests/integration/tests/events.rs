@@ -11,6 +11,7 @@ use marketplace_emulator::Purchase;
 /// The purchase the event files name.
 const TOKEN: &str = "Qm9vdHN0cmFw+TG9jYWwvVG9rZW4=/Rml4ZWQrUHVyY2hhc2U=+c3Vic2NyaXB0aW9uL2V2ZW50cw==";
 const SUBSCRIPTION: &str = "e7e70000-0000-4000-8000-0000000e7e70";
+const TENANT: &str = "7e7a0000-0000-4000-8000-00000007e7a0";
 
 fn event(name: &str) -> Request {
     let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -32,7 +33,7 @@ async fn stack() -> LocalStack {
         .purchase(Purchase {
             subscription_id: Some(SUBSCRIPTION.into()),
             token: Some(TOKEN.into()),
-            ..Purchase::plan("team-monthly").quantity(6)
+            ..Purchase::plan("team-monthly").quantity(6).tenant(TENANT)
         })
         .await;
     stack
@@ -144,4 +145,45 @@ async fn the_webhook_events_get_their_answers() {
         .filter(|h| h.source == fulfillment::store::ChangeSource::Webhook)
         .count();
     assert_eq!(notifications, 6, "each notification recorded once");
+}
+
+#[tokio::test]
+async fn the_admin_api_events_get_their_answers() {
+    let stack = stack().await;
+    let activated = stack.functions.activate.handle(event("activate/admin.json")).await;
+    assert_eq!(activated.status(), StatusCode::OK, "{}", text(&activated));
+    let api = &stack.functions.subscriptions;
+    for (file, status, needle) in [
+        ("subscriptions/bad-without-iam.json", StatusCode::FORBIDDEN, "Forbidden"),
+        ("subscriptions/list.json", StatusCode::OK, SUBSCRIPTION),
+        ("subscriptions/get.json", StatusCode::OK, "\"history\""),
+        ("subscriptions/entitlement.json", StatusCode::OK, "\"accessAllowed\":true"),
+        ("subscriptions/tenant-entitlements.json", StatusCode::OK, SUBSCRIPTION),
+        ("subscriptions/bad-unknown-subscription.json", StatusCode::NOT_FOUND, "SubscriptionNotFound"),
+        ("subscriptions/bad-both-plan-and-quantity.json", StatusCode::BAD_REQUEST, "InvalidRequest"),
+        ("subscriptions/change-quantity.json", StatusCode::ACCEPTED, "pendingOperation"),
+        ("subscriptions/change-plan.json", StatusCode::CONFLICT, "OperationPending"),
+        ("subscriptions/cancel.json", StatusCode::CONFLICT, "OperationPending"),
+    ] {
+        let response = api.handle(event(file)).await;
+        assert_eq!(response.status(), status, "{file}: {}", text(&response));
+        assert!(text(&response).contains(needle), "{file}: {}", text(&response));
+    }
+}
+
+#[tokio::test]
+async fn the_scheduled_event_runs_a_reconciliation() {
+    let stack = stack().await;
+    let path = format!("{}/../../events/reconcile/scheduled.json", env!("CARGO_MANIFEST_DIR"));
+    let scheduled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("JSON");
+    let summary = stack.functions.reconcile.handle(&scheduled).await;
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!(
+        (summary.seen, summary.added, summary.errors),
+        (1, 1, 0),
+        "the purchase is recorded: {summary:?}"
+    );
+    let again = stack.functions.reconcile.handle(&scheduled).await;
+    assert_eq!((again.added, again.changed, again.unchanged), (0, 0, 1));
 }

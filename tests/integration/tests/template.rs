@@ -30,7 +30,13 @@ fn text(value: &Value) -> String {
 fn every_function_is_declared_with_its_binary() {
     let template = template();
     let names: Vec<String> = functions(&template).into_iter().map(|(n, _)| n).collect();
-    for expected in ["LandingFunction", "ActivateFunction"] {
+    for expected in [
+        "LandingFunction",
+        "ActivateFunction",
+        "WebhookFunction",
+        "SubscriptionsFunction",
+        "ReconcileFunction",
+    ] {
         assert!(names.contains(&expected.to_owned()), "{expected} in {names:?}");
     }
     for (name, function) in functions(&template) {

@@ -20,10 +20,14 @@ use fulfillment::identity::{OidcClient, WebhookAuthenticator, WebhookTokenSettin
 use fulfillment::marketplace::{HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
 use fulfillment::notifications::{ChangePolicy, Webhook};
 use fulfillment::onboarding::Onboarding;
+use fulfillment::publisher::Publisher;
+use fulfillment::reconcile::Reconciler;
 use fulfillment::settings::{Environment, WebSettings};
 use fulfillment::store::dynamodb::DynamoDbStore;
 use landing::LandingPage;
 use marketplace_emulator::{Emulator, EmulatorConfig};
+use reconcile::ReconcileJob;
+use subscriptions::AdminApi;
 use webhook::WebhookFunction;
 
 /// A client of the DynamoDB at `endpoint` (DynamoDB Local), with dummy credentials and short timeouts.
@@ -84,12 +88,16 @@ pub const SIGNIN_CLIENT_ID: &str = "5ce10000-0000-4000-8000-00000000c11e";
 pub type Landing = LandingPage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 pub type Activate = ActivatePage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 pub type WebhookHandler = WebhookFunction<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+pub type Admin = AdminApi<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+pub type Reconcile = ReconcileJob<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 
 /// The functions' handlers, wired as their `main.rs` wires them.
 pub struct Functions {
     pub landing: Landing,
     pub activate: Activate,
     pub webhook: WebhookHandler,
+    pub subscriptions: Admin,
+    pub reconcile: Reconcile,
 }
 
 /// A running stack; stops when dropped.
@@ -169,12 +177,18 @@ impl LocalStack {
                 ),
                 clock: SystemClock,
             },
+            subscriptions: AdminApi { publisher: Publisher::new(store.clone(), marketplace()?, SystemClock) },
+            reconcile: ReconcileJob {
+                reconciler: Reconciler::new(store.clone(), marketplace()?, SystemClock),
+            },
         });
 
         let app = axum::Router::new()
             .route("/landing", axum::routing::any(landing))
             .route("/activate", axum::routing::any(activate))
             .route("/webhook", axum::routing::any(webhook))
+            .route("/admin/{*rest}", axum::routing::any(admin))
+            .route("/_local/reconcile", axum::routing::post(reconcile_now))
             .with_state(functions.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -245,6 +259,33 @@ async fn webhook(
 ) -> axum::response::Response {
     let request = into_lambda(request).await;
     from_lambda(functions.webhook.handle(request).await)
+}
+
+/// The admin API. API Gateway admits only IAM-signed requests there; locally, this process stands
+/// in for it and marks every request as coming from a local IAM caller.
+async fn admin(
+    State(functions): State<Arc<Functions>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use lambda_http::aws_lambda_events::apigw::{
+        ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
+        ApiGatewayV2httpRequestContext,
+    };
+    let mut request = into_lambda(request).await;
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+    iam.user_arn = Some("arn:aws:iam::000000000000:user/local".into());
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
+    authorizer.iam = Some(iam);
+    context.authorizer = Some(authorizer);
+    request.extensions_mut().insert(lambda_http::request::RequestContext::ApiGatewayV2(context));
+    from_lambda(functions.subscriptions.handle(request).await)
+}
+
+/// Runs the reconciliation now (in AWS an EventBridge schedule does): answers its summary.
+async fn reconcile_now(State(functions): State<Arc<Functions>>) -> axum::response::Response {
+    let summary = functions.reconcile.handle(&serde_json::json!({})).await;
+    axum::Json(summary).into_response()
 }
 
 /// What API Gateway would hand the function: the same method, path, raw query, headers and body.

@@ -1,0 +1,24 @@
+//! The scheduled reconciliation (an EventBridge rule invokes it): one pass of the core's
+//! [`Reconciler`], its summary logged as one JSON line and returned.
+
+use fulfillment::clock::Clock;
+use fulfillment::marketplace::MarketplaceApi;
+use fulfillment::reconcile::{Reconciler, Summary};
+use fulfillment::store::SubscriptionStore;
+use serde_json::Value;
+
+pub struct ReconcileJob<S, M, C> {
+    pub reconciler: Reconciler<S, M, C>,
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ReconcileJob<S, M, C> {
+    /// `event` is EventBridge's scheduled event; its `id` names the run.
+    pub async fn handle(&self, event: &Value) -> Summary {
+        let run_id = event
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        self.reconciler.run(&run_id).await
+    }
+}

@@ -1,0 +1,198 @@
+//! The publisher's admin API, for its own systems only (API Gateway lets only IAM-signed requests
+//! through; the handler checks that too). JSON in and out, with stable error bodies
+//! `{"error": {"code", "message"}}`.
+//!
+//! | method and path | answer |
+//! | --- | --- |
+//! | `GET /admin/subscriptions?status=&offerId=&limit=&pageToken=` | a page of subscriptions |
+//! | `GET /admin/subscriptions/{id}` | the record, its entitlement and its history |
+//! | `GET /admin/subscriptions/{id}/entitlement` | may it be used now, on which plan, with how many seats |
+//! | `GET /admin/tenants/{tenantId}/entitlements` | the same for every subscription of a customer tenant |
+//! | `PATCH /admin/subscriptions/{id}` `{"planId"}` or `{"quantity"}` | 202 with the pending operation |
+//! | `DELETE /admin/subscriptions/{id}` | 202 with the pending cancellation |
+
+use std::time::Duration;
+
+use fulfillment::clock::Clock;
+use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus};
+use fulfillment::marketplace::{Call, MarketplaceApi};
+use fulfillment::publisher::{ChangeRequest, Publisher, PublisherError, Refusal};
+use fulfillment::store::{ListFilter, StoreError, SubscriptionStore};
+use fulfillment::web::{query, respond};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Value, json};
+
+const MARKETPLACE_BUDGET: Duration = Duration::from_secs(20);
+const MAX_BODY: usize = 16 * 1024;
+
+pub struct AdminApi<S, M, C> {
+    pub publisher: Publisher<S, M, C>,
+}
+
+enum Route {
+    List,
+    Get(SubscriptionId),
+    Entitlement(SubscriptionId),
+    TenantEntitlements(String),
+    Change(SubscriptionId),
+    Cancel(SubscriptionId),
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let response = match iam_caller(&request) {
+            None => error(StatusCode::FORBIDDEN, "Forbidden", "the admin API needs IAM-signed requests"),
+            Some(caller) => {
+                let response = self.route(&request).await;
+                tracing::info!(caller = %caller, method = %request.method(), path = %request.raw_http_path(), status = response.status().as_u16(), "admin request");
+                response
+            }
+        };
+        response.map(Body::from)
+    }
+
+    async fn route(&self, request: &Request) -> Response<String> {
+        let path = request.raw_http_path();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let id = |raw: &str| SubscriptionId::parse(raw);
+        let route = match (request.method(), segments.as_slice()) {
+            (&Method::GET, ["admin", "subscriptions"]) => Some(Route::List),
+            (&Method::GET, ["admin", "subscriptions", raw]) => id(raw).map(Route::Get),
+            (&Method::GET, ["admin", "subscriptions", raw, "entitlement"]) => id(raw).map(Route::Entitlement),
+            (&Method::GET, ["admin", "tenants", tenant, "entitlements"]) if !tenant.is_empty() => {
+                Some(Route::TenantEntitlements((*tenant).to_owned()))
+            }
+            (&Method::PATCH, ["admin", "subscriptions", raw]) => id(raw).map(Route::Change),
+            (&Method::DELETE, ["admin", "subscriptions", raw]) => id(raw).map(Route::Cancel),
+            _ => None,
+        };
+        let Some(route) = route else {
+            return error(StatusCode::NOT_FOUND, "NotFound", "no such route");
+        };
+        let result = match route {
+            Route::List => self.list(request).await,
+            Route::Get(id) => self.publisher.view(&id).await.map(|view| (StatusCode::OK, json!(view))),
+            Route::Entitlement(id) => {
+                self.publisher.entitlement(&id).await.map(|e| (StatusCode::OK, json!(e)))
+            }
+            Route::TenantEntitlements(tenant) => self
+                .publisher
+                .entitlements_of_tenant(&tenant)
+                .await
+                .map(|all| (StatusCode::OK, json!({ "tenantId": tenant, "entitlements": all }))),
+            Route::Change(id) => match change_request(request.body().as_ref()) {
+                Ok(change) => self.request(&id, change).await,
+                Err(message) => return error(StatusCode::BAD_REQUEST, "InvalidRequest", &message),
+            },
+            Route::Cancel(id) => self.request(&id, ChangeRequest::Cancel).await,
+        };
+        match result {
+            Ok((status, body)) => respond::json(status, &body),
+            Err(failure) => failure_response(&failure),
+        }
+    }
+
+    async fn list(&self, request: &Request) -> Result<(StatusCode, Value), PublisherError> {
+        let raw = request.uri().query().unwrap_or_default();
+        let filter = ListFilter {
+            status: query::parameter(raw, "status")
+                .filter(|s| !s.is_empty())
+                .map(|s| SubscriptionStatus::from(s.as_str())),
+            offer_id: query::parameter(raw, "offerId").filter(|s| !s.is_empty()),
+        };
+        let limit =
+            query::parameter(raw, "limit").and_then(|l| l.parse().ok()).unwrap_or(100u32).clamp(1, 1000);
+        let page = query::parameter(raw, "pageToken").filter(|p| !p.is_empty());
+        let page = self.publisher.list(&filter, page.as_deref(), limit).await?;
+        let subscriptions: Vec<Value> =
+            page.subscriptions.iter().map(|r| json!({ "subscription": r.subscription, "version": r.version, "pendingOperation": r.pending_operation, "updatedAt": r.updated_at })).collect();
+        Ok((StatusCode::OK, json!({ "subscriptions": subscriptions, "nextPageToken": page.next })))
+    }
+
+    async fn request(
+        &self,
+        id: &SubscriptionId,
+        change: ChangeRequest,
+    ) -> Result<(StatusCode, Value), PublisherError> {
+        let call = Call::correlated(format!("admin-{}", uuid::Uuid::new_v4())).within(MARKETPLACE_BUDGET);
+        let pending = self.publisher.request(id, change, &call).await?;
+        Ok((StatusCode::ACCEPTED, json!({ "subscriptionId": id, "pendingOperation": pending })))
+    }
+}
+
+/// `{"planId": "…"}` or `{"quantity": n}`, exactly one.
+fn change_request(body: &[u8]) -> Result<ChangeRequest, String> {
+    if body.len() > MAX_BODY {
+        return Err("the body is too large".into());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    match (value.get("planId"), value.get("quantity")) {
+        (Some(plan), None) => plan
+            .as_str()
+            .and_then(PlanId::parse)
+            .map(ChangeRequest::Plan)
+            .ok_or_else(|| "planId must be a non-empty string".into()),
+        (None, Some(quantity)) => quantity
+            .as_u64()
+            .and_then(|q| u32::try_from(q).ok())
+            .filter(|q| *q > 0)
+            .map(ChangeRequest::Seats)
+            .ok_or_else(|| "quantity must be a whole number of seats".into()),
+        (Some(_), Some(_)) => Err("change the plan or the quantity, not both in one request".into()),
+        (None, None) => Err("give planId or quantity".into()),
+    }
+}
+
+fn failure_response(failure: &PublisherError) -> Response<String> {
+    match failure {
+        PublisherError::NotFound(_) => {
+            error(StatusCode::NOT_FOUND, "SubscriptionNotFound", &failure.to_string())
+        }
+        PublisherError::Refused(refusal) => {
+            let status = match refusal {
+                Refusal::SamePlan(_)
+                | Refusal::SameSeats(_)
+                | Refusal::PlanNotAvailable(_)
+                | Refusal::SeatsOutOfBounds { .. } => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            error(status, refusal.code(), &refusal.to_string())
+        }
+        PublisherError::Store(StoreError::Refused { .. }) => {
+            error(StatusCode::BAD_REQUEST, "InvalidRequest", "the page token is not valid")
+        }
+        other => {
+            tracing::error!(error = %chain(other), "admin request failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "try again later")
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<String> {
+    respond::json(status, &json!({ "error": { "code": code, "message": message } }))
+}
+
+/// The IAM caller API Gateway authorized, if it did.
+fn iam_caller(request: &Request) -> Option<String> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => {
+            let iam = context.authorizer.as_ref()?.iam.as_ref()?;
+            Some(iam.user_arn.clone().or(iam.caller_id.clone()).unwrap_or_else(|| "iam".into()))
+        }
+        _ => None,
+    }
+}
+
+/// An error with its sources, for one log line.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

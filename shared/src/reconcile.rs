@@ -1,0 +1,240 @@
+//! The scheduled reconciliation: read every subscription from Microsoft (all pages), compare with
+//! the table, repair each difference, add subscriptions we never saw, and finish or drop pending
+//! publisher operations by their status at Microsoft. Webhooks get lost (reference §4.7, §9.4
+//! item 9); this makes our records equal Microsoft's. Safe while webhooks arrive: every write is
+//! optimistic, and a snapshot older than the last applied event is not applied.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::changes::{Event, Recorded, record_event};
+use crate::clock::Clock;
+use crate::domain::{OperationId, OperationStatus, Subscription, SubscriptionId, SubscriptionStatus};
+use crate::lifecycle::LifecycleEvent;
+use crate::marketplace::{Call, MarketplaceApi, MarketplaceError, PageToken};
+use crate::publisher::drop_pending;
+use crate::store::{ChangeSource, StoreError, SubscriptionRecord, SubscriptionStore};
+
+/// What one run did; logged as one JSON line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Subscriptions Microsoft listed.
+    pub seen: u64,
+    /// Recorded for the first time.
+    pub added: u64,
+    /// Repaired: our record differed from Microsoft's.
+    pub changed: u64,
+    /// Already equal.
+    pub unchanged: u64,
+    /// Pending publisher operations that completed at Microsoft, and were applied.
+    pub operations_finished: u64,
+    /// Pending publisher operations that failed at Microsoft, and were dropped.
+    pub operations_dropped: u64,
+    /// Subscriptions that could not be reconciled this time (the rest were).
+    pub errors: u64,
+    /// Whether every page was read.
+    pub complete: bool,
+    pub elapsed_ms: u64,
+}
+
+enum Result1 {
+    Added,
+    Changed,
+    Unchanged,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OneError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Marketplace(#[from] MarketplaceError),
+}
+
+pub struct Reconciler<S, M, C> {
+    store: S,
+    marketplace: M,
+    clock: C,
+    /// Subscriptions reconciled at once.
+    pub concurrency: usize,
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
+    pub fn new(store: S, marketplace: M, clock: C) -> Self {
+        Self { store, marketplace, clock, concurrency: 16 }
+    }
+
+    /// One full pass; `run_id` correlates its calls and names its operations.
+    pub async fn run(&self, run_id: &str) -> Summary {
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        let call = Call::correlated(run_id);
+        let mut next: Option<PageToken> = None;
+        loop {
+            let page = match self.marketplace.list_subscriptions(next.as_ref(), &call).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(run_id, error = %error, "listing subscriptions failed; the run is incomplete");
+                    summary.errors += 1;
+                    break;
+                }
+            };
+            self.page(run_id, page.subscriptions, &mut summary).await;
+            match page.next {
+                Some(token) if Some(&token) != next.as_ref() => next = Some(token),
+                _ => {
+                    summary.complete = true;
+                    break;
+                }
+            }
+        }
+        summary.elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            run_id,
+            seen = summary.seen,
+            added = summary.added,
+            changed = summary.changed,
+            unchanged = summary.unchanged,
+            operations_finished = summary.operations_finished,
+            operations_dropped = summary.operations_dropped,
+            errors = summary.errors,
+            complete = summary.complete,
+            elapsed_ms = summary.elapsed_ms,
+            "reconcile finished"
+        );
+        summary
+    }
+
+    async fn page(&self, run_id: &str, subscriptions: Vec<Subscription>, summary: &mut Summary) {
+        summary.seen += subscriptions.len() as u64;
+        let ids: Vec<SubscriptionId> = subscriptions.iter().map(|s| s.id.clone()).collect();
+        let stored: HashMap<SubscriptionId, SubscriptionRecord> = match self.store.get_many(&ids).await {
+            Ok(records) => records.into_iter().map(|r| (r.subscription.id.clone(), r)).collect(),
+            Err(error) => {
+                tracing::error!(run_id, error = %error, "reading a page of records failed");
+                summary.errors += ids.len() as u64;
+                return;
+            }
+        };
+        let outcomes: Vec<_> = stream::iter(subscriptions)
+            .map(|subscription| {
+                let record = stored.get(&subscription.id);
+                async move {
+                    let id = subscription.id.clone();
+                    (id, self.one(run_id, subscription, record).await)
+                }
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok((result, finished, dropped)) => {
+                    match result {
+                        Result1::Added => summary.added += 1,
+                        Result1::Changed => summary.changed += 1,
+                        Result1::Unchanged => summary.unchanged += 1,
+                    }
+                    summary.operations_finished += finished;
+                    summary.operations_dropped += dropped;
+                }
+                Err(error) => {
+                    tracing::warn!(run_id, subscription_id = %id, error = %error, "not reconciled this time");
+                    summary.errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Reconciles one subscription: its pending operation first, then its state.
+    async fn one(
+        &self,
+        run_id: &str,
+        listed: Subscription,
+        record: Option<&SubscriptionRecord>,
+    ) -> Result<(Result1, u64, u64), OneError> {
+        let call = Call::correlated(run_id);
+        let (mut finished, mut dropped) = (0, 0);
+        if let Some(pending) = record.and_then(|r| r.pending_operation.as_ref()) {
+            let status = match self.marketplace.get_operation(&listed.id, &pending.id, &call).await {
+                Ok(operation) => operation.status,
+                Err(MarketplaceError::NotFound { .. }) => Some(OperationStatus::Failed),
+                Err(error) => return Err(error.into()),
+            };
+            match status {
+                Some(OperationStatus::Succeeded) => {
+                    // The listing may predate the completion: read Microsoft's view now.
+                    let now = self.marketplace.get_subscription(&listed.id, &call).await?;
+                    self.observe(&now, &pending.id, None).await?;
+                    finished = 1;
+                    return Ok((Result1::Changed, finished, dropped));
+                }
+                Some(OperationStatus::Failed | OperationStatus::Conflict) => {
+                    let current = self.store.get(&listed.id).await?;
+                    if let Some(change) = current
+                        .as_ref()
+                        .and_then(|c| drop_pending(c, "the operation failed at Microsoft", self.clock.now()))
+                    {
+                        match self.store.apply(&change).await {
+                            Ok(_) => dropped = 1,
+                            // A webhook settled it meanwhile; the next run sees the rest.
+                            Err(StoreError::Conflict { .. }) => {}
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(record) = record else {
+            let operation = reconcile_operation(run_id, &listed.id);
+            self.observe(&listed, &operation, None).await?;
+            return Ok((Result1::Added, finished, dropped));
+        };
+        if record.subscription == listed {
+            return Ok((Result1::Unchanged, finished, dropped));
+        }
+        // A webhook applied something newer than this listing: the record is ahead, keep it.
+        let listed_at = listed.last_modified;
+        if let (Some(listed_at), Some(applied)) = (listed_at, record.last_event_at)
+            && listed_at < applied
+        {
+            return Ok((Result1::Unchanged, finished, dropped));
+        }
+        let operation = reconcile_operation(run_id, &listed.id);
+        match self.observe(&listed, &operation, listed_at).await? {
+            Recorded::Written { .. } => Ok((Result1::Changed, finished, dropped)),
+            _ => Ok((Result1::Unchanged, finished, dropped)),
+        }
+    }
+
+    async fn observe(
+        &self,
+        subscription: &Subscription,
+        operation_id: &OperationId,
+        occurred_at: Option<crate::domain::Timestamp>,
+    ) -> Result<Recorded, StoreError> {
+        let status =
+            subscription.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
+        let event = Event {
+            operation_id: operation_id.clone(),
+            lifecycle: LifecycleEvent::Observed(status),
+            source: ChangeSource::Reconcile,
+            action: None,
+            requested_by: None,
+            operation_status: None,
+            occurred_at,
+            after: subscription.clone(),
+            record_if_unchanged: false,
+        };
+        record_event(&self.store, &event, self.clock.now()).await
+    }
+}
+
+fn reconcile_operation(run_id: &str, id: &SubscriptionId) -> OperationId {
+    OperationId::parse(&format!("reconcile-{run_id}-{id}")).expect("not empty")
+}

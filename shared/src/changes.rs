@@ -56,7 +56,15 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
     };
     // The publisher's pending change is settled by its own operation, whatever else it does.
     let settles = current.pending_operation.as_ref().is_some_and(|p| p.id == event.operation_id);
-    let transition = decide(&current.status(), current.last_event_at, &event.lifecycle, event.occurred_at);
+    let transition =
+        match decide(&current.status(), current.last_event_at, &event.lifecycle, event.occurred_at) {
+            // Microsoft's view is the truth for every field, not only the status: an observation of
+            // the status we hold still brings its plan, seats, term and the rest.
+            Transition::Unchanged if matches!(event.lifecycle, LifecycleEvent::Observed(_)) => {
+                Transition::Move(current.status())
+            }
+            other => other,
+        };
     let (outcome, detail) = match transition {
         Transition::Resync => return Decision::Resync,
         Transition::Move(status) => {

@@ -208,7 +208,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 Ok(Handled::Recorded)
             }
             _ => {
-                self.apply(payload, operation, lifecycle, after).await?;
+                // Done at Microsoft (the publisher's own change, or already decided): its view now
+                // has everything the change moved (a new plan can bring a new term).
+                let mut now = self.subscription(id, payload, call).await?;
+                if now.plan_id != after.plan_id || now.quantity != after.quantity {
+                    tracing::warn!(subscription_id = %id, "Microsoft's view differs from the operation; keeping Microsoft's");
+                }
+                now.status = now.status.or(after.status);
+                self.apply(payload, operation, lifecycle, now).await?;
                 Ok(Handled::Recorded)
             }
         }

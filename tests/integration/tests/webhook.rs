@@ -197,7 +197,15 @@ async fn publisher_changes_are_applied_from_the_partner_webhook_without_acknowle
         .await
         .expect("202");
     assert_eq!(delivered(&stack, plan.operation_id.as_str()).await.status, Some(200));
-    assert_eq!(record(&stack, &sub).await.subscription.plan_id, PlanId::parse("team-yearly"));
+    let changed = record(&stack, &sub).await;
+    assert_eq!(changed.subscription.plan_id, PlanId::parse("team-yearly"));
+    // The new plan brought a new (yearly) term: the record takes Microsoft's whole view.
+    let at_microsoft = stack.emulator.subscription(&sub).await.expect("exists");
+    assert_eq!(
+        changed.subscription.term.as_ref().and_then(|t| t.term_unit.clone()).map(|u| u.to_string()),
+        at_microsoft["term"]["termUnit"].as_str().map(str::to_owned)
+    );
+    assert_eq!(at_microsoft["term"]["termUnit"], "P1Y");
 
     let acknowledgements = stack
         .emulator

@@ -1,0 +1,574 @@
+//! The reconciliation end to end (issue 6): Microsoft's list (the emulator) against our table in
+//! DynamoDB Local. Drift of every kind is repaired in one run and a second run finds nothing;
+//! it races safely with webhooks; pending publisher operations are finished or dropped; one
+//! subscription failing does not stop the rest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use fulfillment::changes::{Recorded, record_event};
+use fulfillment::clock::SystemClock;
+use fulfillment::domain::{
+    OperationAction, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus,
+};
+use fulfillment::lifecycle::LifecycleEvent;
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
+use fulfillment::publisher::{ChangeRequest, Publisher};
+use fulfillment::reconcile::{Reconciler, Summary};
+use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::store::{
+    Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, PendingOperation, Snapshot, StateWrite,
+    SubscriptionRecord, SubscriptionStore,
+};
+use integration_tests::dynamodb_endpoint;
+use integration_tests::fixtures;
+use integration_tests::flows::buy_and_activate;
+use local_stack::{LocalStack, Options};
+use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, OperationHandle, Purchase, WebhookFaults};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+type Core = Publisher<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+type Reconcile = Reconciler<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+
+fn options(emulator: EmulatorConfig) -> Options {
+    Options { emulator, ..Options::new(dynamodb_endpoint()) }
+}
+
+async fn stack_with(options: Options) -> LocalStack {
+    LocalStack::start(options).await.expect("the local stack starts")
+}
+
+/// The publisher's client of the emulator, with fast retries (3 retries: 4 attempts per call).
+fn client(stack: &LocalStack) -> HttpMarketplaceClient {
+    let mut config = MarketplaceConfig::from_lookup(stack.environment.lookup()).expect("config");
+    config.retry = RetryPolicy {
+        max_retries: 3,
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(100),
+        ..RetryPolicy::default()
+    };
+    HttpMarketplaceClient::new(config).expect("client")
+}
+
+fn reconciler(stack: &LocalStack) -> Reconcile {
+    Reconciler::new(stack.store.clone(), client(stack), SystemClock)
+}
+
+fn publisher(stack: &LocalStack) -> Core {
+    Publisher::new(stack.store.clone(), client(stack), SystemClock)
+}
+
+/// Each run names its operations by its id: a new one every time.
+fn run_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn id(raw: &str) -> SubscriptionId {
+    SubscriptionId::parse(raw).expect("id")
+}
+
+fn guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn record(stack: &LocalStack, subscription: &str) -> SubscriptionRecord {
+    stack.store.get(&id(subscription)).await.expect("read").expect("recorded")
+}
+
+/// Microsoft's view, parsed as our client parses it.
+async fn at_microsoft(stack: &LocalStack, subscription: &str) -> Subscription {
+    let value = stack.emulator.subscription(subscription).await.expect("known to Microsoft");
+    serde_json::from_value(value).expect("Microsoft's shape")
+}
+
+/// A subscription in Microsoft's shape for `seed`.
+fn seeded(id: &str, status: &str, plan: &str, quantity: u32) -> Value {
+    json!({
+        "id": id,
+        "offerId": "contoso-saas",
+        "name": format!("Customer {id}"),
+        "saasSubscriptionStatus": status,
+        "planId": plan,
+        "quantity": quantity,
+    })
+}
+
+/// Status, plan and seats.
+fn essentials(s: &Subscription) -> (Option<SubscriptionStatus>, Option<PlanId>, Option<u32>) {
+    (s.status.clone(), s.plan_id.clone(), s.quantity)
+}
+
+/// Every one of `ids` is in our table and equal to Microsoft's view.
+async fn assert_all_equal_to_microsoft(stack: &LocalStack, ids: &[String]) {
+    let keys: Vec<SubscriptionId> = ids.iter().map(|i| id(i)).collect();
+    let ours: HashMap<SubscriptionId, SubscriptionRecord> = stack
+        .store
+        .get_many(&keys)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| (r.subscription.id.clone(), r))
+        .collect();
+    assert_eq!(ours.len(), ids.len(), "every subscription is recorded");
+    let mut differing = Vec::new();
+    for raw in ids {
+        let theirs = at_microsoft(stack, raw).await;
+        let ours = &ours[&id(raw)].subscription;
+        if essentials(ours) != essentials(&theirs) {
+            differing.push(format!(
+                "{raw}: ours {:?}, Microsoft's {:?}",
+                essentials(ours),
+                essentials(&theirs)
+            ));
+        } else if *ours != theirs {
+            differing.push(format!("{raw}: other fields differ: ours {ours:?}, Microsoft's {theirs:?}"));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "{} records differ from Microsoft's:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
+}
+
+/// Records `subscription` in our table as a first sighting (an Observed event).
+async fn write_ours(store: &DynamoDbStore, subscription: Subscription) {
+    let status = subscription.status.clone().expect("a status");
+    let event = fixtures::event(LifecycleEvent::Observed(status), ChangeSource::Landing, subscription, None);
+    let written = record_event(store, &event, Utc::now()).await.expect("written");
+    assert_eq!(written, Recorded::Written { version: 1 });
+}
+
+// A thousand subscriptions, a hundred drifted -------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drift {
+    None,
+    Missing,
+    Status,
+    Plan,
+    Seats,
+}
+
+#[tokio::test]
+async fn one_run_repairs_every_kind_of_drift_among_a_thousand_and_a_second_finds_nothing() {
+    const TOTAL: usize = 1000;
+    let stack = stack_with(options(EmulatorConfig::default())).await;
+
+    // Microsoft's side: 1,000 subscriptions of every status, two plans, various seats.
+    let ids: Vec<String> = (0..TOTAL).map(|_| guid()).collect();
+    let drift = |i: usize| match i % 40 {
+        0 => Drift::Missing,
+        1 => Drift::Status,
+        2 => Drift::Plan,
+        3 => Drift::Seats,
+        _ => Drift::None,
+    };
+    let microsoft: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, sub)| {
+            let status = match (drift(i), i % 7) {
+                // Status drift: Microsoft says Suspended or Unsubscribed, we say Subscribed; or
+                // Microsoft says Subscribed and we say Suspended.
+                (Drift::Status, _) => ["Suspended", "Unsubscribed", "Subscribed"][(i / 40) % 3],
+                (_, 4) => "Suspended",
+                (_, 5) => "Unsubscribed",
+                (_, 6) => "PendingFulfillmentStart",
+                _ => "Subscribed",
+            };
+            let plan = if i % 2 == 0 { "team-monthly" } else { "team-yearly" };
+            seeded(sub, status, plan, 5 + (i as u32 % 400))
+        })
+        .collect();
+    assert_eq!(stack.emulator.seed(microsoft).await, TOTAL);
+
+    // Our side: 975 records, 75 of them drifted.
+    let listed: Vec<Subscription> = stack
+        .emulator
+        .subscriptions()
+        .await
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("Microsoft's shape"))
+        .collect();
+    assert_eq!(listed.len(), TOTAL);
+    let mut ours = Vec::new();
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for (i, theirs) in listed.iter().enumerate() {
+        assert_eq!(theirs.id.as_str(), ids[i], "listed in creation order");
+        let mut copy = theirs.clone();
+        match drift(i) {
+            Drift::Missing => {
+                *counts.entry("missing").or_default() += 1;
+                continue;
+            }
+            Drift::Status => {
+                copy.status = Some(match theirs.status {
+                    Some(SubscriptionStatus::Subscribed) => SubscriptionStatus::Suspended,
+                    _ => SubscriptionStatus::Subscribed,
+                });
+            }
+            Drift::Plan => {
+                let other = if theirs.plan_id.as_ref().is_some_and(|p| p.as_str() == "team-monthly") {
+                    "team-yearly"
+                } else {
+                    "team-monthly"
+                };
+                copy.plan_id = PlanId::parse(other);
+            }
+            Drift::Seats => copy.quantity = theirs.quantity.map(|q| q + 1),
+            Drift::None => {}
+        }
+        if drift(i) != Drift::None {
+            *counts.entry("drifted").or_default() += 1;
+            assert_ne!(essentials(&copy), essentials(theirs));
+        }
+        ours.push(copy);
+    }
+    assert_eq!((counts["missing"], counts["drifted"]), (25, 75));
+    let mut writers = tokio::task::JoinSet::new();
+    for chunk in ours.chunks(ours.len().div_ceil(16)) {
+        let (store, chunk) = (stack.store.clone(), chunk.to_vec());
+        writers.spawn(async move {
+            for subscription in chunk {
+                write_ours(&store, subscription).await;
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+
+    let first = reconciler(&stack).run(&run_id()).await;
+    let expected = Summary {
+        seen: 1000,
+        added: 25,
+        changed: 75,
+        unchanged: 900,
+        operations_finished: 0,
+        operations_dropped: 0,
+        errors: 0,
+        complete: true,
+        elapsed_ms: first.elapsed_ms,
+    };
+    assert_eq!(first, expected);
+    assert_all_equal_to_microsoft(&stack, &ids).await;
+
+    // A repaired status is a real change: e.g. an unsubscribed one keeps its data for a while.
+    let unsubscribed = ids
+        .iter()
+        .enumerate()
+        .find(|(i, _)| drift(*i) == Drift::Status && (i / 40) % 3 == 1)
+        .map(|(_, s)| s.clone())
+        .expect("one");
+    let repaired = record(&stack, &unsubscribed).await;
+    assert_eq!(repaired.status(), SubscriptionStatus::Unsubscribed);
+    assert!(repaired.retain_data_until.is_some());
+    let last = stack.store.history(&id(&unsubscribed)).await.expect("history").pop().expect("entry");
+    assert_eq!((last.source, last.outcome), (ChangeSource::Reconcile, Outcome::Applied));
+
+    let second = reconciler(&stack).run(&run_id()).await;
+    assert_eq!(
+        (second.seen, second.added, second.changed, second.unchanged, second.errors, second.complete),
+        (1000, 0, 0, 1000, 0, true),
+        "{second:?}"
+    );
+}
+
+// Racing with webhooks -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn reconcile_racing_with_webhooks_ends_equal_to_microsoft() {
+    const SUBSCRIPTIONS: usize = 20;
+    let stack = stack_with(options(EmulatorConfig {
+        // Customer changes are acknowledged by our webhook or auto-accepted soon after.
+        ack_window: Duration::from_millis(300),
+        operation_delay: Duration::from_millis(100),
+        ..EmulatorConfig::default()
+    }))
+    .await;
+    let ids: Vec<String> = (0..SUBSCRIPTIONS).map(|_| guid()).collect();
+    let seeds = ids.iter().map(|s| seeded(s, "Subscribed", "team-monthly", 10)).collect();
+    assert_eq!(stack.emulator.seed(seeds).await, SUBSCRIPTIONS);
+    let reconcile = reconciler(&stack);
+    let initial = reconcile.run(&run_id()).await;
+    assert_eq!((initial.added, initial.errors), (SUBSCRIPTIONS as u64, 0), "{initial:?}");
+
+    let done = AtomicBool::new(false);
+    let customers = async {
+        let mut operations: Vec<OperationHandle> = Vec::new();
+        let answered = |op: OperationHandle| {
+            let stack = &stack;
+            async move {
+                stack
+                    .emulator
+                    .wait_webhook(WAIT, |d| d.operation_id == op.operation_id && d.status.is_some())
+                    .await
+                    .expect("answered");
+                op
+            }
+        };
+        let decided = |op: OperationHandle| {
+            let stack = &stack;
+            async move {
+                let view = stack
+                    .emulator
+                    .wait_operation(&op.subscription_id, &op.operation_id, WAIT)
+                    .await
+                    .expect("decided");
+                assert_eq!(view.status, "Succeeded", "{view:?}");
+                op
+            }
+        };
+        for (i, sub) in ids.iter().enumerate() {
+            let quantity = 20 + i as u32;
+            match i % 4 {
+                0 => operations.push(stack.emulator.suspend(sub).await.expect("suspend")),
+                1 => {
+                    let suspend = stack.emulator.suspend(sub).await.expect("suspend");
+                    operations.push(answered(suspend).await);
+                    operations.push(stack.emulator.reinstate(sub).await.expect("reinstate"));
+                }
+                2 => operations.push(stack.emulator.change_quantity(sub, quantity).await.expect("seats")),
+                _ => {
+                    let seats = stack.emulator.change_quantity(sub, quantity).await.expect("seats");
+                    operations.push(decided(seats).await);
+                    operations.push(stack.emulator.suspend(sub).await.expect("suspend"));
+                }
+            }
+            // Spread the actions over the reconciliations.
+            if i % 2 == 1 {
+                let last = operations.last().cloned().expect("an operation");
+                answered(last).await;
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        operations
+    };
+    let reconciling = async {
+        let mut summaries = Vec::new();
+        // At least one run, and runs until the customers are done (bounded).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while summaries.is_empty() || !done.load(Ordering::SeqCst) {
+            assert!(tokio::time::Instant::now() < deadline, "the customers never finished");
+            summaries.push(reconcile.run(&run_id()).await);
+        }
+        summaries
+    };
+    let (operations, summaries) = tokio::join!(customers, reconciling);
+    for summary in &summaries {
+        assert_eq!((summary.seen, summary.complete), (SUBSCRIPTIONS as u64, true), "{summary:?}");
+    }
+
+    // Every delivery answered for good (not a 5xx Microsoft would retry), every change decided.
+    stack
+        .emulator
+        .wait_webhooks(WAIT, |all| {
+            operations.iter().all(|op| {
+                all.iter().any(|d| d.operation_id == op.operation_id && d.status.is_some_and(|s| s < 500))
+            })
+        })
+        .await
+        .expect("every delivery answered");
+    for op in &operations {
+        let view = stack
+            .emulator
+            .wait_operation(&op.subscription_id, &op.operation_id, WAIT)
+            .await
+            .expect("decided");
+        assert_eq!(view.status, "Succeeded", "{view:?}");
+    }
+
+    let last = reconcile.run(&run_id()).await;
+    assert_eq!((last.seen, last.errors, last.complete), (SUBSCRIPTIONS as u64, 0, true), "{last:?}");
+    assert_all_equal_to_microsoft(&stack, &ids).await;
+    // What the customers did is what we hold.
+    for (i, sub) in ids.iter().enumerate() {
+        let ours = record(&stack, sub).await;
+        let (status, seats) = match i % 4 {
+            0 => (SubscriptionStatus::Suspended, 10),
+            1 => (SubscriptionStatus::Subscribed, 10),
+            2 => (SubscriptionStatus::Subscribed, 20 + i as u32),
+            _ => (SubscriptionStatus::Suspended, 20 + i as u32),
+        };
+        assert_eq!((ours.status(), ours.subscription.quantity), (status, Some(seats)), "{sub}");
+    }
+}
+
+// Pending operations that fail at Microsoft ---------------------------------------------------
+
+#[tokio::test]
+async fn a_pending_operation_that_failed_at_microsoft_is_dropped() {
+    let stack = stack_with(options(EmulatorConfig {
+        ack_window: Duration::from_secs(30),
+        // Long enough to suspend the subscription before the change completes.
+        operation_delay: Duration::from_secs(3),
+        ..EmulatorConfig::default()
+    }))
+    .await;
+    let sub = buy_and_activate(&stack, Purchase::plan("team-monthly").quantity(10)).await;
+    let pending =
+        publisher(&stack).request(&id(&sub), ChangeRequest::Seats(12), &Call::new()).await.expect("202");
+    // Payment fails meanwhile: Microsoft cannot complete the change.
+    let suspend = stack.emulator.suspend(&sub).await.expect("suspended");
+    let failed = stack.emulator.wait_operation(&sub, pending.id.as_str(), WAIT).await.expect("decided");
+    assert_eq!(failed.status, "Failed", "{failed:?}");
+    stack
+        .emulator
+        .wait_webhook(WAIT, |d| d.operation_id == suspend.operation_id && d.status == Some(200))
+        .await
+        .expect("the suspension was delivered");
+    let before = record(&stack, &sub).await;
+    assert_eq!(before.pending_operation.as_ref(), Some(&pending), "no webhook tells of a failed change");
+    assert_eq!(before.status(), SubscriptionStatus::Suspended);
+
+    let summary = reconciler(&stack).run(&run_id()).await;
+    assert_eq!(
+        (summary.operations_dropped, summary.operations_finished, summary.errors, summary.seen),
+        (1, 0, 0, 1),
+        "{summary:?}"
+    );
+    assert_dropped(&stack, &sub, &pending).await;
+    let ours = record(&stack, &sub).await;
+    assert_eq!((ours.status(), ours.subscription.quantity), (SubscriptionStatus::Suspended, Some(10)));
+    assert_eq!(ours.subscription, at_microsoft(&stack, &sub).await);
+
+    let again = reconciler(&stack).run(&run_id()).await;
+    assert_eq!((again.operations_dropped, again.changed, again.unchanged), (0, 0, 1), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_pending_operation_microsoft_does_not_know_is_dropped() {
+    let stack = stack_with(options(EmulatorConfig::default())).await;
+    let sub = buy_and_activate(&stack, Purchase::plan("team-monthly").quantity(10)).await;
+    let pending = PendingOperation {
+        id: OperationId::parse(&guid()).expect("id"),
+        action: OperationAction::ChangeQuantity,
+        plan_id: None,
+        quantity: Some(12),
+        requested_at: Utc::now(),
+    };
+    write_pending(&stack, &sub, &pending).await;
+
+    let summary = reconciler(&stack).run(&run_id()).await;
+    assert_eq!(
+        (summary.operations_dropped, summary.operations_finished, summary.errors, summary.unchanged),
+        (1, 0, 0, 1),
+        "{summary:?}"
+    );
+    assert_dropped(&stack, &sub, &pending).await;
+    assert_eq!(record(&stack, &sub).await.subscription.quantity, Some(10));
+}
+
+/// Puts `pending` on our record as `Publisher::request` would after a 202.
+async fn write_pending(stack: &LocalStack, sub: &str, pending: &PendingOperation) {
+    let current = record(stack, sub).await;
+    let now = Utc::now();
+    let next = SubscriptionRecord {
+        pending_operation: Some(pending.clone()),
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
+    };
+    let operation_id = OperationId::parse(&format!("request-{}", pending.id)).expect("id");
+    let change = Change {
+        operation: OperationRecord {
+            id: operation_id.clone(),
+            action: Some(pending.action.clone()),
+            requested_by: None,
+            status: None,
+            occurred_at: Some(now),
+            recorded_at: now,
+            outcome: Outcome::Requested,
+        },
+        state: StateWrite::Replace { expected_version: current.version, record: next.clone() },
+        history: HistoryEntry {
+            subscription_id: id(sub),
+            operation_id,
+            at: now,
+            source: ChangeSource::Publisher,
+            event: format!("{}Requested", pending.action),
+            outcome: Outcome::Requested,
+            from: Some(Snapshot::from(&current.subscription)),
+            to: None,
+            version: next.version,
+            detail: None,
+        },
+    };
+    stack.store.apply(&change).await.expect("written");
+}
+
+async fn assert_dropped(stack: &LocalStack, sub: &str, pending: &PendingOperation) {
+    let ours = record(stack, sub).await;
+    assert_eq!(ours.pending_operation, None, "dropped");
+    let history = stack.store.history(&id(sub)).await.expect("history");
+    let dropped: Vec<&HistoryEntry> = history.iter().filter(|h| h.outcome == Outcome::Dropped).collect();
+    assert_eq!(dropped.len(), 1, "{history:?}");
+    assert_eq!(
+        (dropped[0].source.clone(), dropped[0].operation_id.as_str()),
+        (ChangeSource::Reconcile, pending.id.as_str())
+    );
+    let operation = stack.store.operation(&id(sub), &pending.id).await.expect("read").expect("recorded");
+    assert_eq!(operation.outcome, Outcome::Dropped);
+}
+
+// One failure does not stop the rest -------------------------------------------------------------
+
+#[tokio::test]
+async fn a_subscription_that_cannot_be_reconciled_does_not_stop_the_others() {
+    let stack = stack_with(options(EmulatorConfig {
+        ack_window: Duration::from_millis(200),
+        operation_delay: Duration::from_millis(100),
+        ..EmulatorConfig::default()
+    }))
+    .await;
+    let ids: Vec<String> = (0..10).map(|_| guid()).collect();
+    let seeds = ids.iter().map(|s| seeded(s, "Subscribed", "team-monthly", 10)).collect();
+    stack.emulator.seed(seeds).await;
+    let reconcile = reconciler(&stack);
+    assert_eq!(reconcile.run(&run_id()).await.added, 10);
+
+    // From now on no webhook arrives: only the reconciliation can see what happens.
+    stack.emulator.webhook_faults(WebhookFaults { drop: true, ..WebhookFaults::default() }).await;
+    let pending =
+        publisher(&stack).request(&id(&ids[0]), ChangeRequest::Seats(12), &Call::new()).await.expect("202");
+    let done = stack.emulator.wait_operation(&ids[0], pending.id.as_str(), WAIT).await.expect("decided");
+    assert_eq!(done.status, "Succeeded");
+    stack.emulator.suspend(&ids[1]).await.expect("suspended");
+    stack.emulator.suspend(&ids[2]).await.expect("suspended");
+    let seats = stack.emulator.change_quantity(&ids[3], 30).await.expect("seats");
+    let auto =
+        stack.emulator.wait_operation(&ids[3], &seats.operation_id, WAIT).await.expect("auto-accepted");
+    assert_eq!(auto.status, "Succeeded");
+
+    // Microsoft cannot say how the pending operation went, whatever the retries.
+    stack.emulator.inject(Endpoint::GetOperation, Fault::status(500), 1000).await;
+    let summary = reconcile.run(&run_id()).await;
+    assert_eq!(
+        (summary.seen, summary.errors, summary.changed, summary.unchanged, summary.added, summary.complete),
+        (10, 1, 3, 6, 0, true),
+        "{summary:?}"
+    );
+    assert_eq!((summary.operations_finished, summary.operations_dropped), (0, 0));
+    assert_all_equal_to_microsoft(&stack, &ids[1..]).await;
+    let stuck = record(&stack, &ids[0]).await;
+    assert_eq!(stuck.pending_operation.as_ref(), Some(&pending), "kept for the next run");
+    assert_eq!(stuck.subscription.quantity, Some(10));
+
+    // Next time Microsoft answers.
+    stack.emulator.clear_faults().await;
+    let next = reconcile.run(&run_id()).await;
+    assert_eq!(
+        (next.errors, next.operations_finished, next.changed, next.unchanged),
+        (0, 1, 1, 9),
+        "{next:?}"
+    );
+    let ours = record(&stack, &ids[0]).await;
+    assert_eq!((ours.pending_operation, ours.subscription.quantity), (None, Some(12)));
+    assert_all_equal_to_microsoft(&stack, &ids).await;
+}

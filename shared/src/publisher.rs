@@ -266,7 +266,10 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
             record.version += 1;
             record.updated_at = now;
             let requested = Snapshot {
-                status: current.subscription.status.clone(),
+                status: match pending.action {
+                    OperationAction::Unsubscribe => Some(SubscriptionStatus::Unsubscribed),
+                    _ => current.subscription.status.clone(),
+                },
                 plan_id: pending.plan_id.clone().or(current.subscription.plan_id.clone()),
                 quantity: pending.quantity.or(current.subscription.quantity),
             };

@@ -158,7 +158,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         record: Option<&SubscriptionRecord>,
     ) -> Result<(Result1, u64, u64), OneError> {
         let call = Call::correlated(run_id);
-        let (mut finished, mut dropped) = (0, 0);
+        let (finished, mut dropped) = (0, 0);
         if let Some(pending) = record.and_then(|r| r.pending_operation.as_ref()) {
             let status = match self.marketplace.get_operation(&listed.id, &pending.id, &call).await {
                 Ok(operation) => operation.status,
@@ -169,9 +169,11 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 Some(OperationStatus::Succeeded) => {
                     // The listing may predate the completion: read Microsoft's view now.
                     let now = self.marketplace.get_subscription(&listed.id, &call).await?;
-                    self.observe(&now, &pending.id, None).await?;
-                    finished = 1;
-                    return Ok((Result1::Changed, finished, dropped));
+                    // A webhook may have settled it meanwhile: then nothing is written here.
+                    return Ok(match self.observe(&now, &pending.id, None).await? {
+                        Recorded::Written { .. } => (Result1::Changed, 1, dropped),
+                        _ => (Result1::Unchanged, 0, dropped),
+                    });
                 }
                 Some(OperationStatus::Failed | OperationStatus::Conflict) => {
                     let current = self.store.get(&listed.id).await?;

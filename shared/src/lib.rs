@@ -17,3 +17,15 @@ pub mod reconcile;
 pub mod settings;
 pub mod store;
 pub mod web;
+
+/// An error with all its sources on one line, for one log entry.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

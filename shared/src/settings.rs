@@ -178,3 +178,32 @@ impl WebSettings {
         })
     }
 }
+
+/// What every function builds once at start: its environment (with the secrets), the table and
+/// the Marketplace client's configuration.
+pub struct Services {
+    pub aws: aws_config::SdkConfig,
+    pub environment: Environment,
+    pub store: crate::store::dynamodb::DynamoDbStore,
+    pub marketplace: crate::marketplace::MarketplaceConfig,
+}
+
+impl Services {
+    /// Reads the AWS configuration, the environment and the secret, and builds the clients.
+    pub async fn load() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let environment = Environment::load(Some(&aws)).await?;
+        let store_settings = StoreSettings::from_environment(&environment)?;
+        let store = crate::store::dynamodb::DynamoDbStore::new(
+            store_settings.client(&aws),
+            store_settings.table_name,
+        );
+        let marketplace = crate::marketplace::MarketplaceConfig::from_lookup(environment.lookup())?;
+        Ok(Self { aws, environment, store, marketplace })
+    }
+
+    /// The Marketplace API client.
+    pub fn marketplace_client(&self) -> Result<crate::marketplace::HttpMarketplaceClient, reqwest::Error> {
+        crate::marketplace::HttpMarketplaceClient::new(self.marketplace.clone())
+    }
+}

@@ -148,7 +148,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ActivatePage<S, M, C> {
                 "activation done"
             ),
             Err(error) => {
-                tracing::warn!(subscription_id = %id, operation_id = %operation_id, error = %chain(error), "activation failed")
+                tracing::warn!(subscription_id = %id, operation_id = %operation_id, error = %fulfillment::error_chain(error), "activation failed")
             }
         }
         result
@@ -219,16 +219,4 @@ fn admin_subscription(request: &Request) -> Option<SubscriptionId> {
         return None;
     }
     SubscriptionId::parse(id)
-}
-
-/// An error with its sources, for one log line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

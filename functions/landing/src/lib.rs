@@ -183,18 +183,18 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> LandingPage<S, M, C> {
         let frame = self.frame(user);
         match error {
             OnboardingError::InvalidToken(_) => {
-                tracing::info!(error = %chain(error), "purchase token refused");
+                tracing::info!(error = %fulfillment::error_chain(error), "purchase token refused");
                 respond::html(StatusCode::BAD_REQUEST, pages::invalid_link(&frame), &[])
             }
             _ if error.is_retryable() => {
-                tracing::warn!(error = %chain(error), "landing unavailable");
+                tracing::warn!(error = %fulfillment::error_chain(error), "landing unavailable");
                 respond::retry_later(pages::unavailable(&frame, &self.retry_url(raw_query)), 30)
             }
             OnboardingError::NotActivatable { status, .. } => {
                 respond::html(StatusCode::CONFLICT, pages::not_activatable(&frame, status), &[])
             }
             _ => {
-                tracing::error!(error = %chain(error), "landing failed");
+                tracing::error!(error = %fulfillment::error_chain(error), "landing failed");
                 let page = self.problem(
                     "Something went wrong",
                     "We could not set up your subscription. Please try again later or contact support.",
@@ -217,16 +217,4 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> LandingPage<S, M, C> {
     fn problem(&self, title: &str, message: &str) -> String {
         pages::problem(&self.frame(None), title, message)
     }
-}
-
-/// An error with its sources, for one log line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,10 +1,8 @@
 //! Wires the reconciliation once per execution environment, then runs it on each schedule tick.
 
 use fulfillment::clock::SystemClock;
-use fulfillment::marketplace::{HttpMarketplaceClient, MarketplaceConfig};
 use fulfillment::reconcile::Reconciler;
-use fulfillment::settings::{Environment, StoreSettings};
-use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::settings::Services;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use reconcile::ReconcileJob;
 use serde_json::Value;
@@ -14,16 +12,9 @@ async fn main() -> Result<(), Error> {
     // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON).
     lambda_runtime::tracing::init_default_subscriber();
 
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let environment = Environment::load(Some(&aws)).await?;
-    let store = StoreSettings::from_environment(&environment)?;
-    let marketplace = HttpMarketplaceClient::new(MarketplaceConfig::from_lookup(environment.lookup())?)?;
+    let services = Services::load().await?;
     let job = ReconcileJob {
-        reconciler: Reconciler::new(
-            DynamoDbStore::new(store.client(&aws), store.table_name),
-            marketplace,
-            SystemClock,
-        ),
+        reconciler: Reconciler::new(services.store.clone(), services.marketplace_client()?, SystemClock),
     };
     let job = &job;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

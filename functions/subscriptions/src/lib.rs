@@ -164,7 +164,7 @@ fn failure_response(failure: &PublisherError) -> Response<String> {
             error(StatusCode::BAD_REQUEST, "InvalidRequest", "the page token is not valid")
         }
         other => {
-            tracing::error!(error = %chain(other), "admin request failed");
+            tracing::error!(error = %fulfillment::error_chain(other), "admin request failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "try again later")
         }
     }
@@ -183,16 +183,4 @@ fn iam_caller(request: &Request) -> Option<String> {
         }
         _ => None,
     }
-}
-
-/// An error with its sources, for one log line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -90,7 +90,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
             Ok(Handled::Rejected(reason)) => error(StatusCode::BAD_REQUEST, "ChangeRejected", &reason),
             Ok(Handled::Refused(reason)) => error(StatusCode::BAD_REQUEST, "OperationMismatch", &reason),
             Err(failure) => {
-                tracing::error!(%subscription_id, %operation_id, error = %chain(&failure), "webhook failed; Microsoft will retry");
+                tracing::error!(%subscription_id, %operation_id, error = %fulfillment::error_chain(&failure), "webhook failed; Microsoft will retry");
                 let status = match &failure {
                     WebhookError::Marketplace(e) if !e.is_retryable() => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,16 +103,4 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<String> {
     respond::json(status, &json!({ "error": { "code": code, "message": message } }))
-}
-
-/// An error with its sources, for one log line.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

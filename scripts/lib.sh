@@ -144,6 +144,23 @@ chromium_path() {
     fi
 }
 
+# cargo-lambda (and zig, for cross-compiling to arm64) for the benchmark and `sam build`, in the same venv.
+CARGO_LAMBDA_VERSION=1.9.2
+ZIGLANG_VERSION=0.17.0
+ensure_cargo_lambda() {
+    ensure_python_tools
+    local venv=$TOOLS_DIR/venv
+    local stamp=$venv/.installed-cargo-lambda
+    local pins="cargo-lambda==$CARGO_LAMBDA_VERSION ziglang==$ZIGLANG_VERSION"
+    if [[ -f $stamp && $(<"$stamp") == "$pins" && -x $venv/bin/cargo-lambda ]]; then
+        return 0
+    fi
+    echo "Installing $pins into .tools/venv ..."
+    # shellcheck disable=SC2086 # $pins is two words on purpose
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q $pins || die "pip install of $pins failed"
+    echo "$pins" >"$stamp"
+}
+
 # Puts the venv's sam and cfn-lint first on PATH.
 use_python_tools() {
     export PATH="$TOOLS_DIR/venv/bin:$PATH"

@@ -86,6 +86,11 @@ impl Environment {
             .transpose()
     }
 
+    /// Every setting, e.g. to hand on to a child process (local runs and benchmarks only).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// A lookup for the `from_lookup` constructors.
     pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
         |name| self.get(name)

@@ -190,11 +190,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 return self.keep(payload, operation, &before, Outcome::Unchanged, note).await;
             }
             Some(OperationStatus::InProgress | OperationStatus::NotStarted) | None if from_customer => {
+                // The plan list limits plan changes only; seat bounds limit seat changes.
+                let judged = match operation.action {
+                    Some(OperationAction::ChangePlan) => (after.plan_id.as_ref(), None),
+                    _ => (None, after.quantity),
+                };
                 // Already what Microsoft shows ("revert"): accept, never reject (reference §4.3).
                 let revert = after == before;
-                if let (false, Err(reason)) =
-                    (revert, self.policy.judge(after.plan_id.as_ref(), after.quantity))
-                {
+                if let (false, Err(reason)) = (revert, self.policy.judge(judged.0, judged.1)) {
                     return self.reject(payload, operation, &before, reason, call).await;
                 }
                 self.apply(payload, operation, lifecycle, after).await?;
@@ -231,9 +234,20 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         call: &Call,
     ) -> Result<Handled, WebhookError> {
         tracing::info!(subscription_id = %operation.subscription_id, operation_id = %operation.id, %reason, "rejecting the change");
-        match self.acknowledge(operation, AckStatus::Failure, call).await? {
+        let acknowledged = match self.acknowledge(operation, AckStatus::Failure, call).await {
+            Ok(acknowledged) => acknowledged,
+            // Our 4xx inside the window is itself the rejection (reference §4.4): answer it.
+            Err(error) => {
+                tracing::warn!(subscription_id = %operation.subscription_id, error = %error, "Failure not acknowledged; rejecting by the answer");
+                Acknowledged::Done
+            }
+        };
+        match acknowledged {
             Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Failed) => {
-                self.keep(payload, operation, before, Outcome::Rejected, &reason).await?;
+                if let Err(error) = self.keep(payload, operation, before, Outcome::Rejected, &reason).await {
+                    // Still a rejection: Microsoft keeps the old plan and seats either way.
+                    tracing::error!(subscription_id = %operation.subscription_id, error = %error, "refusal not recorded");
+                }
                 Ok(Handled::Rejected(reason))
             }
             // Too late: Microsoft already accepted it (the 10 seconds had passed). Follow Microsoft.
@@ -337,7 +351,10 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         let id = &payload.operation.subscription_id;
         let now = self.subscription(id, payload, call).await?;
         let status = now.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
-        let operation = payload.operation.clone();
+        // Under its own key: the delivery's own id may already be recorded (applied before the ACK).
+        let mut operation = payload.operation.clone();
+        operation.id =
+            crate::domain::OperationId::parse(&format!("{}-resync", operation.id)).expect("not empty");
         self.apply(payload, &operation, LifecycleEvent::Observed(status), now).await
     }
 

@@ -325,6 +325,8 @@ fn refused(error: MarketplaceError) -> PublisherError {
 /// Drops a pending operation that failed at Microsoft (history: dropped).
 pub fn drop_pending(current: &SubscriptionRecord, reason: &str, now: Timestamp) -> Option<Change> {
     let pending = current.pending_operation.as_ref()?;
+    // Under its own key: if Microsoft's webhook for the operation comes after all, it still applies.
+    let dropped = crate::domain::OperationId::parse(&format!("dropped-{}", pending.id)).expect("not empty");
     let state = settled(current, now);
     let version = match &state {
         StateWrite::Replace { record, .. } => record.version,
@@ -332,7 +334,7 @@ pub fn drop_pending(current: &SubscriptionRecord, reason: &str, now: Timestamp) 
     };
     Some(Change {
         operation: OperationRecord {
-            id: pending.id.clone(),
+            id: dropped.clone(),
             action: Some(pending.action.clone()),
             requested_by: Some(crate::domain::RequestSource::Partner),
             status: None,
@@ -343,7 +345,7 @@ pub fn drop_pending(current: &SubscriptionRecord, reason: &str, now: Timestamp) 
         state,
         history: HistoryEntry {
             subscription_id: current.subscription.id.clone(),
-            operation_id: pending.id.clone(),
+            operation_id: dropped,
             at: now,
             source: ChangeSource::Reconcile,
             event: pending.action.to_string(),

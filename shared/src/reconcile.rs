@@ -75,6 +75,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         let call = Call::correlated(run_id);
         let mut next: Option<PageToken> = None;
         loop {
+            let listed_at = self.clock.now();
             let page = match self.marketplace.list_subscriptions(next.as_ref(), &call).await {
                 Ok(page) => page,
                 Err(error) => {
@@ -83,7 +84,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                     break;
                 }
             };
-            self.page(run_id, page.subscriptions, &mut summary).await;
+            self.page(run_id, page.subscriptions, listed_at, &mut summary).await;
             match page.next {
                 Some(token) if Some(&token) != next.as_ref() => next = Some(token),
                 _ => {
@@ -109,7 +110,13 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         summary
     }
 
-    async fn page(&self, run_id: &str, subscriptions: Vec<Subscription>, summary: &mut Summary) {
+    async fn page(
+        &self,
+        run_id: &str,
+        subscriptions: Vec<Subscription>,
+        listed_at: crate::domain::Timestamp,
+        summary: &mut Summary,
+    ) {
         summary.seen += subscriptions.len() as u64;
         let ids: Vec<SubscriptionId> = subscriptions.iter().map(|s| s.id.clone()).collect();
         let stored: HashMap<SubscriptionId, SubscriptionRecord> = match self.store.get_many(&ids).await {
@@ -125,7 +132,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 let record = stored.get(&subscription.id);
                 async move {
                     let id = subscription.id.clone();
-                    (id, self.one(run_id, subscription, record).await)
+                    (id, self.one(run_id, subscription, record, listed_at).await)
                 }
             })
             .buffer_unordered(self.concurrency.max(1))
@@ -156,6 +163,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         run_id: &str,
         listed: Subscription,
         record: Option<&SubscriptionRecord>,
+        page_listed_at: crate::domain::Timestamp,
     ) -> Result<(Result1, u64, u64), OneError> {
         let call = Call::correlated(run_id);
         let (finished, mut dropped) = (0, 0);
@@ -177,8 +185,11 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 }
                 Some(OperationStatus::Failed | OperationStatus::Conflict) => {
                     let current = self.store.get(&listed.id).await?;
-                    if let Some(change) = current
+                    // Only the operation checked: another may have been requested since.
+                    let still_pending = current
                         .as_ref()
+                        .filter(|c| c.pending_operation.as_ref().is_some_and(|p| p.id == pending.id));
+                    if let Some(change) = still_pending
                         .and_then(|c| drop_pending(c, "the operation failed at Microsoft", self.clock.now()))
                     {
                         match self.store.apply(&change).await {
@@ -200,7 +211,11 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         if record.subscription == listed {
             return Ok((Result1::Unchanged, finished, dropped));
         }
-        // A webhook applied something newer than this listing: the record is ahead, keep it.
+        // A webhook wrote the record after this page was listed: the record is ahead, keep it
+        // (the next run compares again). Microsoft's own `lastModified`, when it gives one, too.
+        if record.updated_at > page_listed_at {
+            return Ok((Result1::Unchanged, finished, dropped));
+        }
         let listed_at = listed.last_modified;
         if let (Some(listed_at), Some(applied)) = (listed_at, record.last_event_at)
             && listed_at < applied

@@ -115,7 +115,13 @@ impl StoreSettings {
 
     /// The DynamoDB client these settings describe.
     pub fn client(&self, aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
-        let mut config = aws_sdk_dynamodb::config::Builder::from(aws);
+        // A stuck call must not eat the webhook's 10 seconds.
+        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .operation_attempt_timeout(Duration::from_secs(2))
+            .operation_timeout(Duration::from_secs(5))
+            .build();
+        let mut config = aws_sdk_dynamodb::config::Builder::from(aws).timeout_config(timeouts);
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint_url(endpoint);
         }

@@ -105,7 +105,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
         let limit =
             query::parameter(raw, "limit").and_then(|l| l.parse().ok()).unwrap_or(100u32).clamp(1, 1000);
         let page = query::parameter(raw, "pageToken").filter(|p| !p.is_empty());
-        let page = self.publisher.list(&filter, page.as_deref(), limit).await?;
+        let page = match self.publisher.list(&filter, page.as_deref(), limit).await {
+            // Only a page token can make a listing refused.
+            Err(PublisherError::Store(StoreError::Refused { .. })) if page.is_some() => {
+                let invalid = json!({ "error": { "code": "InvalidRequest", "message": "the page token is not valid" } });
+                return Ok((StatusCode::BAD_REQUEST, invalid));
+            }
+            other => other?,
+        };
         let subscriptions: Vec<Value> =
             page.subscriptions.iter().map(|r| json!({ "subscription": r.subscription, "version": r.version, "pendingOperation": r.pending_operation, "updatedAt": r.updated_at })).collect();
         Ok((StatusCode::OK, json!({ "subscriptions": subscriptions, "nextPageToken": page.next })))
@@ -159,9 +166,6 @@ fn failure_response(failure: &PublisherError) -> Response<String> {
                 _ => StatusCode::CONFLICT,
             };
             error(status, refusal.code(), &refusal.to_string())
-        }
-        PublisherError::Store(StoreError::Refused { .. }) => {
-            error(StatusCode::BAD_REQUEST, "InvalidRequest", "the page token is not valid")
         }
         other => {
             tracing::error!(error = %fulfillment::error_chain(other), "admin request failed");

@@ -614,3 +614,24 @@ async fn microsoft_failing_inside_the_window_ends_right_or_in_a_5xx() {
     assert_eq!(status, StatusCode::OK, "Microsoft's next retry goes through");
     assert_eq!(record(&stack, &sub).await.status(), SubscriptionStatus::Suspended);
 }
+
+#[tokio::test]
+async fn a_refusal_stands_even_when_microsoft_fails_the_failure_acknowledgement() {
+    let policy = ChangePolicy { max_seats: Some(20), ..ChangePolicy::default() };
+    let stack = stack_with(Options { policy, ..options() }).await;
+    let sub = buy_and_activate(&stack, Purchase::plan("team-monthly").quantity(10)).await;
+    stack
+        .emulator
+        .inject(Endpoint::UpdateOperation, Fault::Status { status: 500, retry_after: None, body: None }, 1000)
+        .await;
+
+    let seats = stack.emulator.change_quantity(&sub, 40).await.expect("customer change");
+    // Our 4xx inside the window is the rejection, PATCH or no PATCH.
+    assert_eq!(delivered(&stack, &seats.operation_id).await.status, Some(400));
+    assert_eq!(
+        stack.emulator.wait_operation(&sub, &seats.operation_id, WAIT).await.expect("decided").status,
+        "Failed"
+    );
+    assert_eq!(record(&stack, &sub).await.subscription.quantity, Some(10));
+    assert_eq!(stack.emulator.subscription(&sub).await.expect("exists")["quantity"].as_u64(), Some(10));
+}

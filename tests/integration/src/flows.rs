@@ -1,7 +1,14 @@
 //! Steps of the buyer's flows, shared by the end-to-end tests.
 
+use std::time::Duration;
+
+use fulfillment::domain::SubscriptionId;
+use fulfillment::store::{HistoryEntry, SubscriptionRecord, SubscriptionStore};
 use local_stack::LocalStack;
-use marketplace_emulator::Purchase;
+use marketplace_emulator::{Purchase, WebhookDelivery};
+
+/// How long a test waits for the emulator's side of a flow.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// The value of a hidden form field in `page`.
 pub fn field(page: &str, name: &str) -> Option<String> {
@@ -25,4 +32,24 @@ pub async fn buy_and_activate(stack: &LocalStack, purchase: Purchase) -> String 
         .expect("activation");
     assert!(answer.status().is_success(), "activation: {}", answer.status());
     bought.subscription_id
+}
+
+/// Our record of `subscription`, which must exist.
+pub async fn record(stack: &LocalStack, subscription: &str) -> SubscriptionRecord {
+    let id = SubscriptionId::parse(subscription).expect("id");
+    stack.store.get(&id).await.expect("read").expect("recorded")
+}
+
+/// Every history entry of `subscription`.
+pub async fn history(stack: &LocalStack, subscription: &str) -> Vec<HistoryEntry> {
+    stack.store.history(&SubscriptionId::parse(subscription).expect("id")).await.expect("history")
+}
+
+/// The first delivery of `operation` that got an answer (our answer follows the durable write).
+pub async fn delivered(stack: &LocalStack, operation: &str) -> WebhookDelivery {
+    stack
+        .emulator
+        .wait_webhook(WAIT, |d| d.operation_id == operation && d.status.is_some())
+        .await
+        .unwrap_or_else(|e| panic!("no answered delivery of {operation}: {e:?}"))
 }

@@ -10,13 +10,12 @@ use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceConfig, R
 use fulfillment::publisher::{ChangeRequest, Publisher, PublisherError, Refusal};
 use fulfillment::reconcile::Reconciler;
 use fulfillment::store::dynamodb::DynamoDbStore;
-use fulfillment::store::{
-    ChangeSource, HistoryEntry, Outcome, PendingOperation, SubscriptionRecord, SubscriptionStore,
-};
+use fulfillment::store::{ChangeSource, Outcome, PendingOperation};
 use integration_tests::dynamodb_endpoint;
 use integration_tests::flows::buy_and_activate;
+use integration_tests::flows::{delivered, history, record};
 use local_stack::{LocalStack, Options};
-use marketplace_emulator::{EmulatorConfig, Purchase, WebhookDelivery, WebhookFaults};
+use marketplace_emulator::{EmulatorConfig, Purchase, WebhookFaults};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -66,23 +65,6 @@ fn id(raw: &str) -> SubscriptionId {
 
 fn plan(raw: &str) -> PlanId {
     PlanId::parse(raw).expect("plan")
-}
-
-async fn record(stack: &LocalStack, subscription: &str) -> SubscriptionRecord {
-    stack.store.get(&id(subscription)).await.expect("read").expect("recorded")
-}
-
-async fn history(stack: &LocalStack, subscription: &str) -> Vec<HistoryEntry> {
-    stack.store.history(&id(subscription)).await.expect("history")
-}
-
-/// The first delivery of `operation` that got an answer.
-async fn delivered(stack: &LocalStack, operation: &str) -> WebhookDelivery {
-    stack
-        .emulator
-        .wait_webhook(WAIT, |d| d.operation_id == operation && d.status.is_some())
-        .await
-        .unwrap_or_else(|e| panic!("no answered delivery of {operation}: {e:?}"))
 }
 
 /// PATCH and DELETE requests on the subscription itself (the publisher's changes) Microsoft received.

@@ -25,6 +25,7 @@ use fulfillment::store::{
 use integration_tests::dynamodb_endpoint;
 use integration_tests::fixtures;
 use integration_tests::flows::buy_and_activate;
+use integration_tests::flows::record;
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, OperationHandle, Purchase, WebhookFaults};
 use serde_json::{Value, json};
@@ -73,10 +74,6 @@ fn id(raw: &str) -> SubscriptionId {
 
 fn guid() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-async fn record(stack: &LocalStack, subscription: &str) -> SubscriptionRecord {
-    stack.store.get(&id(subscription)).await.expect("read").expect("recorded")
 }
 
 /// Microsoft's view, parsed as our client parses it.

@@ -17,8 +17,9 @@ use fulfillment::store::{
 };
 use integration_tests::dynamodb_endpoint;
 use integration_tests::flows::buy_and_activate;
+use integration_tests::flows::{delivered, history, record};
 use local_stack::{LocalStack, Options};
-use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, Purchase, WebhookDelivery, WebhookFaults};
+use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, Purchase, WebhookFaults};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use webhook::WebhookFunction;
@@ -42,23 +43,6 @@ fn options() -> Options {
 
 fn id(raw: &str) -> SubscriptionId {
     SubscriptionId::parse(raw).expect("id")
-}
-
-async fn record(stack: &LocalStack, subscription: &str) -> SubscriptionRecord {
-    stack.store.get(&id(subscription)).await.expect("read").expect("recorded")
-}
-
-async fn history(stack: &LocalStack, subscription: &str) -> Vec<HistoryEntry> {
-    stack.store.history(&id(subscription)).await.expect("history")
-}
-
-/// The first delivery of `operation` that got an answer.
-async fn delivered(stack: &LocalStack, operation: &str) -> WebhookDelivery {
-    stack
-        .emulator
-        .wait_webhook(WAIT, |d| d.operation_id == operation && d.status.is_some())
-        .await
-        .unwrap_or_else(|e| panic!("no answered delivery of {operation}: {e:?}"))
 }
 
 /// POSTs a delivery to the stack's webhook as Microsoft does.

@@ -250,10 +250,23 @@ pub async fn record_event(
     event: &Event,
     now: Timestamp,
 ) -> Result<Recorded, StoreError> {
+    let current = store.get(&event.after.id).await?;
+    record_event_on(store, event, now, current).await
+}
+
+/// [`record_event`] for a caller that has just read the record (`current`): one read fewer.
+pub async fn record_event_on(
+    store: &impl SubscriptionStore,
+    event: &Event,
+    now: Timestamp,
+    mut current: Option<SubscriptionRecord>,
+) -> Result<Recorded, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let current = store.get(&event.after.id).await?;
+        if attempt > 1 {
+            current = store.get(&event.after.id).await?;
+        }
         let change = match plan_change(current.as_ref(), event.clone(), now) {
             Decision::Apply(change) => change,
             Decision::Resync => return Ok(Recorded::Resync),

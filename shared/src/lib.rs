@@ -5,8 +5,10 @@
 //! Nothing here knows about Lambda.
 
 pub mod changes;
+pub mod aws;
 pub mod clock;
 pub mod domain;
+pub mod http;
 pub mod identity;
 pub mod lifecycle;
 pub mod marketplace;

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::changes::{Event, Recorded, record_event};
+use crate::changes::{Event, Recorded, record_event, record_event_on};
 use crate::clock::Clock;
 use crate::domain::{
     Operation, OperationAction, OperationStatus, PlanId, RequestSource, Subscription, SubscriptionStatus,
@@ -16,7 +16,7 @@ use crate::marketplace::{AckStatus, Call, ConfigError, MarketplaceApi, Marketpla
 use crate::settings::Environment;
 use crate::store::{
     Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, StoreError,
-    SubscriptionStore,
+    SubscriptionRecord, SubscriptionStore,
 };
 
 /// Which customer plan and seat changes the publisher accepts.
@@ -168,8 +168,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         call: &Call,
     ) -> Result<Handled, WebhookError> {
         let id = &operation.subscription_id;
-        let before = match self.store.get(id).await? {
-            Some(record) => record.subscription,
+        let stored = self.store.get(id).await?;
+        let before = match &stored {
+            Some(record) => record.subscription.clone(),
             None => self.subscription(id, payload, call).await?,
         };
         let mut after = before.clone();
@@ -200,7 +201,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 if let (false, Err(reason)) = (revert, self.policy.judge(judged.0, judged.1)) {
                     return self.reject(payload, operation, &before, reason, call).await;
                 }
-                self.apply(payload, operation, lifecycle, after).await?;
+                self.apply_on(payload, operation, lifecycle, after, stored).await?;
                 match self.acknowledge(operation, AckStatus::Success, call).await? {
                     Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Succeeded) => {}
                     Acknowledged::AlreadyDecided(other) => {
@@ -218,7 +219,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                     tracing::warn!(subscription_id = %id, "Microsoft's view differs from the operation; keeping Microsoft's");
                 }
                 now.status = now.status.or(after.status);
-                self.apply(payload, operation, lifecycle, now).await?;
+                self.apply_on(payload, operation, lifecycle, now, stored).await?;
                 Ok(Handled::Recorded)
             }
         }
@@ -291,8 +292,21 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         lifecycle: LifecycleEvent,
         after: Subscription,
     ) -> Result<(), WebhookError> {
+        let stored = self.store.get(&operation.subscription_id).await?;
+        self.apply_on(payload, operation, lifecycle, after, stored).await
+    }
+
+    /// Applies the event to `stored`, our record as just read (re-read if another writer got in).
+    async fn apply_on(
+        &self,
+        payload: &WebhookPayload,
+        operation: &Operation,
+        lifecycle: LifecycleEvent,
+        after: Subscription,
+        stored: Option<SubscriptionRecord>,
+    ) -> Result<(), WebhookError> {
         let event = self.event(payload, operation, lifecycle, after);
-        match record_event(&self.store, &event, self.clock.now()).await? {
+        match record_event_on(&self.store, &event, self.clock.now(), stored).await? {
             Recorded::Resync => {
                 // The event cannot follow from our record (a missed webhook): store Microsoft's view.
                 let status =

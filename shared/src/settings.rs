@@ -7,6 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::aws::AwsSettings;
 use crate::identity::OidcSettings;
 use crate::marketplace::ConfigError;
 use crate::web::seal::{MIN_KEY_BYTES, Sealer};
@@ -34,10 +35,10 @@ impl Environment {
     }
 
     /// The process environment, plus the fields of the secret named by `APP_SECRETS_ARN` if set.
-    pub async fn load(aws: Option<&aws_config::SdkConfig>) -> Result<Self, ConfigError> {
+    pub async fn load() -> Result<Self, ConfigError> {
         let mut environment = Self::from_pairs(std::env::vars());
-        if let (Some(arn), Some(aws)) = (environment.get(SECRETS_VARIABLE), aws) {
-            let client = aws_sdk_secretsmanager::Client::new(aws);
+        if let Some(arn) = environment.get(SECRETS_VARIABLE) {
+            let client = AwsSettings::from_environment(&environment)?.secrets_manager();
             let secret =
                 client.get_secret_value().secret_id(&arn).send().await.map_err(|e| ConfigError::Invalid {
                     name: SECRETS_VARIABLE,
@@ -114,18 +115,14 @@ impl StoreSettings {
     }
 
     /// The DynamoDB client these settings describe.
-    pub fn client(&self, aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    pub fn client(&self, aws: &AwsSettings) -> aws_sdk_dynamodb::Client {
         // A stuck call must not eat the webhook's 10 seconds.
         let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(1))
             .operation_attempt_timeout(Duration::from_secs(2))
             .operation_timeout(Duration::from_secs(5))
             .build();
-        let mut config = aws_sdk_dynamodb::config::Builder::from(aws).timeout_config(timeouts);
-        if let Some(endpoint) = &self.endpoint {
-            config = config.endpoint_url(endpoint);
-        }
-        aws_sdk_dynamodb::Client::from_conf(config.build())
+        aws.dynamodb(self.endpoint.as_deref(), timeouts)
     }
 }
 
@@ -193,7 +190,7 @@ impl WebSettings {
 /// What every function builds once at start: its environment (with the secrets), the table and
 /// the Marketplace client's configuration.
 pub struct Services {
-    pub aws: aws_config::SdkConfig,
+    pub aws: AwsSettings,
     pub environment: Environment,
     pub store: crate::store::dynamodb::DynamoDbStore,
     pub marketplace: crate::marketplace::MarketplaceConfig,
@@ -202,8 +199,8 @@ pub struct Services {
 impl Services {
     /// Reads the AWS configuration, the environment and the secret, and builds the clients.
     pub async fn load() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let environment = Environment::load(Some(&aws)).await?;
+        let environment = Environment::load().await?;
+        let aws = AwsSettings::from_environment(&environment)?;
         let store_settings = StoreSettings::from_environment(&environment)?;
         let store = crate::store::dynamodb::DynamoDbStore::new(
             store_settings.client(&aws),

@@ -14,7 +14,8 @@ async fn main() -> Result<(), Error> {
 
     let services = Services::load().await?;
     let web = WebSettings::from_environment(&services.environment)?;
-    let signin = web.signin.clone().map(|settings| OidcClient::new(reqwest::Client::new(), settings));
+    let http = fulfillment::http::client()?;
+    let signin = web.signin.clone().map(|settings| OidcClient::new(http.clone(), settings));
     let onboarding = Onboarding::new(
         services.store.clone(),
         services.marketplace_client()?,

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
             ChangePolicy::from_environment(&services.environment)?,
         ),
         authenticator: WebhookAuthenticator::new(
-            reqwest::Client::new(),
+            fulfillment::http::client()?,
             WebhookTokenSettings::from_environment(&services.environment)?,
         ),
         clock: SystemClock,

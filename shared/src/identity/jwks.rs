@@ -33,6 +33,7 @@ struct Refreshes {
 
 impl JwksCache {
     pub fn new(http: reqwest::Client, url: impl Into<String>, min_refresh: Duration) -> Self {
+        super::rs256::install();
         Self { http, url: url.into(), min_refresh, keys: RwLock::default(), refreshed_at: Mutex::default() }
     }
 

@@ -3,6 +3,7 @@
 
 mod jwks;
 mod oidc;
+mod rs256;
 mod webhook_token;
 
 pub use jwks::{JwksCache, JwksError};

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use aws_lc_rs::digest;
+use ring::digest;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Validation};

@@ -68,7 +68,7 @@ impl Answer {
 
 impl HttpMarketplaceClient {
     pub fn new(config: MarketplaceConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.attempt_timeout)
             .user_agent(concat!("fulfillment-rs/", env!("CARGO_PKG_VERSION")))

@@ -1,20 +1,30 @@
-//! The benchmark command (`scripts/bench`): for every function and a hello-world baseline, built
-//! the way a deployment builds them (`cargo lambda build --release`), it measures the deployment
-//! zip, the cold start against a local Lambda Runtime API (from starting `bootstrap` to its first
-//! request for work, and to its first answered invocation; median and worst of several starts,
-//! interleaved with the baseline), and the peak resident memory. It prints a table and writes the
-//! same figures to `target/bench/results.json`.
+//! The benchmark command (`scripts/bench`). Every function and a hello-world baseline are built
+//! the way a deployment builds them (`cargo lambda build --release`), then measured in one run:
+//!
+//! - the deployment zip;
+//! - cold start against a local Lambda Runtime API: from starting `bootstrap` to its first request
+//!   for work, and to its first answered invocation; median and worst of many starts, interleaved
+//!   with the baseline;
+//! - warm latency of each function's main flow against its floor (see [`warm`]), and the peak
+//!   resident memory over that run;
+//! - the reconciliation of 1,000 and 10,000 subscriptions.
+//!
+//! It prints tables and writes the same figures to `target/bench/results.json`.
 
+mod bootstrap;
+mod floor;
 mod runtime_api;
+mod scale;
+mod warm;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use bootstrap::{BoxError, Bootstrap, root};
 use local_stack::{LocalStack, Options};
 use runtime_api::RuntimeApi;
 use serde::Serialize;
 
-/// (binary, event file it is started with: a cheap, valid request)
+/// (binary, event file it is cold-started with: a cheap, valid request)
 const FUNCTIONS: &[(&str, &str)] = &[
     ("hello", "landing/token-missing.json"),
     ("landing", "landing/token-missing.json"),
@@ -25,7 +35,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
 ];
 
 #[derive(Debug, Default, Serialize)]
-struct Figures {
+struct Cold {
     function: String,
     zip_bytes: u64,
     first_poll_ms: Vec<f64>,
@@ -33,165 +43,203 @@ struct Figures {
     peak_rss_kib: u64,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+#[derive(Debug, Serialize)]
+struct Results {
+    cold: Vec<Cold>,
+    warm: Vec<warm::Warm>,
+    reconcile: Vec<scale::Scale>,
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(rank).copied().unwrap_or(f64::NAN)
 }
 
 fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    percentile(values, 0.5)
 }
 
 fn worst(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, f64::max)
 }
 
-/// Peak resident memory of a process (`VmHWM`), in KiB.
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+fn number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-async fn start(
-    api: &RuntimeApi,
-    stack: &LocalStack,
-    function: &str,
-    event: &[u8],
-    figures: &mut Figures,
-) -> Result<(), String> {
-    api.reset();
-    let bootstrap = root().join("target/lambda").join(function).join("bootstrap");
-    let mut command = tokio::process::Command::new(&bootstrap);
-    command
-        .envs(stack.environment.pairs())
-        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", function)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function}"))
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", bootstrap.display()))?;
-    let deadline = started + Duration::from_secs(20);
-    let polled = api.first_poll(deadline).await.ok_or_else(|| format!("{function} never asked for work"))?;
-    let request = api.invoke(event);
-    let answer = api.answer(&request, deadline).await.ok_or_else(|| format!("{function} never answered"))?;
-    if answer.error {
-        return Err(format!("{function} answered with an error: {}", String::from_utf8_lossy(&answer.body)));
+/// Deletes a section's table, so that DynamoDB Local carries no earlier section's data.
+async fn drop_table(stack: &LocalStack, endpoint: &str) -> Result<(), BoxError> {
+    let client = local_stack::dynamodb_client(endpoint);
+    client.delete_table().table_name(&stack.table_name).send().await?;
+    Ok(())
+}
+
+fn build(function: &str) -> Result<(), BoxError> {
+    // The zip for the size, then the bare binary for the runs.
+    for zip in [true, false] {
+        let mut args = vec!["lambda", "build", "--release", "--compiler", "cargo", "--bin", function];
+        if zip {
+            args.extend(["--output-format", "zip"]);
+        }
+        let status = std::process::Command::new("cargo").args(&args).current_dir(root()).status()?;
+        if !status.success() {
+            return Err(format!("cargo lambda build of {function} failed").into());
+        }
     }
-    figures.first_poll_ms.push((polled - started).as_secs_f64() * 1000.0);
-    figures.first_answer_ms.push((answer.at - started).as_secs_f64() * 1000.0);
-    if let Some(pid) = child.id() {
-        figures.peak_rss_kib = figures.peak_rss_kib.max(peak_rss(pid));
-    }
-    let _ = child.kill().await;
+    Ok(())
+}
+
+async fn cold_start(api: &RuntimeApi, stack: &LocalStack, function: &str, event: &[u8], cold: &mut Cold) -> Result<(), BoxError> {
+    let bootstrap = Bootstrap::start(api, function, &stack.environment).await?;
+    let answer = bootstrap.invoke(api, event).await?;
+    cold.first_poll_ms.push((bootstrap.polled - bootstrap.started).as_secs_f64() * 1000.0);
+    cold.first_answer_ms.push((answer.at - bootstrap.started).as_secs_f64() * 1000.0);
+    cold.peak_rss_kib = cold.peak_rss_kib.max(bootstrap.peak_rss_kib());
     Ok(())
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let starts: usize = std::env::var("BENCH_STARTS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let endpoint =
-        std::env::var("DYNAMODB_ENDPOINT").map_err(|_| "DYNAMODB_ENDPOINT: DynamoDB Local's URL")?;
-
-    for (function, _) in FUNCTIONS {
-        let status = std::process::Command::new("cargo")
-            .args([
-                "lambda",
-                "build",
-                "--release",
-                "--output-format",
-                "zip",
-                "--compiler",
-                "cargo",
-                "--bin",
-                function,
-            ])
-            .current_dir(root())
-            .status()?;
-        if !status.success() {
-            return Err(format!("cargo lambda build of {function} failed").into());
-        }
-        // The zip for the size, the bare binary for the runs.
-        let status = std::process::Command::new("cargo")
-            .args(["lambda", "build", "--release", "--compiler", "cargo", "--bin", function])
-            .current_dir(root())
-            .status()?;
-        if !status.success() {
-            return Err(format!("cargo lambda build of {function} failed").into());
+async fn main() -> Result<(), BoxError> {
+    let starts = number("BENCH_STARTS", 20);
+    let invocations = number("BENCH_INVOCATIONS", 1_000);
+    let sizes: Vec<usize> = match std::env::var("BENCH_RECONCILE") {
+        Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        Err(_) => vec![1_000, 10_000],
+    };
+    let endpoint = std::env::var("DYNAMODB_ENDPOINT").map_err(|_| "DYNAMODB_ENDPOINT: DynamoDB Local's URL")?;
+    let begun = Instant::now();
+    // BENCH_BUILD=0 measures the binaries the last run built.
+    if std::env::var("BENCH_BUILD").as_deref() != Ok("0") {
+        for (function, _) in FUNCTIONS {
+            build(function)?;
         }
     }
-
-    let stack = LocalStack::start(Options::new(endpoint)).await?;
     let api = RuntimeApi::start().await;
-    let mut all: Vec<Figures> = FUNCTIONS
+
+    // Cold starts, interleaved, so the machine's noise falls on every function alike.
+    let stack = LocalStack::start(Options::new(&endpoint)).await?;
+    let mut cold: Vec<Cold> = FUNCTIONS
         .iter()
         .map(|(function, _)| {
             let zip = root().join("target/lambda").join(function).join("bootstrap.zip");
-            Figures {
+            Cold {
                 function: (*function).into(),
                 zip_bytes: std::fs::metadata(zip).map(|m| m.len()).unwrap_or(0),
-                ..Figures::default()
+                ..Cold::default()
             }
         })
         .collect();
-    // Interleaved, so the machine's noise falls on every function alike.
     for _ in 0..starts {
-        for ((function, event_file), figures) in FUNCTIONS.iter().zip(all.iter_mut()) {
+        for ((function, event_file), figures) in FUNCTIONS.iter().zip(cold.iter_mut()) {
             let event = std::fs::read(root().join("events").join(event_file))?;
-            start(&api, &stack, function, &event, figures).await?;
+            cold_start(&api, &stack, function, &event, figures).await?;
+        }
+    }
+    drop_table(&stack, &endpoint).await?;
+    drop(stack);
+
+    let mut warm = Vec::new();
+    for flow in warm::Flow::ALL {
+        warm.push(warm::run(&api, &endpoint, flow, invocations).await?);
+    }
+    // Each size several times, interleaved: one run is at the mercy of DynamoDB Local's JVM.
+    let mut reconcile = Vec::new();
+    for _ in 0..number("BENCH_RECONCILE_RUNS", 3) {
+        for &total in &sizes {
+            reconcile.push(scale::run(&api, &endpoint, total).await?);
         }
     }
 
-    let baseline = &all[0];
-    let (base_poll, base_answer) = (median(&baseline.first_poll_ms), median(&baseline.first_answer_ms));
-    println!(
-        "{starts} cold starts each, interleaved; Runtime API, emulator and DynamoDB Local on this machine"
-    );
-    println!(
-        "{:<14} {:>9} {:>13} {:>13} {:>15} {:>15} {:>9} {:>9}",
-        "function",
-        "zip KB",
-        "poll p50 ms",
-        "poll max ms",
-        "answer p50 ms",
-        "answer max ms",
-        "× hello",
-        "peak MB"
-    );
-    for figures in &all {
-        println!(
-            "{:<14} {:>9.0} {:>13.1} {:>13.1} {:>15.1} {:>15.1} {:>9.2} {:>9.1}",
-            figures.function,
-            figures.zip_bytes as f64 / 1024.0,
-            median(&figures.first_poll_ms),
-            worst(&figures.first_poll_ms),
-            median(&figures.first_answer_ms),
-            worst(&figures.first_answer_ms),
-            median(&figures.first_poll_ms) / base_poll,
-            figures.peak_rss_kib as f64 / 1024.0,
-        );
-    }
-    println!("(baseline: first poll {base_poll:.1} ms, first answer {base_answer:.1} ms)");
+    let results = Results { cold, warm, reconcile };
+    print(&results, starts);
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&all)?)?;
-    println!("written: target/bench/results.json");
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    println!("written: target/bench/results.json ({:.0} s in all)", begun.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn print(results: &Results, starts: usize) {
+    let baseline = &results.cold[0];
+    let (base_poll, base_answer) = (median(&baseline.first_poll_ms), median(&baseline.first_answer_ms));
+    println!("\nCold start: {starts} starts each, interleaved with the hello-world baseline; local Runtime API");
+    println!(
+        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8}",
+        "function", "zip MB", "poll p50", "poll max", "× hello", "answer p50", "answer max", "× hello", "RSS MB"
+    );
+    for cold in &results.cold {
+        println!(
+            "{:<14} {:>8.2} {:>8.1} {:>8.1} {:>8.2} {:>10.1} {:>10.1} {:>8.2} {:>8.1}",
+            cold.function,
+            cold.zip_bytes as f64 / 1_000_000.0,
+            median(&cold.first_poll_ms),
+            worst(&cold.first_poll_ms),
+            median(&cold.first_poll_ms) / base_poll,
+            median(&cold.first_answer_ms),
+            worst(&cold.first_answer_ms),
+            median(&cold.first_answer_ms) / base_answer,
+            cold.peak_rss_kib as f64 / 1024.0,
+        );
+    }
+    if let Some(first) = results.warm.first() {
+        println!(
+            "\nWarm latency (ms): {} invocations each against DynamoDB Local and the emulator; floor = the same requests made directly",
+            first.invocations
+        );
+    }
+    println!(
+        "{:<14} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}",
+        "function", "p50", "p99", "max", "floor p50", "floor p99", "floor max", "× p50", "× p99", "RSS MB"
+    );
+    for warm in &results.warm {
+        let (f, fl) = (&warm.function_ms, &warm.floor_ms);
+        println!(
+            "{:<14} {:>8.2} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>8.1}",
+            warm.function,
+            median(f),
+            percentile(f, 0.99),
+            worst(f),
+            median(fl),
+            percentile(fl, 0.99),
+            worst(fl),
+            median(f) / median(fl),
+            percentile(f, 0.99) / percentile(fl, 0.99),
+            warm.peak_rss_kib as f64 / 1024.0,
+        );
+    }
+    println!("\nReconcile (the reconcile bootstrap; 5 % missing and 5 % drifted, then a run with nothing to do)");
+    println!(
+        "{:>13} {:>5} {:>18} {:>13} {:>16}",
+        "subscriptions", "runs", "repairing p50 ms", "idle p50 ms", "ms/subscription"
+    );
+    let mut sizes: Vec<usize> = results.reconcile.iter().map(|s| s.subscriptions).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let medians: Vec<(usize, f64, f64)> = sizes
+        .iter()
+        .map(|&size| {
+            let runs: Vec<&scale::Scale> = results.reconcile.iter().filter(|s| s.subscriptions == size).collect();
+            let repairing: Vec<f64> = runs.iter().map(|s| s.repairing_ms).collect();
+            let idle: Vec<f64> = runs.iter().map(|s| s.idle_ms).collect();
+            println!(
+                "{:>13} {:>5} {:>18.0} {:>13.0} {:>16.3}",
+                size,
+                runs.len(),
+                median(&repairing),
+                median(&idle),
+                median(&repairing) / size as f64
+            );
+            (size, median(&repairing), median(&idle))
+        })
+        .collect();
+    if let [small, .., large] = &medians[..] {
+        println!(
+            "growth: {:.1}× the subscriptions took {:.1}× the time (repairing), {:.1}× (idle)",
+            large.0 as f64 / small.0 as f64,
+            large.1 / small.1,
+            large.2 / small.2
+        );
+    }
 }

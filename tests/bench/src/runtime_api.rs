@@ -2,6 +2,7 @@
 //! `AWS_LAMBDA_RUNTIME_API`): hands out queued events and notes when each answer comes back.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,6 +15,8 @@ use tokio::sync::Notify;
 
 #[derive(Default)]
 struct Shared {
+    /// Bumped for each new process, so that a long poll left by a killed one takes no event.
+    generation: AtomicU64,
     queue: Mutex<VecDeque<(String, Vec<u8>)>>,
     first_poll: Mutex<Option<Instant>>,
     answers: Mutex<Vec<Answer>>,
@@ -54,6 +57,8 @@ impl RuntimeApi {
 
     /// Forgets everything of the previous process.
     pub fn reset(&self) {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        self.shared.queued.notify_waiters();
         *self.shared.first_poll.lock().expect("lock") = None;
         self.shared.answers.lock().expect("lock").clear();
         self.shared.queue.lock().expect("lock").clear();
@@ -71,10 +76,11 @@ impl RuntimeApi {
     /// When the binary first asked for work.
     pub async fn first_poll(&self, deadline: Instant) -> Option<Instant> {
         loop {
+            // Registered before the check, so a poll in between is not missed.
+            let wait = self.shared.answered.notified();
             if let Some(at) = *self.shared.first_poll.lock().expect("lock") {
                 return Some(at);
             }
-            let wait = self.shared.answered.notified();
             if tokio::time::timeout_at(deadline.into(), wait).await.is_err() {
                 return *self.shared.first_poll.lock().expect("lock");
             }
@@ -97,7 +103,8 @@ impl RuntimeApi {
     }
 }
 
-async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn next(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    let generation = shared.generation.load(Ordering::SeqCst);
     {
         let mut first = shared.first_poll.lock().expect("lock");
         if first.is_none() {
@@ -107,6 +114,9 @@ async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
     loop {
         let wait = shared.queued.notified();
+        if shared.generation.load(Ordering::SeqCst) != generation {
+            return StatusCode::GONE.into_response();
+        }
         if let Some((id, event)) = shared.queue.lock().expect("lock").pop_front() {
             let mut headers = HeaderMap::new();
             let deadline = std::time::SystemTime::now()
@@ -126,7 +136,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 "lambda-runtime-trace-id",
                 HeaderValue::from_static("Root=1-00000000-000000000000000000000000"),
             );
-            return (StatusCode::OK, headers, event);
+            return (StatusCode::OK, headers, event).into_response();
         }
         wait.await;
     }

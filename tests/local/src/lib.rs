@@ -37,6 +37,7 @@ pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "dynamodb-local"))
         .endpoint_url(endpoint)
+        .http_client(fulfillment::aws::sdk_http_client().expect("an HTTP client"))
         .retry_config(RetryConfig::standard().with_max_attempts(2))
         .timeout_config(
             TimeoutConfig::builder()

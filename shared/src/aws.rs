@@ -37,8 +37,10 @@ impl AwsSettings {
             None,
             "lambda-environment",
         );
-        let http = sdk_http_client()
-            .map_err(|e| ConfigError::Invalid { name: "AWS_REGION", reason: e.to_string() })?;
+        let http = sdk_http_client().map_err(|e| ConfigError::Invalid {
+            name: "AWS_REGION",
+            reason: format!("no HTTP client for AWS: {e}"),
+        })?;
         Ok(Self { region: Region::new(environment.required("AWS_REGION")?), credentials, http })
     }
 
@@ -61,7 +63,14 @@ impl AwsSettings {
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
             .region(self.region.clone())
             .credentials_provider(self.credentials.clone())
-            .http_client(self.http.clone());
+            .http_client(self.http.clone())
+            // A stuck read must not hold the cold start until Lambda's init timeout.
+            .timeout_config(
+                aws_sdk_secretsmanager::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(5))
+                    .build(),
+            );
         aws_sdk_secretsmanager::Client::from_conf(config.build())
     }
 }
@@ -69,7 +78,12 @@ impl AwsSettings {
 /// The SDK's HTTP client: our HTTP stack, which gives up connecting after a second. The SDK
 /// itself enforces the attempt and operation timeouts.
 pub fn sdk_http_client() -> Result<SharedHttpClient, reqwest::Error> {
-    let http = crate::http::client_builder().connect_timeout(Duration::from_secs(1)).build()?;
+    // Requests are signed for one host: never follow a redirect or a proxy variable with them.
+    let http = crate::http::client_builder()
+        .connect_timeout(Duration::from_secs(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
     Ok(SharedHttpClient::new(SdkHttpClient(http)))
 }
 

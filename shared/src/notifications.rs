@@ -219,7 +219,8 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                     tracing::warn!(subscription_id = %id, "Microsoft's view differs from the operation; keeping Microsoft's");
                 }
                 now.status = now.status.or(after.status);
-                self.apply_on(payload, operation, lifecycle, now, stored).await?;
+                // Re-read: our record may have changed during the call to Microsoft.
+                self.apply(payload, operation, lifecycle, now).await?;
                 Ok(Handled::Recorded)
             }
         }

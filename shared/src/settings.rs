@@ -34,11 +34,16 @@ impl Environment {
         Self { values: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
     }
 
-    /// The process environment, plus the fields of the secret named by `APP_SECRETS_ARN` if set.
-    pub async fn load() -> Result<Self, ConfigError> {
-        let mut environment = Self::from_pairs(std::env::vars());
+    /// The process's environment variables.
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Adds the fields of the secret named by `APP_SECRETS_ARN`, if set.
+    pub async fn with_secrets(self, aws: &AwsSettings) -> Result<Self, ConfigError> {
+        let mut environment = self;
         if let Some(arn) = environment.get(SECRETS_VARIABLE) {
-            let client = AwsSettings::from_environment(&environment)?.secrets_manager();
+            let client = aws.secrets_manager();
             let secret =
                 client.get_secret_value().secret_id(&arn).send().await.map_err(|e| ConfigError::Invalid {
                     name: SECRETS_VARIABLE,
@@ -199,8 +204,9 @@ pub struct Services {
 impl Services {
     /// Reads the AWS configuration, the environment and the secret, and builds the clients.
     pub async fn load() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let environment = Environment::load().await?;
-        let aws = AwsSettings::from_environment(&environment)?;
+        let process = Environment::from_process();
+        let aws = AwsSettings::from_environment(&process)?;
+        let environment = process.with_secrets(&aws).await?;
         let store_settings = StoreSettings::from_environment(&environment)?;
         let store = crate::store::dynamodb::DynamoDbStore::new(
             store_settings.client(&aws),

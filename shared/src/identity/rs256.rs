@@ -6,7 +6,7 @@
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{ErrorKind, Result};
 use jsonwebtoken::signature;
-use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey};
 
 static PROVIDER: CryptoProvider = CryptoProvider {
@@ -26,7 +26,8 @@ fn signer_factory(_: &Algorithm, _: &EncodingKey) -> Result<Box<dyn JwtSigner>> 
 
 fn verifier_factory(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
     match algorithm {
-        Algorithm::RS256 => Ok(Box::new(Rs256(key.clone()))),
+        Algorithm::RS256 if key.family() == AlgorithmFamily::Rsa => Ok(Box::new(Rs256(key.clone()))),
+        Algorithm::RS256 => Err(ErrorKind::InvalidKeyFormat.into()),
         _ => Err(ErrorKind::InvalidAlgorithm.into()),
     }
 }

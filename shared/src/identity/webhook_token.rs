@@ -558,7 +558,7 @@ mod tests {
         shareable::<WebhookAuthenticator>();
         fn send<T: Send>(_: &T) {}
         let authenticator = WebhookAuthenticator::new(
-            reqwest::Client::new(),
+            crate::http::client().expect("a client"),
             WebhookTokenSettings {
                 tenant_id: TENANT.into(),
                 app_id: APP.into(),

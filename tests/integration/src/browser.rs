@@ -127,6 +127,8 @@ impl Browser {
             _ => unreachable!("a JSON object literal"),
         };
 
+        // Our crates enable both of rustls's providers, so it cannot pick one by itself.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut builder = ClientBuilder::rustls()
             .unwrap_or_else(|e| panic!("cannot set up the WebDriver client (TLS roots): {e}"));
         builder.capabilities(capabilities);

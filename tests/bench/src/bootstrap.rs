@@ -84,6 +84,11 @@ impl Bootstrap {
         Ok(answer)
     }
 
+    /// Kills the process and waits for its end, so that it cannot take the next process's events.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Peak resident memory so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let Some(pid) = self.child.id() else { return 0 };

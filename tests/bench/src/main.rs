@@ -97,6 +97,7 @@ async fn cold_start(api: &RuntimeApi, stack: &LocalStack, function: &str, event:
     cold.first_poll_ms.push((bootstrap.polled - bootstrap.started).as_secs_f64() * 1000.0);
     cold.first_answer_ms.push((answer.at - bootstrap.started).as_secs_f64() * 1000.0);
     cold.peak_rss_kib = cold.peak_rss_kib.max(bootstrap.peak_rss_kib());
+    bootstrap.stop().await;
     Ok(())
 }
 

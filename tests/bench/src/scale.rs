@@ -76,6 +76,7 @@ pub async fn run(api: &RuntimeApi, dynamodb_endpoint: &str, total: usize) -> Res
     let function = Bootstrap::start(api, "reconcile", &stack.environment).await?;
     let (repairing_ms, first) = timed(api, &function, &event).await?;
     let (idle_ms, second) = timed(api, &function, &event).await?;
+    function.stop().await;
     let (missing, drifted) = (total.div_ceil(20) as u64, (total + 9) / 20);
     let count = |v: &Value, name: &str| v[name].as_u64().unwrap_or(u64::MAX);
     if count(&first, "added") != missing

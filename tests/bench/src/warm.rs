@@ -333,6 +333,7 @@ pub async fn run(api: &RuntimeApi, dynamodb_endpoint: &str, flow: Flow, invocati
         }
     }
     warm.peak_rss_kib = function.peak_rss_kib();
+    function.stop().await;
     crate::drop_table(&stack, dynamodb_endpoint).await?;
     Ok(warm)
 }

@@ -3,19 +3,23 @@
 //! the binary, so a cold start reads and parses no certificate files. Microsoft's and AWS's
 //! endpoints chain to those roots.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-/// A client builder with our TLS set-up; callers add their timeouts.
-pub fn client_builder() -> reqwest::ClientBuilder {
+/// Built once per process, whatever the number of clients.
+static TLS: LazyLock<rustls::ClientConfig> = LazyLock::new(|| {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports rustls's default protocol versions")
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(tls)
+        .with_no_client_auth()
+});
+
+/// A client builder with our TLS set-up; callers add their timeouts.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tls_backend_preconfigured(TLS.clone())
 }
 
 /// A client with our TLS set-up and short timeouts (for Entra ID's keys and sign-in).

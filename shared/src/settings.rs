@@ -121,9 +121,9 @@ impl StoreSettings {
 
     /// The DynamoDB client these settings describe.
     pub fn client(&self, aws: &AwsSettings) -> aws_sdk_dynamodb::Client {
-        // A stuck call must not eat the webhook's 10 seconds.
+        // A stuck call must not eat the webhook's 10 seconds (connecting gives up after a second:
+        // see `aws::sdk_http_client`).
         let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(1))
             .operation_attempt_timeout(Duration::from_secs(2))
             .operation_timeout(Duration::from_secs(5))
             .build();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use local_stack::{LocalStack, Options};
-use marketplace_emulator::{Purchase, WebhookFaults};
+use marketplace_emulator::{Purchase, Purchased, WebhookFaults};
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -127,13 +127,13 @@ struct Round {
 }
 
 impl<'a> Bench<'a> {
-    async fn purchase(&self) -> String {
-        self.stack.emulator.purchase(Purchase::plan(PLAN).quantity(5)).await.subscription_id
+    async fn purchase(&self) -> Purchased {
+        self.stack.emulator.purchase(Purchase::plan(PLAN).quantity(5)).await
     }
 
     /// Activates in process (set-up, not measured): Microsoft's side and our record.
     async fn activated(&self) -> Result<String, BoxError> {
-        let id = self.purchase().await;
+        let id = self.purchase().await.subscription_id;
         let request = lambda_http::request::from_str(&event(Flow::Activate, &id)?.to_string())?;
         let answer = self.stack.functions.activate.handle(request).await;
         if answer.status() != 200 {
@@ -182,7 +182,7 @@ impl<'a> Bench<'a> {
         };
         let mut event = match self.flow {
             Flow::Landing => {
-                let purchased = self.stack.emulator.purchase(Purchase::plan(PLAN).quantity(5)).await;
+                let purchased = self.purchase().await;
                 prepared.subscription = purchased.subscription_id;
                 prepared.token = purchased.token;
                 let mut event = event(self.flow, &prepared.subscription)?;
@@ -191,8 +191,8 @@ impl<'a> Bench<'a> {
                 event
             }
             Flow::Activate => {
-                prepared.subscription = self.purchase().await;
-                prepared.floor_subscription = self.purchase().await;
+                prepared.subscription = self.purchase().await.subscription_id;
+                prepared.floor_subscription = self.purchase().await.subscription_id;
                 event(self.flow, &prepared.subscription)?
             }
             Flow::Webhook => {

@@ -116,7 +116,8 @@ impl HttpConnector for SdkHttpClient {
                 headers.extend(response.headers().clone());
             }
             let body = response.bytes().await.map_err(transport)?;
-            let answer = answer.body(SdkBody::from(body)).map_err(|e| ConnectorError::other(e.into(), None))?;
+            let answer =
+                answer.body(SdkBody::from(body)).map_err(|e| ConnectorError::other(e.into(), None))?;
             HttpResponse::try_from(answer).map_err(|e| ConnectorError::other(e.into(), None))
         })
     }

@@ -2,17 +2,32 @@
 //! state, operation and history that record the decision.
 
 use crate::domain::{
-    OperationAction, OperationId, OperationStatus, RequestSource, Subscription, SubscriptionStatus, Timestamp,
+    OperationAction, OperationId, OperationStatus, PlanId, RequestSource, Subscription, SubscriptionId,
+    SubscriptionStatus, Timestamp,
 };
-use crate::lifecycle::{LifecycleEvent, Transition, decide};
+use crate::lifecycle::{LifecycleEvent, Transition, decide, transition};
 use crate::store::{
     Applied, Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, StoreError,
     SubscriptionRecord, SubscriptionStore,
 };
 
+/// What the flow learned of Microsoft's side.
+#[allow(clippy::large_enum_variant, reason = "short-lived: one per event")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Microsoft's whole view of the subscription (Get subscription, resolve, list), read by us at
+    /// `as_of`: every field is taken from it, unless the record holds a view read later.
+    View { subscription: Subscription, as_of: Timestamp },
+    /// A plan or seat change Microsoft confirmed (its operation's values), applied onto the record
+    /// as it is when written: a write that lost a race is decided again on the newer record.
+    Delta { plan_id: Option<PlanId>, quantity: Option<u32> },
+}
+
 /// An event about one subscription, as a flow hands it to the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The subscription Microsoft confirmed: the key of every write.
+    pub subscription_id: SubscriptionId,
     /// The idempotency key: an event with an id already recorded is not applied again.
     pub operation_id: OperationId,
     pub lifecycle: LifecycleEvent,
@@ -20,21 +35,42 @@ pub struct Event {
     pub action: Option<OperationAction>,
     pub requested_by: Option<RequestSource>,
     pub operation_status: Option<OperationStatus>,
-    /// When it happened at Microsoft (`timeStamp`); orders events.
+    /// When the operation happened by Microsoft's own word (its operation's `timeStamp`, never a
+    /// sender's); orders changes. Taken as no later than when it is applied.
     pub occurred_at: Option<Timestamp>,
-    /// The subscription as it is after the event, as far as the flow knows (Microsoft's view).
-    pub after: Subscription,
+    pub seen: Seen,
     /// Record the event even when it changes nothing (a webhook delivery is an operation of
     /// Microsoft's that must be kept); otherwise such an observation writes nothing.
     pub record_if_unchanged: bool,
 }
 
+impl Event {
+    /// Microsoft's view of a subscription, read at `as_of`, recorded under `operation_id`.
+    pub fn observed(
+        subscription: Subscription,
+        as_of: Timestamp,
+        operation_id: OperationId,
+        source: ChangeSource,
+    ) -> Self {
+        let status =
+            subscription.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
+        Self {
+            subscription_id: subscription.id.clone(),
+            operation_id,
+            lifecycle: LifecycleEvent::Observed(status),
+            source,
+            action: None,
+            requested_by: None,
+            operation_status: None,
+            occurred_at: None,
+            seen: Seen::View { subscription, as_of },
+            record_if_unchanged: false,
+        }
+    }
+}
+
 /// How long a cancelled customer's data is kept (reference §6.6: at least 7 days).
 pub const DATA_RETENTION: chrono::Duration = chrono::Duration::days(7);
-
-fn is_silent_observation(event: &Event) -> bool {
-    matches!(event.lifecycle, LifecycleEvent::Observed(_)) && !event.record_if_unchanged
-}
 
 /// What to do with an event.
 #[allow(clippy::large_enum_variant, reason = "short-lived: one per event, moved straight into the store")]
@@ -42,82 +78,134 @@ fn is_silent_observation(event: &Event) -> bool {
 pub enum Decision {
     /// Apply this change to the store.
     Apply(Change),
-    /// The event cannot follow from what we hold: re-read the subscription from Microsoft and
-    /// apply that as an observation instead.
+    /// The change cannot follow from what we hold (no record, or a status it cannot apply to):
+    /// read the subscription from Microsoft and record that view instead.
     Resync,
-    /// An observation of what we already hold: nothing to record.
+    /// Nothing to record (an observation of what we already hold, or older than it).
     Nothing,
 }
 
 /// Decides what `event` does to `current` (the stored record, if any) and builds the change.
 pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Timestamp) -> Decision {
+    // Nobody's clock may order a change after the moment it is applied (a date in 9999 would
+    // freeze the subscription).
+    let occurred_at = event.occurred_at.map(|at| at.min(now));
+    let event = Event { occurred_at, ..event };
+    let silent = !event.record_if_unchanged;
+    // The publisher's pending change is settled by its own operation, whatever else it does.
+    let settles =
+        current.and_then(|c| c.pending_operation.as_ref()).is_some_and(|p| p.id == event.operation_id);
+    let quiet = silent && !settles;
+
+    if let Seen::View { subscription, .. } = &event.seen {
+        let problem = if subscription.id != event.subscription_id {
+            Some(format!("Microsoft's view names subscription {}", subscription.id))
+        } else if subscription.status.is_none() {
+            Some("Microsoft's view has no status: nothing applied".to_owned())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            if quiet {
+                return Decision::Nothing;
+            }
+            let state = keep_or_settle(current, settles, now);
+            return Decision::Apply(build(event, current, state, Outcome::Unchanged, Some(problem), now));
+        }
+    }
     let Some(current) = current else {
         return first_sighting(event, now);
     };
-    // The publisher's pending change is settled by its own operation, whatever else it does.
-    let settles = current.pending_operation.as_ref().is_some_and(|p| p.id == event.operation_id);
-    let transition =
-        match decide(&current.status(), current.last_event_at, &event.lifecycle, event.occurred_at) {
-            // Microsoft's view is the truth for every field, not only the status: an observation of
-            // the status we hold still brings its plan, seats, term and the rest.
-            Transition::Unchanged if matches!(event.lifecycle, LifecycleEvent::Observed(_)) => {
-                Transition::Move(current.status())
-            }
-            other => other,
-        };
-    let (outcome, detail) = match transition {
-        Transition::Resync => return Decision::Resync,
-        Transition::Move(status) => {
-            let mut next = event.after.clone();
-            next.status = Some(status);
-            if next == current.subscription {
-                if is_silent_observation(&event) && !settles {
-                    return Decision::Nothing;
-                }
-                (Outcome::Unchanged, Some("already as Microsoft says".to_owned()))
+
+    let (next, transition) = match &event.seen {
+        Seen::View { subscription, as_of } => {
+            if current.view_as_of.is_some_and(|held| *as_of < held) {
+                (None, Transition::Stale)
             } else {
-                let retain_data_until = match next.status {
+                let status = subscription.status.clone().unwrap_or_else(|| current.status());
+                match transition(&current.status(), &LifecycleEvent::Observed(status.clone())) {
+                    // Microsoft's view is the truth for every field, not only the status.
+                    Transition::Unchanged | Transition::Move(_) => {
+                        (Some(subscription.clone()), Transition::Move(status))
+                    }
+                    other => (None, other),
+                }
+            }
+        }
+        Seen::Delta { plan_id, quantity } => {
+            let decided = decide(&current.status(), current.last_event_at, &event.lifecycle, occurred_at);
+            let mut next = current.subscription.clone();
+            next.plan_id = plan_id.clone().or(next.plan_id);
+            next.quantity = quantity.or(next.quantity);
+            match decided {
+                Transition::Move(status) => {
+                    next.status = Some(status.clone());
+                    (Some(next), Transition::Move(status))
+                }
+                other => (None, other),
+            }
+        }
+    };
+
+    let (outcome, detail) = match (transition, next) {
+        (Transition::Resync, _) => return Decision::Resync,
+        (Transition::Move(_), Some(next)) if next != current.subscription => {
+            let detail = differences(&current.subscription, &next);
+            let record = SubscriptionRecord {
+                retain_data_until: match next.status {
                     Some(SubscriptionStatus::Unsubscribed) => {
                         current.retain_data_until.or(Some(now + DATA_RETENTION))
                     }
                     _ => None,
-                };
-                let detail = differences(&current.subscription, &next);
-                let record = SubscriptionRecord {
-                    subscription: next,
-                    version: current.version + 1,
-                    last_event_at: current.last_event_at.max(event.occurred_at),
-                    updated_at: now,
-                    retain_data_until,
-                    pending_operation: current.pending_operation.clone().filter(|_| !settles),
-                };
-                let state = StateWrite::Replace { expected_version: current.version, record };
-                return Decision::Apply(build(
-                    event,
-                    Some(current),
-                    state,
-                    Outcome::Applied,
-                    Some(detail),
-                    now,
-                ));
-            }
+                },
+                subscription: next,
+                version: current.version + 1,
+                last_event_at: current.last_event_at.max(occurred_at),
+                view_as_of: current.view_as_of.max(Some(match &event.seen {
+                    Seen::View { as_of, .. } => *as_of,
+                    // Microsoft's state now is the one we hold plus this change.
+                    Seen::Delta { .. } => now,
+                })),
+                updated_at: now,
+                pending_operation: current.pending_operation.clone().filter(|_| !settles),
+            };
+            let state = StateWrite::Replace { expected_version: current.version, record };
+            return Decision::Apply(build(event, Some(current), state, Outcome::Applied, Some(detail), now));
         }
-        Transition::Unchanged if is_silent_observation(&event) && !settles => return Decision::Nothing,
-        Transition::Unchanged => (Outcome::Unchanged, None),
-        Transition::Terminal => {
+        (Transition::Move(_), _) | (Transition::Unchanged, _) if quiet => return Decision::Nothing,
+        (Transition::Move(_), _) => (Outcome::Unchanged, Some("already as Microsoft says".to_owned())),
+        (Transition::Unchanged, _) => (Outcome::Unchanged, None),
+        (Transition::Terminal | Transition::Stale, _) if quiet => return Decision::Nothing,
+        (Transition::Terminal, _) => {
             (Outcome::Ignored, Some("the subscription is unsubscribed for good".to_owned()))
         }
-        Transition::Stale => (
+        (Transition::Stale, _) => (
             Outcome::Stale,
-            Some(format!(
-                "happened at {}, before the last applied event at {}",
-                fmt_time(event.occurred_at),
-                fmt_time(current.last_event_at)
-            )),
+            Some(match &event.seen {
+                Seen::View { as_of, .. } => format!(
+                    "Microsoft's view read at {} is older than the one we hold, read at {}",
+                    as_of.to_rfc3339(),
+                    fmt_time(current.view_as_of)
+                ),
+                Seen::Delta { .. } => format!(
+                    "happened at {}, before the last applied event at {}",
+                    fmt_time(occurred_at),
+                    fmt_time(current.last_event_at)
+                ),
+            }),
         ),
     };
-    let state = if settles { settled(current, now) } else { StateWrite::Keep };
+    let state = keep_or_settle(Some(current), settles, now);
     Decision::Apply(build(event, Some(current), state, outcome, detail, now))
+}
+
+/// The state write of an event that changes nothing: settle the pending operation it completes,
+/// otherwise keep the state as it was read.
+fn keep_or_settle(current: Option<&SubscriptionRecord>, settles: bool, now: Timestamp) -> StateWrite {
+    match current {
+        Some(current) if settles => settled(current, now),
+        _ => StateWrite::Keep { expected_version: current.map(|c| c.version) },
+    }
 }
 
 /// The record as it is, without its pending operation.
@@ -160,16 +248,17 @@ fn differences(before: &Subscription, after: &Subscription) -> String {
 }
 
 fn first_sighting(event: Event, now: Timestamp) -> Decision {
-    // Without a status from Microsoft there is nothing trustworthy to record as state.
-    if event.after.status.is_none() {
+    let Seen::View { subscription, as_of } = &event.seen else {
+        // A change to a subscription we never saw: only Microsoft's whole view can be recorded.
         return Decision::Resync;
-    }
+    };
     let retain_data_until =
-        (event.after.status == Some(SubscriptionStatus::Unsubscribed)).then_some(now + DATA_RETENTION);
+        (subscription.status == Some(SubscriptionStatus::Unsubscribed)).then_some(now + DATA_RETENTION);
     let record = SubscriptionRecord {
-        subscription: event.after.clone(),
+        subscription: subscription.clone(),
         version: 1,
         last_event_at: event.occurred_at,
+        view_as_of: Some(*as_of),
         updated_at: now,
         retain_data_until,
         pending_operation: None,
@@ -189,10 +278,10 @@ fn build(
         StateWrite::Create(record) | StateWrite::Replace { record, .. } => {
             (Some(Snapshot::from(&record.subscription)), record.version)
         }
-        StateWrite::Keep => (None, current.map_or(0, |c| c.version)),
+        StateWrite::Keep { .. } => (None, current.map_or(0, |c| c.version)),
     };
     let history = HistoryEntry {
-        subscription_id: event.after.id.clone(),
+        subscription_id: event.subscription_id.clone(),
         operation_id: event.operation_id.clone(),
         at: now,
         source: event.source,
@@ -250,7 +339,7 @@ pub async fn record_event(
     event: &Event,
     now: Timestamp,
 ) -> Result<Recorded, StoreError> {
-    let current = store.get(&event.after.id).await?;
+    let current = store.get(&event.subscription_id).await?;
     record_event_on(store, event, now, current).await
 }
 
@@ -265,7 +354,7 @@ pub async fn record_event_on(
     loop {
         attempt += 1;
         if attempt > 1 {
-            current = store.get(&event.after.id).await?;
+            current = store.get(&event.subscription_id).await?;
         }
         let change = match plan_change(current.as_ref(), event.clone(), now) {
             Decision::Apply(change) => change,
@@ -279,4 +368,28 @@ pub async fn record_event_on(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// Records an event that leaves the state as it is (a refusal, a change that failed at Microsoft)
+/// with `outcome` and `detail`, on the record as it is when written.
+pub async fn record_kept(
+    store: &impl SubscriptionStore,
+    event: &Event,
+    outcome: Outcome,
+    detail: &str,
+    now: Timestamp,
+) -> Result<Recorded, StoreError> {
+    for attempt in 1..=CONFLICT_ATTEMPTS {
+        let current = store.get(&event.subscription_id).await?;
+        let state = StateWrite::Keep { expected_version: current.as_ref().map(|c| c.version) };
+        let change =
+            build(event.clone(), current.as_ref(), state, outcome.clone(), Some(detail.to_owned()), now);
+        match store.apply(&change).await {
+            Ok(Applied::Recorded { version }) => return Ok(Recorded::Written { version }),
+            Ok(Applied::Duplicate) => return Ok(Recorded::Duplicate),
+            Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(StoreError::Conflict { subscription_id: event.subscription_id.clone() })
 }

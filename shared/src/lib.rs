@@ -4,8 +4,8 @@
 //! [`clock::Clock`]) are traits the use cases depend on; the adapters (DynamoDB) live beside them.
 //! Nothing here knows about Lambda.
 
-pub mod changes;
 pub mod aws;
+pub mod changes;
 pub mod clock;
 pub mod domain;
 pub mod http;
@@ -18,6 +18,8 @@ pub mod publisher;
 pub mod reconcile;
 pub mod settings;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod web;
 
 /// An error with all its sources on one line, for one log entry.

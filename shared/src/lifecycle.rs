@@ -73,8 +73,10 @@ pub fn transition(from: &SubscriptionStatus, event: &LifecycleEvent) -> Transiti
     use Transition::*;
 
     match (event, from) {
-        // Microsoft's view always wins; equal views change nothing.
+        // Microsoft's view always wins; equal views change nothing. Unsubscribed is final at
+        // Microsoft too, so a view that shows anything else after it is an old one.
         (E::Observed(seen), _) if seen == from => Unchanged,
+        (E::Observed(_), S::Unsubscribed) => Terminal,
         (E::Observed(seen), _) => Move(seen.clone()),
 
         (E::SubscribeNotified | E::Unrecognized(_), _) => Unchanged,

@@ -5,18 +5,17 @@
 
 use std::time::Instant;
 
-use crate::changes::{Event, Recorded, record_event, record_event_on};
+use crate::changes::{Event, Recorded, Seen, record_event, record_event_on, record_kept};
 use crate::clock::Clock;
 use crate::domain::{
-    Operation, OperationAction, OperationStatus, PlanId, RequestSource, Subscription, SubscriptionStatus,
-    WebhookPayload,
+    Operation, OperationAction, OperationId, OperationStatus, PlanId, RequestSource, Subscription,
+    SubscriptionId, SubscriptionStatus, WebhookPayload,
 };
 use crate::lifecycle::LifecycleEvent;
 use crate::marketplace::{AckStatus, Call, ConfigError, MarketplaceApi, MarketplaceError};
 use crate::settings::Environment;
 use crate::store::{
-    Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, StoreError,
-    SubscriptionRecord, SubscriptionStore,
+    ChangeSource, Outcome, RejectedDelivery, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 
 /// Which customer plan and seat changes the publisher accepts.
@@ -82,10 +81,15 @@ pub enum Handled {
     Recorded,
     /// This operation was recorded before: 200, nothing changed.
     Duplicate,
-    /// A customer's plan or seat change we refused (and told Microsoft): 4xx.
+    /// A customer's plan or seat change we refused (and told Microsoft): 4xx. A redelivery of a
+    /// refused change is refused again.
     Rejected(String),
-    /// The delivery does not match what Microsoft says happened: 4xx.
+    /// The delivery does not match what Microsoft says happened, or contradicts itself: 4xx.
     Refused(String),
+    /// Microsoft confirms neither the operation nor the subscription: no record changed; the
+    /// delivery is kept aside for investigation and answered 200 (asking again cannot change
+    /// Microsoft's answer; the reconciliation picks up whatever Microsoft does list).
+    KeptAside(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,9 @@ pub enum WebhookError {
     /// Microsoft could not confirm in time or failed: answer 5xx, Microsoft retries.
     #[error("the marketplace could not be consulted")]
     Marketplace(#[source] MarketplaceError),
+    /// The operation is not final at Microsoft yet: answer 5xx so that Microsoft delivers it again.
+    #[error("operation {0} is still in progress at Microsoft")]
+    NotFinal(OperationId),
     #[error("the subscription store failed")]
     Store(#[from] StoreError),
 }
@@ -115,13 +122,27 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
     }
 
     /// Handles one authenticated delivery; everything must be over by `deadline`.
+    ///
+    /// Only what Microsoft confirms becomes state: the operation as Get operation returns it, the
+    /// subscription as Get subscription returns it. The payload only says where to look.
     pub async fn handle(&self, payload: &WebhookPayload, deadline: Instant) -> Result<Handled, WebhookError> {
         let delivered = &payload.operation;
         let (subscription_id, operation_id) = (&delivered.subscription_id, &delivered.id);
+        if let Some(snapshot) = &payload.subscription
+            && snapshot.id != *subscription_id
+        {
+            let reason = format!("subscription.id {} is not subscriptionId {subscription_id}", snapshot.id);
+            tracing::warn!(%subscription_id, %operation_id, %reason, "delivery contradicts itself");
+            return Ok(Handled::Refused(reason));
+        }
         let call = Call::correlated(operation_id.as_str()).until(deadline);
-        if self.store.operation(subscription_id, operation_id).await?.is_some() {
-            tracing::info!(%subscription_id, %operation_id, "duplicate delivery");
-            return Ok(Handled::Duplicate);
+        if let Some(recorded) = self.store.operation(subscription_id, operation_id).await? {
+            tracing::info!(%subscription_id, %operation_id, outcome = %recorded.outcome, "duplicate delivery");
+            // Microsoft asks again when it did not get our answer: a refusal is repeated.
+            return Ok(match recorded.outcome {
+                Outcome::Rejected => Handled::Rejected("the change was refused before".to_owned()),
+                _ => Handled::Duplicate,
+            });
         }
         let action = delivered.action.clone().unwrap_or_else(|| OperationAction::Unknown(String::new()));
         let ackable = matches!(action, OperationAction::ChangePlan | OperationAction::ChangeQuantity);
@@ -139,28 +160,28 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 tracing::warn!(%subscription_id, %operation_id, "Microsoft knows no such operation");
                 return Ok(Handled::Refused("Microsoft knows no such operation".into()));
             }
-            // Some notify-only actions have no operation: act on the subscription instead.
-            Err(MarketplaceError::NotFound { .. }) => None,
+            // Some notify-only actions have no operation (404, or 400 from the real service): act
+            // on Microsoft's view of the subscription instead.
+            Err(MarketplaceError::NotFound { .. } | MarketplaceError::BadRequest { .. }) if !ackable => None,
+            // A 400 for a change may be passing: never refuse a customer on it; Microsoft retries.
             Err(error) => return Err(WebhookError::Marketplace(error)),
         };
-        let operation = merged(delivered, confirmed.as_ref());
         tracing::info!(
             %subscription_id,
             %operation_id,
             action = %action,
-            source = ?operation.operation_request_source,
-            status = ?operation.status,
+            source = ?confirmed.as_ref().and_then(|o| o.operation_request_source.as_ref()),
+            status = ?confirmed.as_ref().and_then(|o| o.status.as_ref()),
             "webhook confirmed"
         );
-        if ackable {
-            self.change(payload, &operation, &call).await
-        } else {
-            self.notification(payload, &operation, &call).await
+        match confirmed {
+            Some(operation) if ackable => self.change(payload, &operation, &call).await,
+            confirmed => self.notification(payload, confirmed.as_ref(), &call).await,
         }
     }
 
     /// `ChangePlan` / `ChangeQuantity`: from the customer, judged by the policy and acknowledged;
-    /// from the publisher (or already final at Microsoft), applied.
+    /// from the publisher (or already final at Microsoft), applied from Microsoft's view.
     async fn change(
         &self,
         payload: &WebhookPayload,
@@ -168,61 +189,78 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         call: &Call,
     ) -> Result<Handled, WebhookError> {
         let id = &operation.subscription_id;
-        let stored = self.store.get(id).await?;
-        let before = match &stored {
-            Some(record) => record.subscription.clone(),
-            None => self.subscription(id, payload, call).await?,
-        };
-        let mut after = before.clone();
-        let lifecycle = match operation.action {
-            Some(OperationAction::ChangePlan) => {
-                after.plan_id = operation.plan_id.clone().or(after.plan_id);
-                LifecycleEvent::PlanChanged
-            }
-            _ => {
-                after.quantity = operation.quantity.or(after.quantity);
-                LifecycleEvent::QuantityChanged
-            }
-        };
+        let is_plan = operation.action == Some(OperationAction::ChangePlan);
         let from_customer = operation.operation_request_source != Some(RequestSource::Partner);
         match &operation.status {
             Some(OperationStatus::Failed | OperationStatus::Conflict) => {
                 let note = "the change did not happen at Microsoft";
-                return self.keep(payload, operation, &before, Outcome::Unchanged, note).await;
+                self.keep(payload, operation, Outcome::Unchanged, note).await?;
+                Ok(Handled::Recorded)
             }
             Some(OperationStatus::InProgress | OperationStatus::NotStarted) | None if from_customer => {
-                // The plan list limits plan changes only; seat bounds limit seat changes.
-                let judged = match operation.action {
-                    Some(OperationAction::ChangePlan) => (after.plan_id.as_ref(), None),
-                    _ => (None, after.quantity),
+                let stored = self.store.get(id).await?;
+                let before = match &stored {
+                    Some(record) => record.subscription.clone(),
+                    None => self.view(id, call).await?.0,
+                };
+                // Judged on Microsoft's values; the delivery's only where Microsoft's operation
+                // has none yet (they never become state: see below).
+                let (plan, seats) = if is_plan {
+                    (operation.plan_id.clone().or(payload.operation.plan_id.clone()), None)
+                } else {
+                    (None, operation.quantity.or(payload.operation.quantity))
                 };
                 // Already what Microsoft shows ("revert"): accept, never reject (reference §4.3).
-                let revert = after == before;
-                if let (false, Err(reason)) = (revert, self.policy.judge(judged.0, judged.1)) {
-                    return self.reject(payload, operation, &before, reason, call).await;
+                let revert = (is_plan && plan.is_some() && plan == before.plan_id)
+                    || (!is_plan && seats.is_some() && seats == before.quantity);
+                if let (false, Err(reason)) = (revert, self.policy.judge(plan.as_ref(), seats)) {
+                    return self.reject(payload, operation, reason, call).await;
                 }
-                self.apply_on(payload, operation, lifecycle, after, stored).await?;
-                match self.acknowledge(operation, AckStatus::Success, call).await? {
-                    Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Succeeded) => {}
+                let confirmed_delta = if is_plan {
+                    operation
+                        .plan_id
+                        .clone()
+                        .map(|plan_id| Seen::Delta { plan_id: Some(plan_id), quantity: None })
+                } else {
+                    operation.quantity.map(|quantity| Seen::Delta { plan_id: None, quantity: Some(quantity) })
+                };
+                // Recorded before the answer (a 200 is a receipt); when the change cannot be applied
+                // onto our record, or Microsoft's operation does not say the new value, Microsoft's
+                // view is recorded instead, once it has applied the change.
+                let recorded = match confirmed_delta {
+                    Some(seen) => {
+                        let lifecycle = if is_plan {
+                            LifecycleEvent::PlanChanged
+                        } else {
+                            LifecycleEvent::QuantityChanged
+                        };
+                        self.record(payload, operation, lifecycle, seen, stored).await?
+                    }
+                    None => false,
+                };
+                let acknowledged = self.acknowledge(operation, AckStatus::Success, call).await?;
+                match acknowledged {
+                    Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Succeeded)
+                        if recorded => {}
+                    Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Succeeded) => {
+                        self.observe_as(payload, operation, operation.id.clone(), call).await?;
+                    }
                     Acknowledged::AlreadyDecided(other) => {
                         tracing::warn!(subscription_id = %id, status = %other, "accepted too late: Microsoft decided otherwise");
-                        self.resync(payload, call).await?;
+                        self.resync(payload, operation, call).await?;
                     }
                 }
                 Ok(Handled::Recorded)
             }
-            _ => {
+            Some(OperationStatus::Succeeded) => {
                 // Done at Microsoft (the publisher's own change, or already decided): its view now
                 // has everything the change moved (a new plan can bring a new term).
-                let mut now = self.subscription(id, payload, call).await?;
-                if now.plan_id != after.plan_id || now.quantity != after.quantity {
-                    tracing::warn!(subscription_id = %id, "Microsoft's view differs from the operation; keeping Microsoft's");
-                }
-                now.status = now.status.or(after.status);
-                // Re-read: our record may have changed during the call to Microsoft.
-                self.apply(payload, operation, lifecycle, now).await?;
+                self.observe_as(payload, operation, operation.id.clone(), call).await?;
                 Ok(Handled::Recorded)
             }
+            // The publisher's own change before Microsoft finished it: its view still shows the old
+            // plan. Nothing is recorded; the redelivery (or the reconciliation) completes it.
+            _ => Err(WebhookError::NotFinal(operation.id.clone())),
         }
     }
 
@@ -231,31 +269,46 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         &self,
         payload: &WebhookPayload,
         operation: &Operation,
-        before: &Subscription,
         reason: String,
         call: &Call,
     ) -> Result<Handled, WebhookError> {
-        tracing::info!(subscription_id = %operation.subscription_id, operation_id = %operation.id, %reason, "rejecting the change");
+        let (id, operation_id) = (&operation.subscription_id, &operation.id);
+        tracing::info!(subscription_id = %id, %operation_id, %reason, "rejecting the change");
         let acknowledged = match self.acknowledge(operation, AckStatus::Failure, call).await {
             Ok(acknowledged) => acknowledged,
             // Our 4xx inside the window is itself the rejection (reference §4.4): answer it.
             Err(error) => {
-                tracing::warn!(subscription_id = %operation.subscription_id, error = %error, "Failure not acknowledged; rejecting by the answer");
+                tracing::warn!(subscription_id = %id, error = %error, "Failure not acknowledged; rejecting by the answer");
                 Acknowledged::Done
             }
         };
         match acknowledged {
             Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Failed) => {
-                if let Err(error) = self.keep(payload, operation, before, Outcome::Rejected, &reason).await {
+                if let Err(error) = self.keep(payload, operation, Outcome::Rejected, &reason).await {
                     // Still a rejection: Microsoft keeps the old plan and seats either way.
-                    tracing::error!(subscription_id = %operation.subscription_id, error = %error, "refusal not recorded");
+                    tracing::error!(subscription_id = %id, error = %error, "refusal not recorded");
+                }
+                // Microsoft has been seen to apply a change the publisher refused: look.
+                match self.view(id, call).await {
+                    Ok((view, _)) if applied_anyway(operation, &view) => {
+                        tracing::warn!(subscription_id = %id, %operation_id, "Microsoft applied the change although we refused it");
+                        let drift =
+                            OperationId::parse(&format!("{operation_id}-applied-anyway")).expect("not empty");
+                        if let Err(error) = self.observe_as(payload, operation, drift, call).await {
+                            tracing::error!(subscription_id = %id, error = %error, "the drift was not recorded; the reconciliation will");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(subscription_id = %id, error = %error, "could not check that the refusal held; the reconciliation will")
+                    }
                 }
                 Ok(Handled::Rejected(reason))
             }
             // Too late: Microsoft already accepted it (the 10 seconds had passed). Follow Microsoft.
             Acknowledged::AlreadyDecided(status) => {
-                tracing::warn!(subscription_id = %operation.subscription_id, %status, "rejection came too late");
-                self.resync(payload, call).await?;
+                tracing::warn!(subscription_id = %id, %status, "rejection came too late");
+                self.resync(payload, operation, call).await?;
                 Ok(Handled::Recorded)
             }
         }
@@ -265,10 +318,26 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
     async fn notification(
         &self,
         payload: &WebhookPayload,
-        operation: &Operation,
+        confirmed: Option<&Operation>,
         call: &Call,
     ) -> Result<Handled, WebhookError> {
-        let now = self.subscription(&operation.subscription_id, payload, call).await?;
+        let delivered = &payload.operation;
+        let id = &delivered.subscription_id;
+        let (view, as_of) = match self.view(id, call).await {
+            Ok(view) => view,
+            Err(WebhookError::Marketplace(MarketplaceError::NotFound { .. })) => {
+                let reason = match confirmed {
+                    None => "Microsoft confirms neither the operation nor the subscription",
+                    Some(_) => "Microsoft confirms the operation but knows no such subscription",
+                };
+                tracing::warn!(subscription_id = %id, operation_id = %delivered.id, reason, "delivery kept aside");
+                let body = serde_json::to_vec(payload).unwrap_or_default();
+                self.store.record_rejected(&RejectedDelivery::new(&body, reason, self.clock.now())).await?;
+                return Ok(Handled::KeptAside(reason.to_owned()));
+            }
+            Err(error) => return Err(error),
+        };
+        let operation = confirmed.unwrap_or(delivered);
         let action = operation.action.clone().unwrap_or_else(|| OperationAction::Unknown(String::new()));
         let mut lifecycle = LifecycleEvent::from_action(&action);
         let expected = match lifecycle {
@@ -278,45 +347,50 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             _ => None,
         };
         // A delayed event whose effect Microsoft has since undone: store what Microsoft says.
-        if expected.is_some() && expected != now.status {
-            let status = now.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
+        if expected.is_some() && expected != view.status {
+            let status = view.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
             lifecycle = LifecycleEvent::Observed(status);
         }
-        self.apply(payload, operation, lifecycle, now).await?;
+        let mut event = self.event(payload, confirmed, lifecycle, Seen::View { subscription: view, as_of });
+        event.operation_id = delivered.id.clone();
+        record_event(&self.store, &event, self.clock.now()).await?;
         Ok(Handled::Recorded)
     }
 
-    async fn apply(
+    /// Records a confirmed change onto our record (`stored`, as just read; re-read when another
+    /// writer got in). `false` when it cannot follow from our record: nothing was written.
+    async fn record(
         &self,
         payload: &WebhookPayload,
         operation: &Operation,
         lifecycle: LifecycleEvent,
-        after: Subscription,
-    ) -> Result<(), WebhookError> {
-        let stored = self.store.get(&operation.subscription_id).await?;
-        self.apply_on(payload, operation, lifecycle, after, stored).await
+        seen: Seen,
+        stored: Option<SubscriptionRecord>,
+    ) -> Result<bool, WebhookError> {
+        let event = self.event(payload, Some(operation), lifecycle, seen);
+        Ok(!matches!(record_event_on(&self.store, &event, self.clock.now(), stored).await?, Recorded::Resync))
     }
 
-    /// Applies the event to `stored`, our record as just read (re-read if another writer got in).
-    async fn apply_on(
+    /// Records Microsoft's view of the subscription now, under `operation_id`.
+    async fn observe_as(
         &self,
         payload: &WebhookPayload,
         operation: &Operation,
-        lifecycle: LifecycleEvent,
-        after: Subscription,
-        stored: Option<SubscriptionRecord>,
+        operation_id: OperationId,
+        call: &Call,
     ) -> Result<(), WebhookError> {
-        let event = self.event(payload, operation, lifecycle, after);
-        match record_event_on(&self.store, &event, self.clock.now(), stored).await? {
-            Recorded::Resync => {
-                // The event cannot follow from our record (a missed webhook): store Microsoft's view.
-                let status =
-                    event.after.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
-                let observed = Event { lifecycle: LifecycleEvent::Observed(status), ..event };
-                record_event(&self.store, &observed, self.clock.now()).await?;
+        let (view, as_of) = self.view(&operation.subscription_id, call).await?;
+        let action = operation.action.clone().unwrap_or_else(|| OperationAction::Unknown(String::new()));
+        let lifecycle = match view.status.clone() {
+            Some(SubscriptionStatus::Subscribed) => LifecycleEvent::from_action(&action),
+            status => {
+                LifecycleEvent::Observed(status.unwrap_or_else(|| SubscriptionStatus::Unknown(String::new())))
             }
-            Recorded::Written { .. } | Recorded::Duplicate | Recorded::Nothing => {}
-        }
+        };
+        let mut event =
+            self.event(payload, Some(operation), lifecycle, Seen::View { subscription: view, as_of });
+        event.operation_id = operation_id;
+        record_event(&self.store, &event, self.clock.now()).await?;
         Ok(())
     }
 
@@ -325,69 +399,40 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         &self,
         payload: &WebhookPayload,
         operation: &Operation,
-        before: &Subscription,
         outcome: Outcome,
         detail: &str,
-    ) -> Result<Handled, WebhookError> {
-        let now = self.clock.now();
-        let version = self.store.get(&operation.subscription_id).await?.map_or(0, |r| r.version);
+    ) -> Result<(), WebhookError> {
+        let lifecycle = LifecycleEvent::Unrecognized(
+            operation.action.as_ref().map_or_else(String::new, |a| a.to_string()),
+        );
         let event =
-            self.event(payload, operation, LifecycleEvent::Unrecognized(String::new()), before.clone());
-        let change = Change {
-            operation: OperationRecord {
-                id: event.operation_id.clone(),
-                action: event.action.clone(),
-                requested_by: event.requested_by.clone(),
-                status: event.operation_status.clone(),
-                occurred_at: event.occurred_at,
-                recorded_at: now,
-                outcome: outcome.clone(),
-            },
-            state: StateWrite::Keep,
-            history: HistoryEntry {
-                subscription_id: operation.subscription_id.clone(),
-                operation_id: operation.id.clone(),
-                at: now,
-                source: ChangeSource::Webhook,
-                event: operation.action.as_ref().map_or_else(String::new, |a| a.to_string()),
-                outcome,
-                from: Some(Snapshot::from(before)),
-                to: None,
-                version,
-                detail: Some(detail.to_owned()),
-            },
-        };
-        self.store.apply(&change).await?;
-        Ok(Handled::Recorded)
+            self.event(payload, Some(operation), lifecycle, Seen::Delta { plan_id: None, quantity: None });
+        record_kept(&self.store, &event, outcome, detail, self.clock.now()).await?;
+        Ok(())
     }
 
-    /// Records Microsoft's current view under this delivery's operation id.
-    async fn resync(&self, payload: &WebhookPayload, call: &Call) -> Result<(), WebhookError> {
-        let id = &payload.operation.subscription_id;
-        let now = self.subscription(id, payload, call).await?;
-        let status = now.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
-        // Under its own key: the delivery's own id may already be recorded (applied before the ACK).
-        let mut operation = payload.operation.clone();
-        operation.id =
-            crate::domain::OperationId::parse(&format!("{}-resync", operation.id)).expect("not empty");
-        self.apply(payload, &operation, LifecycleEvent::Observed(status), now).await
-    }
-
-    /// Microsoft's view of the subscription now (reference §2.4: the source of truth).
-    async fn subscription(
+    /// Records Microsoft's current view under this delivery's own resync key (its id may already
+    /// be recorded: applied before the acknowledgement said otherwise).
+    async fn resync(
         &self,
-        id: &crate::domain::SubscriptionId,
         payload: &WebhookPayload,
+        operation: &Operation,
         call: &Call,
-    ) -> Result<Subscription, WebhookError> {
-        match self.marketplace.get_subscription(id, call).await {
-            Ok(subscription) => Ok(subscription),
-            // Not retryable and not found: the payload's own snapshot is all there is.
-            Err(MarketplaceError::NotFound { .. }) if payload.subscription.is_some() => {
-                Ok(payload.subscription.clone().expect("checked"))
-            }
-            Err(error) => Err(WebhookError::Marketplace(error)),
-        }
+    ) -> Result<(), WebhookError> {
+        let resync = OperationId::parse(&format!("{}-resync", operation.id)).expect("not empty");
+        self.observe_as(payload, operation, resync, call).await
+    }
+
+    /// Microsoft's view of the subscription now (reference §2.4: the source of truth), and when
+    /// it was read.
+    async fn view(
+        &self,
+        id: &SubscriptionId,
+        call: &Call,
+    ) -> Result<(Subscription, crate::domain::Timestamp), WebhookError> {
+        let as_of = self.clock.now();
+        let view = self.marketplace.get_subscription(id, call).await.map_err(WebhookError::Marketplace)?;
+        Ok((view, as_of))
     }
 
     async fn acknowledge(
@@ -411,23 +456,25 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         }
     }
 
+    /// The event of this delivery: ordered by Microsoft's operation time, never the sender's.
     fn event(
         &self,
         payload: &WebhookPayload,
-        operation: &Operation,
+        confirmed: Option<&Operation>,
         lifecycle: LifecycleEvent,
-        after: Subscription,
+        seen: Seen,
     ) -> Event {
+        let delivered = &payload.operation;
         Event {
-            operation_id: operation.id.clone(),
+            subscription_id: delivered.subscription_id.clone(),
+            operation_id: delivered.id.clone(),
             lifecycle,
             source: ChangeSource::Webhook,
-            action: operation.action.clone(),
-            requested_by: operation.operation_request_source.clone(),
-            operation_status: operation.status.clone(),
-            // The delivery's time orders events; Microsoft's operation time when it has none.
-            occurred_at: payload.operation.time_stamp.or(operation.time_stamp),
-            after,
+            action: confirmed.and_then(|o| o.action.clone()).or(delivered.action.clone()),
+            requested_by: confirmed.and_then(|o| o.operation_request_source.clone()),
+            operation_status: confirmed.and_then(|o| o.status.clone()),
+            occurred_at: confirmed.and_then(|o| o.time_stamp),
+            seen,
             record_if_unchanged: true,
         }
     }
@@ -438,13 +485,21 @@ enum Acknowledged {
     AlreadyDecided(OperationStatus),
 }
 
-/// The delivery must name Microsoft's operation: same id, subscription and action.
+/// Whether Microsoft's view shows the change of `operation` although it was refused.
+fn applied_anyway(operation: &Operation, view: &Subscription) -> bool {
+    match operation.action {
+        Some(OperationAction::ChangePlan) => operation.plan_id.is_some() && operation.plan_id == view.plan_id,
+        _ => operation.quantity.is_some() && operation.quantity == view.quantity,
+    }
+}
+
+/// The delivery must name Microsoft's operation: same id, subscription and action (ids are
+/// canonical since they were parsed).
 fn matches(delivered: &Operation, confirmed: &Operation) -> Result<(), String> {
-    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    if !same(delivered.id.as_str(), confirmed.id.as_str()) {
+    if delivered.id != confirmed.id {
         return Err(format!("operation {} is not {}", confirmed.id, delivered.id));
     }
-    if !same(delivered.subscription_id.as_str(), confirmed.subscription_id.as_str()) {
+    if delivered.subscription_id != confirmed.subscription_id {
         return Err(format!(
             "operation {} belongs to subscription {}",
             confirmed.id, confirmed.subscription_id
@@ -456,21 +511,4 @@ fn matches(delivered: &Operation, confirmed: &Operation) -> Result<(), String> {
         return Err(format!("operation {} is a {b}, not a {a}", confirmed.id));
     }
     Ok(())
-}
-
-/// Microsoft's operation, with the delivery's values where Microsoft's are missing.
-fn merged(delivered: &Operation, confirmed: Option<&Operation>) -> Operation {
-    let Some(confirmed) = confirmed else { return delivered.clone() };
-    Operation {
-        action: confirmed.action.clone().or(delivered.action.clone()),
-        plan_id: confirmed.plan_id.clone().or(delivered.plan_id.clone()),
-        quantity: confirmed.quantity.or(delivered.quantity),
-        time_stamp: confirmed.time_stamp.or(delivered.time_stamp),
-        status: confirmed.status.clone().or(delivered.status.clone()),
-        operation_request_source: confirmed
-            .operation_request_source
-            .clone()
-            .or(delivered.operation_request_source.clone()),
-        ..confirmed.clone()
-    }
 }

@@ -1,9 +1,11 @@
 //! The buyer's first contact: the landing page resolves the purchase token and records the
 //! subscription; activation starts billing (reference §2.1, §2.2, §7).
 
-use crate::changes::{Event, Recorded, record_event};
+use crate::changes::{Event, record_event};
 use crate::clock::Clock;
-use crate::domain::{OperationAction, OperationId, Plan, Subscription, SubscriptionId, SubscriptionStatus};
+use crate::domain::{
+    OperationAction, OperationId, Plan, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
+};
 use crate::lifecycle::LifecycleEvent;
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError};
 use crate::store::{ChangeSource, StoreError, SubscriptionStore};
@@ -91,6 +93,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
         if token.trim().is_empty() {
             return Err(OnboardingError::InvalidToken(None));
         }
+        let read_at = self.clock.now();
         let resolved = match self.marketplace.resolve(token, call).await {
             Ok(resolved) => resolved,
             Err(error @ (MarketplaceError::BadRequest { .. } | MarketplaceError::NotFound { .. })) => {
@@ -105,7 +108,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
             None => self.marketplace.get_subscription(&resolved.id, call).await.map_err(marketplace)?,
         };
         tracing::info!(subscription_id = %subscription.id, status = ?subscription.status, "landed");
-        self.observe(&subscription, ChangeSource::Landing, &landing_operation()).await?;
+        self.observe(&subscription, read_at, ChangeSource::Landing, &landing_operation()).await?;
 
         let pending = matches!(
             subscription.status,
@@ -132,10 +135,11 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
         operation_id: &OperationId,
         call: &Call,
     ) -> Result<Activation, OnboardingError> {
+        let read_at = self.clock.now();
         let current = self.read(id, call).await?;
         match current.status.clone() {
             Some(SubscriptionStatus::Subscribed) => {
-                self.observe(&current, ChangeSource::Activation, operation_id).await?;
+                self.observe(&current, read_at, ChangeSource::Activation, operation_id).await?;
                 let plan = self.plan_of(&current, call).await;
                 return Ok(Activation { subscription: current, plan, activated_now: false });
             }
@@ -165,24 +169,17 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
         }
         tracing::info!(subscription_id = %id, plan_id = %plan_id, quantity = ?current.quantity, "activated");
 
-        // Read back for the term Microsoft just set; fall back on what we know.
+        // Read back for the term Microsoft just set; without it, Microsoft's earlier view with the
+        // status its 200 (or the re-read after a 400) confirmed.
+        let activated_at = self.clock.now();
         let mut after = self.marketplace.get_subscription(id, call).await.unwrap_or_else(|_| current.clone());
         after.status = Some(SubscriptionStatus::Subscribed);
         let event = Event {
-            operation_id: operation_id.clone(),
             lifecycle: LifecycleEvent::Activated,
-            source: ChangeSource::Activation,
             action: Some(OperationAction::Unknown("Activate".into())),
-            requested_by: None,
-            operation_status: None,
-            occurred_at: Some(self.clock.now()),
-            after: after.clone(),
-            record_if_unchanged: false,
+            ..Event::observed(after.clone(), activated_at, operation_id.clone(), ChangeSource::Activation)
         };
-        match record_event(&self.store, &event, self.clock.now()).await? {
-            Recorded::Resync => self.observe(&after, ChangeSource::Activation, operation_id).await?,
-            Recorded::Written { .. } | Recorded::Duplicate | Recorded::Nothing => {}
-        }
+        record_event(&self.store, &event, self.clock.now()).await?;
         let plan = self.plan_of(&after, call).await;
         Ok(Activation { subscription: after, plan, activated_now: true })
     }
@@ -199,22 +196,11 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
     async fn observe(
         &self,
         subscription: &Subscription,
+        read_at: Timestamp,
         source: ChangeSource,
         operation_id: &OperationId,
     ) -> Result<(), OnboardingError> {
-        let status =
-            subscription.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
-        let event = Event {
-            operation_id: operation_id.clone(),
-            lifecycle: LifecycleEvent::Observed(status),
-            source,
-            action: None,
-            requested_by: None,
-            operation_status: None,
-            occurred_at: None,
-            after: subscription.clone(),
-            record_if_unchanged: false,
-        };
+        let event = Event::observed(subscription.clone(), read_at, operation_id.clone(), source);
         record_event(&self.store, &event, self.clock.now()).await?;
         Ok(())
     }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::changes::settled;
 use crate::clock::Clock;
 use crate::domain::{
-    CustomerOperation, OperationAction, PlanId, SubscriptionId, SubscriptionStatus, Term, Timestamp,
+    CustomerOperation, OperationAction, OperationStatus, PlanId, SubscriptionId, SubscriptionStatus, Term,
+    Timestamp,
 };
 use crate::marketplace::{ApiError, Call, MarketplaceApi, MarketplaceError};
 use crate::store::{
@@ -159,8 +160,11 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
 
     /// Every subscription of a customer tenant, active ones first.
     pub async fn entitlements_of_tenant(&self, tenant_id: &str) -> Result<Vec<Entitlement>, PublisherError> {
+        // Stored in canonical form (lowercase GUIDs), however Microsoft or the caller spells it.
+        let tenant_id =
+            crate::domain::lenient::canonical_guid(tenant_id).unwrap_or_else(|| tenant_id.trim().to_owned());
         let mut all: Vec<Entitlement> =
-            self.store.by_beneficiary_tenant(tenant_id).await?.iter().map(Entitlement::from).collect();
+            self.store.by_beneficiary_tenant(&tenant_id).await?.iter().map(Entitlement::from).collect();
         all.sort_by_key(|e| (!e.access_allowed, e.subscription_id.clone()));
         Ok(all)
     }
@@ -226,15 +230,72 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
             ChangeRequest::Plan(plan) => self.marketplace.change_plan(id, plan, call).await,
             ChangeRequest::Seats(seats) => self.marketplace.change_quantity(id, *seats, call).await,
             ChangeRequest::Cancel => self.marketplace.delete_subscription(id, call).await,
-        }
-        .map_err(refused)?;
+        };
+        let operation_id = match started {
+            Ok(started) => started.operation_id,
+            // The request may have reached Microsoft although its answer did not reach us (it is
+            // never sent twice): find the operation it started before reporting anything.
+            Err(error) => {
+                match self.started_anyway(id, &action, plan_id.as_ref(), quantity, &error, call).await {
+                    Some(operation_id) => operation_id,
+                    None => return Err(refused(error)),
+                }
+            }
+        };
 
         let now = self.clock.now();
-        let pending =
-            PendingOperation { id: started.operation_id, action, plan_id, quantity, requested_at: now };
+        let pending = PendingOperation { id: operation_id, action, plan_id, quantity, requested_at: now };
         tracing::info!(subscription_id = %id, operation_id = %pending.id, action = %pending.action, "change requested");
         self.record_request(&record, &pending, now).await?;
         Ok(pending)
+    }
+
+    /// After a failed change request that may still have happened (no answer, 408 or 5xx, or the
+    /// 400 a lost first request's lock gives): the operation Microsoft is running for exactly this
+    /// change, if any.
+    async fn started_anyway(
+        &self,
+        id: &SubscriptionId,
+        action: &OperationAction,
+        plan_id: Option<&PlanId>,
+        quantity: Option<u32>,
+        error: &MarketplaceError,
+        call: &Call,
+    ) -> Option<crate::domain::OperationId> {
+        let uncertain = matches!(
+            error,
+            MarketplaceError::Server { .. }
+                | MarketplaceError::Transport { .. }
+                | MarketplaceError::DeadlineExceeded { .. }
+                | MarketplaceError::BadRequest { .. }
+        );
+        if !uncertain {
+            return None;
+        }
+        let outstanding = match self
+            .marketplace
+            .list_outstanding_operations(id, &Call::correlated(call.correlation_id.clone()))
+            .await
+        {
+            Ok(operations) => operations,
+            Err(lookup) => {
+                tracing::warn!(subscription_id = %id, error = %lookup, "could not look for the operation a failed request may have started");
+                return None;
+            }
+        };
+        let found = outstanding
+            .into_iter()
+            .filter(|o| o.action.as_ref() == Some(action))
+            .filter(|o| o.operation_request_source != Some(crate::domain::RequestSource::Azure))
+            .filter(|o| {
+                !o.status.as_ref().is_some_and(OperationStatus::is_terminal)
+                    || o.status == Some(OperationStatus::Succeeded)
+            })
+            .filter(|o| plan_id.is_none() || o.plan_id.as_ref() == plan_id)
+            .filter(|o| quantity.is_none() || o.quantity == quantity)
+            .max_by_key(|o| o.time_stamp)?;
+        tracing::warn!(subscription_id = %id, operation_id = %found.id, error = %error, "the request failed but Microsoft started the change");
+        Some(found.id)
     }
 
     fn check_update(&self, record: &SubscriptionRecord) -> Result<(), Refusal> {

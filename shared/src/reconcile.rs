@@ -12,8 +12,7 @@ use serde::Serialize;
 
 use crate::changes::{Event, Recorded, record_event};
 use crate::clock::Clock;
-use crate::domain::{OperationId, OperationStatus, Subscription, SubscriptionId, SubscriptionStatus};
-use crate::lifecycle::LifecycleEvent;
+use crate::domain::{OperationId, OperationStatus, Subscription, SubscriptionId, Timestamp};
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError, PageToken};
 use crate::publisher::drop_pending;
 use crate::store::{ChangeSource, StoreError, SubscriptionRecord, SubscriptionStore};
@@ -114,7 +113,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         &self,
         run_id: &str,
         subscriptions: Vec<Subscription>,
-        listed_at: crate::domain::Timestamp,
+        listed_at: Timestamp,
         summary: &mut Summary,
     ) {
         summary.seen += subscriptions.len() as u64;
@@ -163,7 +162,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         run_id: &str,
         listed: Subscription,
         record: Option<&SubscriptionRecord>,
-        page_listed_at: crate::domain::Timestamp,
+        listed_at: Timestamp,
     ) -> Result<(Result1, u64, u64), OneError> {
         let call = Call::correlated(run_id);
         let (finished, mut dropped) = (0, 0);
@@ -171,14 +170,26 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
             let status = match self.marketplace.get_operation(&listed.id, &pending.id, &call).await {
                 Ok(operation) => operation.status,
                 Err(MarketplaceError::NotFound { .. }) => Some(OperationStatus::Failed),
+                // The real service answers 400 for an operation it does not know, but a 400 may
+                // also pass: only an operation that long outlived Microsoft's processing is given up.
+                Err(MarketplaceError::BadRequest { .. })
+                    if self.clock.now() - pending.requested_at > PENDING_GIVE_UP =>
+                {
+                    Some(OperationStatus::Failed)
+                }
+                Err(error @ MarketplaceError::BadRequest { .. }) => {
+                    tracing::warn!(run_id, subscription_id = %listed.id, operation_id = %pending.id, error = %error, "pending operation not confirmed; kept for the next run");
+                    None
+                }
                 Err(error) => return Err(error.into()),
             };
             match status {
                 Some(OperationStatus::Succeeded) => {
                     // The listing may predate the completion: read Microsoft's view now.
+                    let read_at = self.clock.now();
                     let now = self.marketplace.get_subscription(&listed.id, &call).await?;
                     // A webhook may have settled it meanwhile: then nothing is written here.
-                    return Ok(match self.observe(&now, &pending.id, None).await? {
+                    return Ok(match self.observe(&now, read_at, &pending.id).await? {
                         Recorded::Written { .. } => (Result1::Changed, 1, dropped),
                         _ => (Result1::Unchanged, 0, dropped),
                     });
@@ -203,27 +214,19 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 _ => {}
             }
         }
+        let operation = reconcile_operation(run_id, &listed.id);
         let Some(record) = record else {
-            let operation = reconcile_operation(run_id, &listed.id);
-            self.observe(&listed, &operation, None).await?;
-            return Ok((Result1::Added, finished, dropped));
+            return Ok(match self.observe(&listed, listed_at, &operation).await? {
+                Recorded::Written { .. } => (Result1::Added, finished, dropped),
+                _ => (Result1::Unchanged, finished, dropped),
+            });
         };
         if record.subscription == listed {
             return Ok((Result1::Unchanged, finished, dropped));
         }
-        // A webhook wrote the record after this page was listed: the record is ahead, keep it
-        // (the next run compares again). Microsoft's own `lastModified`, when it gives one, too.
-        if record.updated_at > page_listed_at {
-            return Ok((Result1::Unchanged, finished, dropped));
-        }
-        let listed_at = listed.last_modified;
-        if let (Some(listed_at), Some(applied)) = (listed_at, record.last_event_at)
-            && listed_at < applied
-        {
-            return Ok((Result1::Unchanged, finished, dropped));
-        }
-        let operation = reconcile_operation(run_id, &listed.id);
-        match self.observe(&listed, &operation, listed_at).await? {
+        // Decided on the record as it is when written: a webhook that wrote a view read after the
+        // listing wins (the listing is stale), whenever it got in.
+        match self.observe(&listed, listed_at, &operation).await? {
             Recorded::Written { .. } => Ok((Result1::Changed, finished, dropped)),
             _ => Ok((Result1::Unchanged, finished, dropped)),
         }
@@ -232,25 +235,17 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
     async fn observe(
         &self,
         subscription: &Subscription,
+        read_at: Timestamp,
         operation_id: &OperationId,
-        occurred_at: Option<crate::domain::Timestamp>,
     ) -> Result<Recorded, StoreError> {
-        let status =
-            subscription.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
-        let event = Event {
-            operation_id: operation_id.clone(),
-            lifecycle: LifecycleEvent::Observed(status),
-            source: ChangeSource::Reconcile,
-            action: None,
-            requested_by: None,
-            operation_status: None,
-            occurred_at,
-            after: subscription.clone(),
-            record_if_unchanged: false,
-        };
+        let event =
+            Event::observed(subscription.clone(), read_at, operation_id.clone(), ChangeSource::Reconcile);
         record_event(&self.store, &event, self.clock.now()).await
     }
 }
+
+/// How long a pending operation Microsoft answers 400 for is kept before it is given up.
+const PENDING_GIVE_UP: chrono::Duration = chrono::Duration::hours(24);
 
 fn reconcile_operation(run_id: &str, id: &SubscriptionId) -> OperationId {
     OperationId::parse(&format!("reconcile-{run_id}-{id}")).expect("not empty")

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::{TimeZone, Utc};
-use fulfillment::changes::{Decision, Event, plan_change};
+use fulfillment::changes::{Decision, Event, Seen, plan_change};
 use fulfillment::domain::{
     OperationAction, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
 };
@@ -44,12 +44,12 @@ fn every_state_and_event_pair_has_the_defined_outcome() {
         (E::SubscribeNotified,       [Same,        Same,        Same,        Same,        Same,         Same ]),
         (E::Unrecognized("Transfer".into()),
                                      [Same,        Same,        Same,        Same,        Same,         Same ]),
-        (E::Observed(N),             [Same,        M(N),        M(N),        M(N),        M(N),         M(N) ]),
-        (E::Observed(P),             [M(P),        Same,        M(P),        M(P),        M(P),         M(P) ]),
-        (E::Observed(S),             [M(S),        M(S),        Same,        M(S),        M(S),         M(S) ]),
-        (E::Observed(X),             [M(X),        M(X),        M(X),        Same,        M(X),         M(X) ]),
+        (E::Observed(N),             [Same,        M(N),        M(N),        M(N),        T,            M(N) ]),
+        (E::Observed(P),             [M(P),        Same,        M(P),        M(P),        T,            M(P) ]),
+        (E::Observed(S),             [M(S),        M(S),        Same,        M(S),        T,            M(S) ]),
+        (E::Observed(X),             [M(X),        M(X),        M(X),        Same,        T,            M(X) ]),
         (E::Observed(U),             [M(U),        M(U),        M(U),        M(U),        Same,         M(U) ]),
-        (E::Observed(u()),           [M(u()),      M(u()),      M(u()),      M(u()),      M(u()),       Same ]),
+        (E::Observed(u()),           [M(u()),      M(u()),      M(u()),      M(u()),      T,            Same ]),
     ];
 
     // The table covers every event kind and every status exactly once.
@@ -129,23 +129,36 @@ fn record(status: SubscriptionStatus, version: u64, last_event_at: Option<Timest
         subscription: subscription(status),
         version,
         last_event_at,
+        view_as_of: at(0),
         updated_at: at(0).expect("time"),
         retain_data_until: None,
         pending_operation: None,
     }
 }
 
-fn event(lifecycle: E, after: Subscription, occurred_at: Option<Timestamp>) -> Event {
+/// A webhook's event carrying Microsoft's view read at `read_at`.
+fn event(lifecycle: E, view: Subscription, read_at: Option<Timestamp>) -> Event {
     Event {
+        subscription_id: view.id.clone(),
         operation_id: OperationId::parse("op-1").expect("id"),
         lifecycle,
         source: ChangeSource::Webhook,
         action: None,
         requested_by: None,
         operation_status: None,
+        occurred_at: read_at,
+        seen: Seen::View { subscription: view, as_of: read_at.unwrap_or(at(0).expect("t")) },
+        record_if_unchanged: true,
+    }
+}
+
+/// A confirmed customer change, applied onto the record.
+fn delta(lifecycle: E, plan: Option<&str>, seats: Option<u32>, occurred_at: Option<Timestamp>) -> Event {
+    let id = SubscriptionId::parse("3f9c1b7e-0000-4000-8000-00000000a001").expect("id");
+    Event {
+        seen: Seen::Delta { plan_id: plan.and_then(PlanId::parse), quantity: seats },
         occurred_at,
-        after,
-        record_if_unchanged: false,
+        ..event(lifecycle, Subscription::new(id), occurred_at)
     }
 }
 
@@ -157,12 +170,11 @@ fn apply(decision: Decision) -> fulfillment::store::Change {
 }
 
 #[test]
-fn a_move_replaces_the_record_at_the_next_version_with_the_target_status() {
+fn microsofts_view_replaces_the_record_at_the_next_version() {
     let current = record(SubscriptionStatus::Subscribed, 4, at(10));
-    // The webhook's snapshot may still say Subscribed: the transition decides the status.
     let change = apply(plan_change(
         Some(&current),
-        event(E::Suspended, subscription(SubscriptionStatus::Subscribed), at(20)),
+        event(E::Suspended, subscription(SubscriptionStatus::Suspended), at(20)),
         at(21).expect("t"),
     ));
     let StateWrite::Replace { expected_version, record } = &change.state else {
@@ -170,78 +182,102 @@ fn a_move_replaces_the_record_at_the_next_version_with_the_target_status() {
     };
     assert_eq!((*expected_version, record.version), (4, 5));
     assert_eq!(record.subscription.status, Some(SubscriptionStatus::Suspended));
-    assert_eq!(record.last_event_at, at(20));
+    assert_eq!((record.last_event_at, record.view_as_of), (at(20), at(20)));
     assert_eq!(change.history.outcome, Outcome::Applied);
     assert_eq!(change.history.version, 5);
-    assert_eq!(
-        change.history.from.as_ref().and_then(|s| s.status.clone()),
-        Some(SubscriptionStatus::Subscribed)
-    );
-    assert_eq!(
-        change.history.to.as_ref().and_then(|s| s.status.clone()),
-        Some(SubscriptionStatus::Suspended)
-    );
+    assert_eq!(change.history.from.and_then(|s| s.status), Some(SubscriptionStatus::Subscribed));
+    assert_eq!(change.history.to.and_then(|s| s.status), Some(SubscriptionStatus::Suspended));
     assert_eq!(change.operation.outcome, Outcome::Applied);
 }
 
 #[test]
-fn a_plan_change_that_changes_nothing_only_records_the_event() {
+fn a_change_that_changes_nothing_only_records_the_event_on_the_version_read() {
     let current = record(SubscriptionStatus::Subscribed, 2, None);
     let change = apply(plan_change(
         Some(&current),
-        event(E::PlanChanged, current.subscription.clone(), at(5)),
+        delta(E::PlanChanged, Some("basic"), None, at(5)),
         at(6).expect("t"),
     ));
-    assert_eq!(change.state, StateWrite::Keep);
+    assert_eq!(change.state, StateWrite::Keep { expected_version: Some(2) });
     assert_eq!(change.history.outcome, Outcome::Unchanged);
     assert_eq!(change.history.version, 2);
 }
 
 #[test]
-fn a_plan_change_records_the_new_plan() {
-    let current = record(SubscriptionStatus::Subscribed, 2, None);
-    let mut after = current.subscription.clone();
-    after.plan_id = PlanId::parse("premium");
-    let change = apply(plan_change(Some(&current), event(E::PlanChanged, after, at(5)), at(6).expect("t")));
-    assert_eq!(change.history.to.and_then(|s| s.plan_id), PlanId::parse("premium"));
-    assert_eq!(change.history.from.and_then(|s| s.plan_id), PlanId::parse("basic"));
-}
-
-#[test]
-fn an_impossible_event_asks_for_a_resync() {
-    let current = record(SubscriptionStatus::PendingFulfillmentStart, 1, None);
-    let decision = plan_change(
-        Some(&current),
-        event(E::Suspended, current.subscription.clone(), at(5)),
-        at(6).expect("t"),
-    );
-    assert_eq!(decision, Decision::Resync);
-}
-
-#[test]
-fn an_event_for_an_unsubscribed_subscription_is_ignored_but_recorded() {
-    let current = record(SubscriptionStatus::Unsubscribed, 7, at(1));
+fn a_confirmed_plan_change_is_applied_onto_the_record_as_it_is() {
+    let mut current = record(SubscriptionStatus::Subscribed, 2, None);
+    current.subscription.quantity = Some(9); // written by someone else meanwhile
     let change = apply(plan_change(
         Some(&current),
-        event(E::Reinstated, subscription(SubscriptionStatus::Subscribed), at(5)),
+        delta(E::PlanChanged, Some("premium"), None, at(5)),
         at(6).expect("t"),
     ));
-    assert_eq!(change.state, StateWrite::Keep);
-    assert_eq!(change.history.outcome, Outcome::Ignored);
-    assert_eq!(change.history.version, 7);
+    let StateWrite::Replace { record, .. } = &change.state else { panic!("{:?}", change.state) };
+    assert_eq!(
+        (record.subscription.plan_id.clone(), record.subscription.quantity),
+        (PlanId::parse("premium"), Some(9))
+    );
+    assert_eq!(record.view_as_of, at(6), "Microsoft's state now is ours plus the change");
 }
 
 #[test]
-fn a_stale_event_is_recorded_with_why() {
-    let current = record(SubscriptionStatus::Subscribed, 3, at(30));
+fn a_change_that_cannot_follow_from_the_record_asks_for_microsofts_view() {
+    let current = record(SubscriptionStatus::PendingFulfillmentStart, 1, None);
+    let decision =
+        plan_change(Some(&current), delta(E::QuantityChanged, None, Some(7), at(5)), at(6).expect("t"));
+    assert_eq!(decision, Decision::Resync);
+    assert_eq!(
+        plan_change(None, delta(E::QuantityChanged, None, Some(7), at(5)), at(6).expect("t")),
+        Decision::Resync
+    );
+}
+
+#[test]
+fn nothing_revives_an_unsubscribed_subscription() {
+    let current = record(SubscriptionStatus::Unsubscribed, 7, at(1));
+    for seen in [
+        event(E::Reinstated, subscription(SubscriptionStatus::Subscribed), at(5)),
+        event(
+            E::Observed(SubscriptionStatus::Subscribed),
+            subscription(SubscriptionStatus::Subscribed),
+            at(5),
+        ),
+    ] {
+        let change = apply(plan_change(Some(&current), seen, at(6).expect("t")));
+        assert_eq!(change.state, StateWrite::Keep { expected_version: Some(7) });
+        assert_eq!(change.history.outcome, Outcome::Ignored);
+    }
+}
+
+#[test]
+fn a_view_read_before_the_one_we_hold_is_stale_whatever_its_operation_says() {
+    let mut current = record(SubscriptionStatus::Subscribed, 3, at(1));
+    current.view_as_of = at(30);
     let change = apply(plan_change(
         Some(&current),
-        event(E::Suspended, current.subscription.clone(), at(20)),
+        event(E::Suspended, subscription(SubscriptionStatus::Suspended), at(20)),
         at(31).expect("t"),
     ));
-    assert_eq!(change.state, StateWrite::Keep);
+    assert_eq!(change.state, StateWrite::Keep { expected_version: Some(3) });
     assert_eq!(change.history.outcome, Outcome::Stale);
-    assert!(change.history.detail.as_deref().is_some_and(|d| d.contains("before the last applied")));
+    assert!(change.history.detail.as_deref().is_some_and(|d| d.contains("older than the one we hold")));
+}
+
+#[test]
+fn a_sender_dated_future_is_taken_as_now_and_freezes_nothing() {
+    let current = record(SubscriptionStatus::Subscribed, 3, at(1));
+    let far = chrono::DateTime::parse_from_rfc3339("9999-01-01T00:00:00Z").expect("t").with_timezone(&Utc);
+    let change = apply(plan_change(
+        Some(&current),
+        delta(E::QuantityChanged, None, Some(8), Some(far)),
+        at(6).expect("t"),
+    ));
+    let StateWrite::Replace { record, .. } = &change.state else { panic!("{:?}", change.state) };
+    assert_eq!(record.last_event_at, at(6));
+    // A later change is not stale.
+    let later =
+        apply(plan_change(Some(record), delta(E::QuantityChanged, None, Some(9), at(7)), at(7).expect("t")));
+    assert!(matches!(later.state, StateWrite::Replace { .. }), "{:?}", later.history);
 }
 
 #[test]
@@ -261,13 +297,28 @@ fn a_first_sighting_creates_version_one_but_only_with_a_status() {
 
     let mut no_status = subscription(SubscriptionStatus::Subscribed);
     no_status.status = None;
-    assert_eq!(plan_change(None, event(E::Suspended, no_status, at(1)), at(2).expect("t")), Decision::Resync);
+    let silent = Event { record_if_unchanged: false, ..event(E::Suspended, no_status.clone(), at(1)) };
+    assert_eq!(plan_change(None, silent, at(2).expect("t")), Decision::Nothing);
+}
+
+#[test]
+fn a_view_without_a_status_changes_nothing() {
+    let current = record(SubscriptionStatus::Subscribed, 3, None);
+    let mut no_status = current.subscription.clone();
+    no_status.status = None;
+    no_status.quantity = Some(50);
+    let change = apply(plan_change(Some(&current), event(E::Renewed, no_status, at(5)), at(6).expect("t")));
+    assert_eq!(change.state, StateWrite::Keep { expected_version: Some(3) });
+    assert!(change.history.detail.as_deref().is_some_and(|d| d.contains("no status")));
 }
 
 #[test]
 fn an_observation_of_what_we_hold_records_nothing() {
     let current = record(SubscriptionStatus::Subscribed, 3, None);
-    let seen = event(E::Observed(SubscriptionStatus::Subscribed), current.subscription.clone(), None);
+    let seen = Event {
+        record_if_unchanged: false,
+        ..event(E::Observed(SubscriptionStatus::Subscribed), current.subscription.clone(), at(1))
+    };
     assert_eq!(plan_change(Some(&current), seen, at(6).expect("t")), Decision::Nothing);
     // A notification of what we hold is still recorded (it is an operation of Microsoft's).
     let notified = event(E::Reinstated, current.subscription.clone(), at(5));

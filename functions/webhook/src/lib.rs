@@ -87,6 +87,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
         match self.webhook.handle(&payload, deadline).await {
             Ok(Handled::Recorded) => respond::json(StatusCode::OK, &json!({ "status": "recorded" })),
             Ok(Handled::Duplicate) => respond::json(StatusCode::OK, &json!({ "status": "duplicate" })),
+            Ok(Handled::KeptAside(reason)) => {
+                respond::json(StatusCode::OK, &json!({ "status": "kept aside", "reason": reason }))
+            }
             Ok(Handled::Rejected(reason)) => error(StatusCode::BAD_REQUEST, "ChangeRejected", &reason),
             Ok(Handled::Refused(reason)) => error(StatusCode::BAD_REQUEST, "OperationMismatch", &reason),
             Err(failure) => {

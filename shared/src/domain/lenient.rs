@@ -77,7 +77,22 @@ macro_rules! lenient_enum {
 }
 pub(crate) use lenient_enum;
 
-/// Declares a non-empty, trimmed string identifier.
+/// A GUID in Microsoft's usual spellings (any case, optionally in braces) as lowercase
+/// `8-4-4-4-12`; `None` for anything that is not a GUID. Microsoft's ids are GUIDs compared
+/// case-insensitively, so they are normalised once, where they enter, and compared exactly after.
+pub fn canonical_guid(raw: &str) -> Option<String> {
+    let value = raw.trim();
+    let value = value.strip_prefix('{').and_then(|v| v.strip_suffix('}')).unwrap_or(value);
+    let bytes = value.as_bytes();
+    let shaped = bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    shaped.then(|| value.to_ascii_lowercase())
+}
+
+/// Declares a non-empty, trimmed string identifier (a GUID is kept in its canonical form).
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -86,8 +101,11 @@ macro_rules! string_id {
         pub struct $name(String);
 
         impl $name {
-            /// Trims the value; `None` when nothing is left.
+            /// Trims the value (a GUID also lowercased); `None` when nothing is left.
             pub fn parse(raw: &str) -> Option<Self> {
+                if let Some(guid) = $crate::domain::lenient::canonical_guid(raw) {
+                    return Some(Self(guid));
+                }
                 let value = raw.trim();
                 (!value.is_empty()).then(|| Self(value.to_owned()))
             }
@@ -226,6 +244,11 @@ where
 }
 
 /// Free text that may arrive as a number (`puid`, `units`, error codes) or `null`.
+/// Like [`text`], with a GUID in its canonical form (tenant and object ids).
+pub fn guid_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(text(deserializer)?.map(|t| canonical_guid(&t).unwrap_or(t)))
+}
+
 pub fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

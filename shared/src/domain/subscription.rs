@@ -67,9 +67,9 @@ lenient_enum! {
 pub struct AadIdentifier {
     #[serde(default, deserialize_with = "lenient::text")]
     pub email_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient::text")]
+    #[serde(default, deserialize_with = "lenient::guid_text")]
     pub object_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient::text")]
+    #[serde(default, deserialize_with = "lenient::guid_text")]
     pub tenant_id: Option<String>,
     #[serde(default, deserialize_with = "lenient::text")]
     pub puid: Option<String>,

@@ -91,7 +91,8 @@ pub enum MarketplaceError {
     /// 401/403 even with a fresh token: the app is not the one registered for the offer.
     #[error("Microsoft denied access ({meta}): {error}")]
     Forbidden { error: ApiError, meta: ResponseMeta },
-    /// 404 (or 400 for an unknown operation).
+    /// 404 (list available plans: also an empty answer). Get operation's 400 for an unknown
+    /// operation stays [`Self::BadRequest`].
     #[error("not found at Microsoft ({meta}): {error}")]
     NotFound { error: ApiError, meta: ResponseMeta },
     /// 409: e.g. the operation was already decided.
@@ -100,7 +101,8 @@ pub enum MarketplaceError {
     /// 429 after every retry.
     #[error("throttled by Microsoft ({meta})")]
     Throttled { retry_after: Option<Duration>, meta: ResponseMeta },
-    /// 408 or 5xx after every retry, or another unexpected status.
+    /// 408 or 5xx: after every retry, or at once for a request that is not idempotent (Microsoft
+    /// may have acted on it); or another unexpected status.
     #[error("Microsoft failed ({meta}): {error}")]
     Server { error: ApiError, meta: ResponseMeta },
     /// The request did not get an answer (connection, TLS, timeout of an attempt).

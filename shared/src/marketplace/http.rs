@@ -4,7 +4,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::auth::EntraTokenProvider;
@@ -38,7 +38,14 @@ struct Request<'a> {
     url: Url,
     body: Option<Value>,
     marketplace_token: Option<&'a str>,
-    /// Safe to send again after an answer was lost (GETs, resolve).
+    /// Safe to send again whatever became of the first attempt. A request that is not idempotent
+    /// (activate, change plan, change quantity, delete) is sent again only when Microsoft surely
+    /// did not act on it: after a 429 (throttled), a connection that never connected, or the one
+    /// 401/403 that a fresh token answers. After a 408 or a 5xx, or a connection lost once the
+    /// request was sent, Microsoft may have acted: a second request would then come back as a
+    /// 400/409 and the operation id of the first would be lost, so the error is returned at once
+    /// and the caller checks what happened. Idempotent: the GETs, resolve, the acknowledgement
+    /// (a repeat only gets the 409 its caller handles) and metering (a repeat is a duplicate).
     idempotent: bool,
     /// Statuses besides 2xx that the caller interprets itself.
     also_expected: &'a [u16],
@@ -54,11 +61,20 @@ struct Answer {
 
 impl Answer {
     fn json<T: DeserializeOwned>(&self, action: &'static str) -> Result<T, MarketplaceError> {
-        serde_json::from_slice(&self.body).map_err(|e| MarketplaceError::Decode {
-            action,
-            meta: self.meta.clone(),
-            source: e.into(),
-        })
+        serde_json::from_slice(&self.body).map_err(|e| self.decode_error(action, e))
+    }
+
+    /// A value of the body (read and amended first) as `T`.
+    fn decode<T: DeserializeOwned>(&self, action: &'static str, value: Value) -> Result<T, MarketplaceError> {
+        serde_json::from_value(value).map_err(|e| self.decode_error(action, e))
+    }
+
+    fn decode_error(
+        &self,
+        action: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> MarketplaceError {
+        MarketplaceError::Decode { action, meta: self.meta.clone(), source: source.into() }
     }
 
     fn is_empty(&self) -> bool {
@@ -185,7 +201,9 @@ impl HttpMarketplaceClient {
                 408 | 429 | 500..=599 => {
                     let retry_after = header(&headers, RETRY_AFTER.as_str())
                         .and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
-                    if self.pause_before_retry(&mut retries, retry_after, deadline).await {
+                    // Only a 429 says Microsoft did nothing; after a 408 or a 5xx it may have acted.
+                    let may_resend = request.idempotent || meta.status == 429;
+                    if may_resend && self.pause_before_retry(&mut retries, retry_after, deadline).await {
                         continue;
                     }
                     return Err(if meta.status == 429 {
@@ -255,6 +273,23 @@ fn operation_location(headers: &HeaderMap) -> Option<OperationLocation> {
     Some(OperationLocation { operation_id, url: None })
 }
 
+/// Whether an id of an answer is absent, `null` or blank.
+fn is_missing(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::String(text)) => text.trim().is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// Sets `key` to the id we asked with when the answer left it out.
+fn fill_missing(object: &mut Map<String, Value>, key: &str, asked: &str, action: &'static str) {
+    if is_missing(object.get(key)) {
+        tracing::warn!(action, key, value = asked, "the answer has no {key}: the one asked for is used");
+        object.insert(key.to_owned(), Value::String(asked.to_owned()));
+    }
+}
+
 /// The raw (still encoded) `continuationToken` value of a `@nextLink`.
 fn continuation_token(next_link: &str) -> Option<String> {
     let query = next_link.split_once('?')?.1;
@@ -294,6 +329,8 @@ impl MarketplaceApi for HttpMarketplaceClient {
             body["quantity"] = json!(quantity);
         }
         request.body = Some(body);
+        // Not idempotent: a repeat answers 400 (already subscribed), which the caller handles.
+        request.idempotent = false;
         self.send(request, call).await.map(drop)
     }
 
@@ -417,18 +454,28 @@ impl MarketplaceApi for HttpMarketplaceClient {
             return Ok(Vec::new());
         }
         // The API answers `{"operations": […]}`; Microsoft's emulator a bare array.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Operations {
-            Wrapped {
-                #[serde(default, deserialize_with = "crate::domain::lenient::list")]
-                operations: Vec<Operation>,
+        let items = match answer.json(ACTION)? {
+            Value::Array(items) => items,
+            Value::Object(mut object) => match object.remove("operations") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items,
+                Some(_) => return Err(answer.decode_error(ACTION, "`operations` is not a list")),
             },
-            Bare(Vec<Operation>),
+            _ => return Err(answer.decode_error(ACTION, "neither a list nor an object")),
+        };
+        let mut operations = Vec::with_capacity(items.len());
+        for mut item in items {
+            if let Some(object) = item.as_object_mut() {
+                // An operation without its id cannot be read or acknowledged.
+                if is_missing(object.get("id")) {
+                    tracing::warn!(action = ACTION, subscription_id = %id, "an operation without an id, skipped");
+                    continue;
+                }
+                fill_missing(object, "subscriptionId", id.as_str(), ACTION);
+            }
+            operations.push(answer.decode(ACTION, item)?);
         }
-        Ok(match answer.json(ACTION)? {
-            Operations::Wrapped { operations } | Operations::Bare(operations) => operations,
-        })
+        Ok(operations)
     }
 
     async fn get_operation(
@@ -439,14 +486,17 @@ impl MarketplaceApi for HttpMarketplaceClient {
     ) -> Result<Operation, MarketplaceError> {
         const ACTION: &str = "get operation";
         let url = self.url(&["saas", "subscriptions", id.as_str(), "operations", operation.as_str()]);
-        match self.send(self.request(ACTION, Method::GET, url), call).await {
-            Ok(answer) => answer.json(ACTION),
-            // The real service answers 400 for an unknown operation (reference §3.3).
-            Err(MarketplaceError::BadRequest { error, meta }) => {
-                Err(MarketplaceError::NotFound { error, meta })
-            }
-            Err(other) => Err(other),
-        }
+        // The real service answers 400 for an unknown operation (reference §3.3), but a 400 may be
+        // something else too: it stays `BadRequest`, and the callers decide.
+        let answer = self.send(self.request(ACTION, Method::GET, url), call).await?;
+        let mut value: Value = answer.json(ACTION)?;
+        let Some(object) = value.as_object_mut() else {
+            return Err(answer.decode_error(ACTION, "the operation is not an object"));
+        };
+        // The operation is the one asked for, whether or not the answer says so.
+        fill_missing(object, "id", operation.as_str(), ACTION);
+        fill_missing(object, "subscriptionId", id.as_str(), ACTION);
+        answer.decode(ACTION, value)
     }
 
     async fn update_operation_status(
@@ -459,6 +509,8 @@ impl MarketplaceApi for HttpMarketplaceClient {
         let url = self.url(&["saas", "subscriptions", id.as_str(), "operations", operation.as_str()]);
         let mut request = self.request("update operation status", Method::PATCH, url);
         request.body = Some(json!({ "status": status.as_str() }));
+        // A repeat of an acknowledgement that was recorded only gets a 409, which the caller handles.
+        request.idempotent = true;
         self.send(request, call).await.map(drop)
     }
 
@@ -471,6 +523,8 @@ impl MarketplaceApi for HttpMarketplaceClient {
         let mut request = self.request(ACTION, Method::POST, self.url(&["usageEvent"]));
         request.body = Some(serde_json::to_value(event).expect("a usage event serializes"));
         request.also_expected = &[409];
+        // A repeat of an event that was accepted is the 409 "duplicate", read below.
+        request.idempotent = true;
         let answer = self.send(request, call).await?;
         if answer.status == StatusCode::CONFLICT {
             // Already reported for this hour: the body carries the accepted event.
@@ -493,6 +547,8 @@ impl MarketplaceApi for HttpMarketplaceClient {
         }
         let mut request = self.request("post usage events", Method::POST, self.url(&["batchUsageEvent"]));
         request.body = Some(json!({ "request": events }));
+        // A repeat reports the events accepted the first time as `Duplicate`.
+        request.idempotent = true;
         self.send(request, call).await?.json("post usage events")
     }
 

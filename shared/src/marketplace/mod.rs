@@ -167,14 +167,17 @@ pub trait MarketplaceApi: Send + Sync {
         call: &Call,
     ) -> impl Future<Output = Result<OperationLocation, MarketplaceError>> + Send;
 
-    /// Operations still waiting for the publisher.
+    /// Operations still waiting for the publisher; one without `subscriptionId` takes the
+    /// subscription asked for, one without its own `id` is left out.
     fn list_outstanding_operations(
         &self,
         id: &SubscriptionId,
         call: &Call,
     ) -> impl Future<Output = Result<Vec<Operation>, MarketplaceError>> + Send;
 
-    /// One operation; an unknown one is [`MarketplaceError::NotFound`] (Microsoft answers 400 or 404).
+    /// One operation; an unknown one is [`MarketplaceError::NotFound`] (404) or, as the real service
+    /// does, [`MarketplaceError::BadRequest`] (400), which may also mean something else: the
+    /// callers decide. An answer without `id` or `subscriptionId` takes the ids asked for.
     fn get_operation(
         &self,
         id: &SubscriptionId,

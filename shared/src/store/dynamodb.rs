@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
-use base64::Engine;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -95,6 +94,22 @@ impl DynamoDbStore {
         TransactWriteItem::builder().put(put).build()
     }
 
+    /// The state item must still be at `expected_version` (or absent) for the transaction to commit.
+    fn unchanged(&self, partition: &str, expected_version: Option<u64>) -> TransactWriteItem {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(layout::PARTITION_KEY, string(partition))
+            .key(layout::SORT_KEY, string(layout::STATE));
+        let check = match expected_version {
+            Some(version) => check
+                .condition_expression("version = :expected")
+                .expression_attribute_values(":expected", number(version)),
+            None => check.condition_expression("attribute_not_exists(pk)"),
+        };
+        let check = check.build().expect("table, key and condition are set");
+        TransactWriteItem::builder().condition_check(check).build()
+    }
+
     async fn query_all(
         &self,
         action: &'static str,
@@ -132,7 +147,10 @@ impl SubscriptionStore for DynamoDbStore {
                 writes.push(self.versioned_put(state_item(&partition, record)?, *expected_version));
                 record.version
             }
-            StateWrite::Keep => change.history.version,
+            StateWrite::Keep { expected_version } => {
+                writes.push(self.unchanged(&partition, *expected_version));
+                change.history.version
+            }
         };
         let state_writes = writes.len();
         writes.push(self.put(operation_item(&partition, &change.operation)?, "attribute_not_exists(pk)"));
@@ -322,24 +340,17 @@ impl SubscriptionStore for DynamoDbStore {
 
 // Pages ----------------------------------------------------------------------------------------
 
-/// An opaque page token: the scan's last key, base64url JSON.
+/// The page token of the scan's last key.
 fn page_token(key: &Item) -> String {
-    let pair = |name: &str| key.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-    let json = serde_json::json!([pair(layout::PARTITION_KEY), pair(layout::SORT_KEY)]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    let part = |name: &str| key.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    super::page_token::new(&part(layout::PARTITION_KEY), &part(layout::SORT_KEY))
 }
 
 fn page_key(token: &str) -> Result<Item, StoreError> {
-    let refused =
-        || StoreError::Refused { action: "list subscriptions", source: "the page token is not valid".into() };
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
-    let [pk, sk]: [String; 2] = serde_json::from_slice(&json).map_err(|_| refused())?;
-    if !pk.starts_with("SUB#") || sk != layout::STATE {
-        return Err(refused());
-    }
+    let (partition, sort) = super::page_token::parse(token)?;
     Ok(HashMap::from([
-        (layout::PARTITION_KEY.to_owned(), string(pk)),
-        (layout::SORT_KEY.to_owned(), string(sk)),
+        (layout::PARTITION_KEY.to_owned(), string(partition)),
+        (layout::SORT_KEY.to_owned(), string(sort)),
     ]))
 }
 

@@ -7,6 +7,42 @@
 
 pub mod dynamodb;
 
+/// The opaque page token of [`SubscriptionStore::list`]: the key of the last item examined
+/// (base64url JSON), which is any item of the table for a scan, not only a state item.
+pub mod page_token {
+    use base64::Engine;
+
+    use super::StoreError;
+    use crate::domain::SubscriptionId;
+
+    /// The listing goes on after the item with this key.
+    pub fn new(partition: &str, sort: &str) -> String {
+        let json = serde_json::json!([partition, sort]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    /// The listing goes on after this subscription's state item.
+    pub fn after(id: &SubscriptionId) -> String {
+        new(&super::dynamodb::layout::partition(id), super::dynamodb::layout::STATE)
+    }
+
+    /// The key a token goes on after; a token we did not make is refused.
+    pub fn parse(token: &str) -> Result<(String, String), StoreError> {
+        let refused = || StoreError::Refused {
+            action: "list subscriptions",
+            source: "the page token is not valid".into(),
+        };
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
+        let [partition, sort]: [String; 2] = serde_json::from_slice(&json).map_err(|_| refused())?;
+        let ours =
+            ["SUB#", "REJECTED#"].iter().any(|p| partition.len() > p.len() && partition.starts_with(p));
+        if !ours || sort.is_empty() || new(&partition, &sort) != token {
+            return Err(refused());
+        }
+        Ok((partition, sort))
+    }
+}
+
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
@@ -26,8 +62,12 @@ pub struct SubscriptionRecord {
     pub subscription: Subscription,
     /// Starts at 1; every state change adds one. Writes are conditional on it.
     pub version: u64,
-    /// When the newest applied event happened (Microsoft's `timeStamp`): older events are stale.
+    /// When the newest applied operation happened (Microsoft's own `timeStamp`, never a sender's,
+    /// never later than when we applied it): an older operation's change is stale.
     pub last_event_at: Option<Timestamp>,
+    /// When Microsoft's view we hold was read (our clock): a view read earlier is stale.
+    #[serde(default)]
+    pub view_as_of: Option<Timestamp>,
     pub updated_at: Timestamp,
     /// Once unsubscribed: the customer's data must be kept until then (7 days, reference §6.6).
     #[serde(default)]
@@ -183,8 +223,10 @@ pub enum StateWrite {
     Create(SubscriptionRecord),
     /// Written only if the stored version is still `expected_version`.
     Replace { expected_version: u64, record: SubscriptionRecord },
-    /// The state stays as it is; only the operation and history are recorded.
-    Keep,
+    /// The state stays as it is; only the operation and history are recorded, and only if the
+    /// stored version is still `expected_version` (`None`: no record exists): a decision taken on
+    /// a superseded record must be taken again, not recorded.
+    Keep { expected_version: Option<u64> },
 }
 
 /// Everything one event writes, applied as one transaction.

@@ -3,9 +3,9 @@
 //! A token is `base64url(payload) "." base64url(tag)`; the payload names its purpose, so a token
 //! made for one use (a cookie) is refused for another (a form).
 
-use ring::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -28,7 +28,11 @@ pub struct Bootstrap {
 
 impl Bootstrap {
     /// Starts `function` and waits for its first request for work.
-    pub async fn start(api: &RuntimeApi, function: &str, environment: &Environment) -> Result<Self, BoxError> {
+    pub async fn start(
+        api: &RuntimeApi,
+        function: &str,
+        environment: &Environment,
+    ) -> Result<Self, BoxError> {
         api.reset();
         let path = root().join("target/lambda").join(function).join("bootstrap");
         // Its warnings and errors, for when it fails.
@@ -59,10 +63,9 @@ impl Bootstrap {
             .kill_on_drop(true);
         let started = Instant::now();
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-        let polled = api
-            .first_poll(started + PATIENCE)
-            .await
-            .ok_or_else(|| format!("{function} never asked for work (see target/bench/logs/{function}.log)"))?;
+        let polled = api.first_poll(started + PATIENCE).await.ok_or_else(|| {
+            format!("{function} never asked for work (see target/bench/logs/{function}.log)")
+        })?;
         Ok(Self { function: function.into(), started, polled, child })
     }
 

@@ -85,7 +85,9 @@ impl Floor {
         let status = response.status();
         let bytes = response.bytes().await?;
         if !status.is_success() {
-            return Err(format!("floor: {method} {path}: {status} {}", String::from_utf8_lossy(&bytes)).into());
+            return Err(
+                format!("floor: {method} {path}: {status} {}", String::from_utf8_lossy(&bytes)).into()
+            );
         }
         Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? })
     }
@@ -134,12 +136,7 @@ impl Floor {
                 .expression_attribute_values(":prefix", s(prefix)),
             None => query.key_condition_expression("pk = :pk"),
         };
-        let items = query
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await?;
+        let items = query.into_paginator().items().send().collect::<Result<Vec<_>, _>>().await?;
         Ok(items)
     }
 
@@ -152,10 +149,14 @@ impl Floor {
                 .map(|pk| HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(STATE))]))
                 .collect();
             while !keys.is_empty() {
-                let request =
-                    KeysAndAttributes::builder().set_keys(Some(std::mem::take(&mut keys))).consistent_read(true).build()?;
-                let output = self.dynamodb.batch_get_item().request_items(&self.table, request).send().await?;
-                found += output.responses.and_then(|mut r| r.remove(&self.table)).map_or(0, |items| items.len());
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()?;
+                let output =
+                    self.dynamodb.batch_get_item().request_items(&self.table, request).send().await?;
+                found +=
+                    output.responses.and_then(|mut r| r.remove(&self.table)).map_or(0, |items| items.len());
                 if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
                     keys = left.keys;
                 }
@@ -187,11 +188,8 @@ pub fn written(
         .map(|(sk, item)| {
             let mut item = item.clone();
             item.insert("pk".into(), s(floor_pk));
-            let version = before
-                .get(sk)
-                .and_then(|old| old.get("version"))
-                .and_then(|v| v.as_n().ok())
-                .cloned();
+            let version =
+                before.get(sk).and_then(|old| old.get("version")).and_then(|v| v.as_n().ok()).cloned();
             (item, version)
         })
         .collect();

@@ -19,7 +19,7 @@ mod warm;
 
 use std::time::Instant;
 
-use bootstrap::{BoxError, Bootstrap, root};
+use bootstrap::{Bootstrap, BoxError, root};
 use local_stack::{LocalStack, Options};
 use runtime_api::RuntimeApi;
 use serde::Serialize;
@@ -91,7 +91,13 @@ fn build(function: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn cold_start(api: &RuntimeApi, stack: &LocalStack, function: &str, event: &[u8], cold: &mut Cold) -> Result<(), BoxError> {
+async fn cold_start(
+    api: &RuntimeApi,
+    stack: &LocalStack,
+    function: &str,
+    event: &[u8],
+    cold: &mut Cold,
+) -> Result<(), BoxError> {
     let bootstrap = Bootstrap::start(api, function, &stack.environment).await?;
     let answer = bootstrap.invoke(api, event).await?;
     cold.first_poll_ms.push((bootstrap.polled - bootstrap.started).as_secs_f64() * 1000.0);
@@ -109,7 +115,8 @@ async fn main() -> Result<(), BoxError> {
         Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
         Err(_) => vec![1_000, 10_000],
     };
-    let endpoint = std::env::var("DYNAMODB_ENDPOINT").map_err(|_| "DYNAMODB_ENDPOINT: DynamoDB Local's URL")?;
+    let endpoint =
+        std::env::var("DYNAMODB_ENDPOINT").map_err(|_| "DYNAMODB_ENDPOINT: DynamoDB Local's URL")?;
     let begun = Instant::now();
     // BENCH_BUILD=0 measures the binaries the last run built.
     if std::env::var("BENCH_BUILD").as_deref() != Ok("0") {
@@ -165,10 +172,20 @@ async fn main() -> Result<(), BoxError> {
 fn print(results: &Results, starts: usize) {
     let baseline = &results.cold[0];
     let (base_poll, base_answer) = (median(&baseline.first_poll_ms), median(&baseline.first_answer_ms));
-    println!("\nCold start: {starts} starts each, interleaved with the hello-world baseline; local Runtime API");
+    println!(
+        "\nCold start: {starts} starts each, interleaved with the hello-world baseline; local Runtime API"
+    );
     println!(
         "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8}",
-        "function", "zip MB", "poll p50", "poll max", "× hello", "answer p50", "answer max", "× hello", "RSS MB"
+        "function",
+        "zip MB",
+        "poll p50",
+        "poll max",
+        "× hello",
+        "answer p50",
+        "answer max",
+        "× hello",
+        "RSS MB"
     );
     for cold in &results.cold {
         println!(
@@ -210,7 +227,9 @@ fn print(results: &Results, starts: usize) {
             warm.peak_rss_kib as f64 / 1024.0,
         );
     }
-    println!("\nReconcile (the reconcile bootstrap; 5 % missing and 5 % drifted, then a run with nothing to do)");
+    println!(
+        "\nReconcile (the reconcile bootstrap; 5 % missing and 5 % drifted, then a run with nothing to do)"
+    );
     println!(
         "{:>13} {:>5} {:>18} {:>13} {:>16}",
         "subscriptions", "runs", "repairing p50 ms", "idle p50 ms", "ms/subscription"
@@ -221,7 +240,8 @@ fn print(results: &Results, starts: usize) {
     let medians: Vec<(usize, f64, f64)> = sizes
         .iter()
         .map(|&size| {
-            let runs: Vec<&scale::Scale> = results.reconcile.iter().filter(|s| s.subscriptions == size).collect();
+            let runs: Vec<&scale::Scale> =
+                results.reconcile.iter().filter(|s| s.subscriptions == size).collect();
             let repairing: Vec<f64> = runs.iter().map(|s| s.repairing_ms).collect();
             let idle: Vec<f64> = runs.iter().map(|s| s.idle_ms).collect();
             println!(

@@ -7,14 +7,13 @@ use std::time::Instant;
 use chrono::Utc;
 use fulfillment::changes::{Event, record_event};
 use fulfillment::domain::{OperationId, Subscription};
-use fulfillment::lifecycle::LifecycleEvent;
 use fulfillment::store::ChangeSource;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use local_stack::{LocalStack, Options};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::bootstrap::{BoxError, Bootstrap, root};
+use crate::bootstrap::{Bootstrap, BoxError, root};
 use crate::runtime_api::RuntimeApi;
 
 #[derive(Debug, Serialize)]
@@ -41,17 +40,11 @@ async fn seed(stack: &LocalStack, total: usize) -> Result<(), BoxError> {
             if i % 20 == 10 {
                 subscription.quantity = Some(7);
             }
-            let event = Event {
-                operation_id: OperationId::parse(&format!("seed-{id}")).ok_or("an id")?,
-                lifecycle: LifecycleEvent::Observed(subscription.status.clone().ok_or("a status")?),
-                source: ChangeSource::Landing,
-                action: None,
-                requested_by: None,
-                operation_status: None,
-                occurred_at: None,
-                after: subscription,
-                record_if_unchanged: false,
-            };
+            if subscription.status.is_none() {
+                return Err("a status".into());
+            }
+            let operation = OperationId::parse(&format!("seed-{id}")).ok_or("an id")?;
+            let event = Event::observed(subscription, Utc::now(), operation, ChangeSource::Landing);
             record_event(&stack.store, &event, Utc::now()).await?;
             Ok(())
         })

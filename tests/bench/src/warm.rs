@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::bootstrap::{BoxError, Bootstrap, root};
+use crate::bootstrap::{Bootstrap, BoxError, root};
 use crate::floor::{Floor, Item, STATE, copied, written};
 use crate::runtime_api::RuntimeApi;
 
@@ -37,7 +37,8 @@ pub enum Flow {
 }
 
 impl Flow {
-    pub const ALL: [Flow; 5] = [Flow::Landing, Flow::Activate, Flow::Webhook, Flow::Subscriptions, Flow::Reconcile];
+    pub const ALL: [Flow; 5] =
+        [Flow::Landing, Flow::Activate, Flow::Webhook, Flow::Subscriptions, Flow::Reconcile];
 
     pub fn function(self) -> &'static str {
         match self {
@@ -100,9 +101,12 @@ fn ms(duration: Duration) -> f64 {
 
 /// A Marketplace call as the emulator logged it, with ids taken out, to compare sequences.
 fn shape(method: &str, path: &str, query: &str) -> String {
-    let path: Vec<&str> =
-        path.split('/').map(|segment| if segment.len() >= 32 && segment.contains('-') { "{id}" } else { segment }).collect();
-    let mut names: Vec<&str> = query.split('&').filter_map(|pair| pair.split('=').next()).filter(|n| !n.is_empty()).collect();
+    let path: Vec<&str> = path
+        .split('/')
+        .map(|segment| if segment.len() >= 32 && segment.contains('-') { "{id}" } else { segment })
+        .collect();
+    let mut names: Vec<&str> =
+        query.split('&').filter_map(|pair| pair.split('=').next()).filter(|n| !n.is_empty()).collect();
     names.sort_unstable();
     format!("{method} {}?{}", path.join("/"), names.join("&"))
 }
@@ -147,7 +151,10 @@ impl<'a> Bench<'a> {
         match self.flow {
             Flow::Webhook => {
                 // Deliveries come from the benchmark, not from the emulator.
-                self.stack.emulator.webhook_faults(WebhookFaults { drop: true, ..WebhookFaults::default() }).await;
+                self.stack
+                    .emulator
+                    .webhook_faults(WebhookFaults { drop: true, ..WebhookFaults::default() })
+                    .await;
                 let (ours, floors) = (self.activated().await?, self.activated().await?);
                 let items = self.floor.partition(&partition(&ours)).await?;
                 self.floor.put_all(copied(&items, &floor_partition(&ours))).await?;
@@ -186,7 +193,8 @@ impl<'a> Bench<'a> {
                 prepared.subscription = purchased.subscription_id;
                 prepared.token = purchased.token;
                 let mut event = event(self.flow, &prepared.subscription)?;
-                let encoded: String = url::form_urlencoded::byte_serialize(prepared.token.as_bytes()).collect();
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(prepared.token.as_bytes()).collect();
                 event["rawQueryString"] = json!(format!("token={encoded}"));
                 event
             }
@@ -200,7 +208,8 @@ impl<'a> Bench<'a> {
                 prepared.quantity = 6 + (round % 2) as u32;
                 let emulator = &self.stack.emulator;
                 let operation = emulator.change_quantity(&prepared.subscription, prepared.quantity).await?;
-                let floors = emulator.change_quantity(&prepared.floor_subscription, prepared.quantity).await?;
+                let floors =
+                    emulator.change_quantity(&prepared.floor_subscription, prepared.quantity).await?;
                 prepared.floor_operation = floors.operation_id;
                 prepared.before = self.floor.partition(&partition(&prepared.subscription)).await?;
                 let mut event = event(self.flow, &prepared.subscription)?;
@@ -261,7 +270,15 @@ impl<'a> Bench<'a> {
                 floor.marketplace(Method::GET, &path, &[], &[], None).await?;
                 floor.get_item(&floor_partition(ours), STATE).await?;
                 floor.put_all(puts).await?;
-                floor.marketplace(Method::GET, &format!("{path}/listAvailablePlans"), &[("planId", PLAN)], &[], None).await?;
+                floor
+                    .marketplace(
+                        Method::GET,
+                        &format!("{path}/listAvailablePlans"),
+                        &[("planId", PLAN)],
+                        &[],
+                        None,
+                    )
+                    .await?;
             }
             Flow::Webhook => {
                 let operation = format!("/saas/subscriptions/{theirs}/operations/{}", round.floor_operation);
@@ -295,7 +312,12 @@ impl<'a> Bench<'a> {
 }
 
 /// Runs `invocations` rounds of `flow` on a fresh stack and a started `bootstrap`.
-pub async fn run(api: &RuntimeApi, dynamodb_endpoint: &str, flow: Flow, invocations: usize) -> Result<Warm, BoxError> {
+pub async fn run(
+    api: &RuntimeApi,
+    dynamodb_endpoint: &str,
+    flow: Flow,
+    invocations: usize,
+) -> Result<Warm, BoxError> {
     let stack = LocalStack::start(Options::new(dynamodb_endpoint)).await?;
     let bench = Bench { flow, floor: Floor::new(&stack, dynamodb_endpoint).await?, stack: &stack };
     let shared = bench.set_up().await?;
@@ -328,7 +350,11 @@ pub async fn run(api: &RuntimeApi, dynamodb_endpoint: &str, flow: Flow, invocati
             };
             let (ours, floors) = (shapes(logged..by_function), shapes(by_function..requests.len()));
             if ours != floors {
-                return Err(format!("{}: the floor's calls {floors:?} differ from the function's {ours:?}", flow.function()).into());
+                return Err(format!(
+                    "{}: the floor's calls {floors:?} differ from the function's {ours:?}",
+                    flow.function()
+                )
+                .into());
             }
         }
     }

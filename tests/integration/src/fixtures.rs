@@ -1,7 +1,7 @@
 //! Subscriptions and events for tests.
 
 use chrono::{DateTime, Utc};
-use fulfillment::changes::Event;
+use fulfillment::changes::{Event, Seen};
 use fulfillment::domain::{
     AadIdentifier, CustomerOperation, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus,
 };
@@ -41,7 +41,10 @@ pub fn event(
     after: Subscription,
     occurred_at: Option<DateTime<Utc>>,
 ) -> Event {
+    // Microsoft's view, read when it happened (or now).
+    let as_of = occurred_at.unwrap_or_else(Utc::now);
     Event {
+        subscription_id: after.id.clone(),
         operation_id: OperationId::parse(&guid()).expect("a guid is not empty"),
         lifecycle,
         source,
@@ -49,7 +52,7 @@ pub fn event(
         requested_by: None,
         operation_status: None,
         occurred_at,
-        after,
+        seen: Seen::View { subscription: after, as_of },
         record_if_unchanged: false,
     }
 }

@@ -115,10 +115,11 @@ async fn the_webhook_events_get_their_answers() {
         ("webhook/bad-no-authorization.json", StatusCode::UNAUTHORIZED, "Unauthorized"),
         ("webhook/bad-not-json.json", StatusCode::BAD_REQUEST, "InvalidPayload"),
         ("webhook/bad-missing-ids.json", StatusCode::BAD_REQUEST, "InvalidPayload"),
-        // Microsoft knows none of these operations: a plan or seat change it cannot confirm is refused…
-        ("webhook/change-quantity-customer.json", StatusCode::BAD_REQUEST, "OperationMismatch"),
-        ("webhook/change-plan-customer.json", StatusCode::BAD_REQUEST, "OperationMismatch"),
-        ("webhook/change-plan-publisher.json", StatusCode::BAD_REQUEST, "OperationMismatch"),
+        // Microsoft knows none of these operations and answers 400, as the real service does: a plan
+        // or seat change it does not confirm changes nothing and is asked for again (a 400 may pass)…
+        ("webhook/change-quantity-customer.json", StatusCode::INTERNAL_SERVER_ERROR, "TryAgain"),
+        ("webhook/change-plan-customer.json", StatusCode::INTERNAL_SERVER_ERROR, "TryAgain"),
+        ("webhook/change-plan-publisher.json", StatusCode::INTERNAL_SERVER_ERROR, "TryAgain"),
         // …while notifications are checked against the subscription itself.
         ("webhook/suspend.json", StatusCode::OK, "recorded"),
         ("webhook/reinstate-minimal.json", StatusCode::OK, "recorded"),

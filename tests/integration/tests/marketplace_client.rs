@@ -12,6 +12,7 @@ use fulfillment::marketplace::{
     AckStatus, Call, EntraConfig, HttpMarketplaceClient, MarketplaceApi, MarketplaceConfig, MarketplaceError,
     RetryPolicy, UsageOutcome, all_subscriptions,
 };
+use integration_tests::stub::{Canned, Stub};
 use marketplace_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Purchase, Quirk};
 use secrecy::SecretString;
 
@@ -361,8 +362,8 @@ async fn operations_quirks_are_tolerated() {
 
     let unknown_op = OperationId::parse("00000000-0000-0000-0000-0000000000ff").expect("id");
     assert!(
-        is_not_found(client.get_operation(&sub, &unknown_op, &Call::new()).await),
-        "400 read as not found"
+        is_bad_request(client.get_operation(&sub, &unknown_op, &Call::new()).await),
+        "the real service's 400 stays a 400: the callers decide"
     );
     assert!(
         client
@@ -693,5 +694,242 @@ async fn every_call_reports_403_and_500_as_typed_errors() {
         };
         assert_eq!((meta.status, error.code.as_deref()), (500, Some("UnexpectedError")), "{endpoint:?}");
         emulator.clear_faults().await;
+    }
+}
+
+// Resending, and answers the emulator does not give: against the scripted stub ------------------
+
+const STUB_TENANT: &str = "7a2d0000-0000-4000-8000-0000000000aa";
+const STUB_SUB: &str = "3f9c1b7e-0000-4000-8000-00000000a001";
+const STUB_OP: &str = "6d5e0000-0000-4000-8000-0000000000b1";
+
+/// A stub that hands out tokens, and a client of it with fast retries.
+async fn stub_and_client() -> (Stub, HttpMarketplaceClient) {
+    let stub = Stub::start().await;
+    stub.on(
+        "POST",
+        &format!("/entra/{STUB_TENANT}/oauth2/v2.0/token"),
+        Canned::json(200, r#"{"token_type":"Bearer","expires_in":3599,"access_token":"stub-token"}"#),
+    );
+    let mut entra = EntraConfig::new(STUB_TENANT, "app-id", SecretString::from("secret"));
+    entra.authority = format!("{}/entra", stub.url).parse().expect("authority url");
+    let mut config = MarketplaceConfig::new(entra);
+    config.api_base = format!("{}/api", stub.url).parse().expect("api url");
+    config.retry = FAST;
+    config.attempt_timeout = Duration::from_secs(5);
+    (stub, HttpMarketplaceClient::new(config).expect("client"))
+}
+
+fn stub_sub() -> SubscriptionId {
+    id(STUB_SUB)
+}
+
+fn stub_op() -> OperationId {
+    OperationId::parse(STUB_OP).expect("id")
+}
+
+const SUBSCRIPTION_PATH: &str = "/api/saas/subscriptions/3f9c1b7e-0000-4000-8000-00000000a001";
+const OPERATION_PATH: &str = "/api/saas/subscriptions/3f9c1b7e-0000-4000-8000-00000000a001/operations/6d5e0000-0000-4000-8000-0000000000b1";
+
+/// A 202 of change plan, change quantity or delete.
+fn accepted() -> Canned {
+    Canned::empty(202).header(
+        "operation-location",
+        &format!("https://marketplaceapi.microsoft.com{OPERATION_PATH}?api-version=2018-08-31"),
+    )
+}
+
+/// Change plan, change quantity or delete (by `method` and `body`), as the stub saw it.
+async fn start_change(client: &HttpMarketplaceClient, which: &str) -> Result<(), MarketplaceError> {
+    let call = Call::new();
+    let started = match which {
+        "change plan" => client.change_plan(&stub_sub(), &plan("gold"), &call).await,
+        "change quantity" => client.change_quantity(&stub_sub(), 7, &call).await,
+        "delete" => client.delete_subscription(&stub_sub(), &call).await,
+        other => panic!("{other}"),
+    }?;
+    assert_eq!(started.operation_id, stub_op());
+    Ok(())
+}
+
+fn method_of(which: &str) -> &'static str {
+    if which == "delete" { "DELETE" } else { "PATCH" }
+}
+
+#[tokio::test]
+async fn a_change_answered_408_or_5xx_is_not_sent_again() {
+    // Microsoft may have acted on it: a second request would come back 400/409 and the
+    // operation id of the first would be lost.
+    for which in ["change plan", "change quantity", "delete"] {
+        for status in [500, 502, 503, 408] {
+            let (stub, client) = stub_and_client().await;
+            let method = method_of(which);
+            stub.on(
+                method,
+                SUBSCRIPTION_PATH,
+                Canned::json(status, r#"{"error":{"code":"UnexpectedError"}}"#),
+            );
+            stub.on(method, SUBSCRIPTION_PATH, accepted());
+            let error = start_change(&client, which).await.expect_err("the error, at once");
+            let MarketplaceError::Server { error: body, meta } = &error else {
+                panic!("{which} {status}: {error:?}")
+            };
+            assert_eq!((meta.status, body.code.as_deref()), (status, Some("UnexpectedError")), "{which}");
+            assert!(error.is_retryable(), "the caller may check and decide: {which} {status}");
+            assert_eq!(stub.seen_at(method, SUBSCRIPTION_PATH).len(), 1, "{which} after {status}: sent once");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_activation_answered_500_is_not_sent_again() {
+    let (stub, client) = stub_and_client().await;
+    let path = format!("{SUBSCRIPTION_PATH}/activate");
+    stub.on("POST", &path, Canned::empty(500));
+    stub.on("POST", &path, Canned::empty(200));
+    let error = client.activate(&stub_sub(), &plan("gold"), None, &Call::new()).await.expect_err("500");
+    assert_eq!(error.status(), Some(500), "{error:?}");
+    assert!(matches!(error, MarketplaceError::Server { .. }), "{error:?}");
+    assert_eq!(stub.seen_at("POST", &path).len(), 1, "sent once");
+}
+
+#[tokio::test]
+async fn a_throttled_change_is_sent_again_and_succeeds() {
+    // A 429 says Microsoft did nothing.
+    for which in ["change plan", "change quantity", "delete"] {
+        let (stub, client) = stub_and_client().await;
+        let method = method_of(which);
+        stub.on(method, SUBSCRIPTION_PATH, Canned::empty(429).header("retry-after", "0"));
+        stub.on(method, SUBSCRIPTION_PATH, Canned::empty(429));
+        stub.on(method, SUBSCRIPTION_PATH, accepted());
+        start_change(&client, which).await.expect("accepted at the third attempt");
+        assert_eq!(stub.seen_at(method, SUBSCRIPTION_PATH).len(), 3, "{which}");
+    }
+    // Throttled on every attempt: the typed error once the retries are used up.
+    let (stub, client) = stub_and_client().await;
+    stub.on("PATCH", SUBSCRIPTION_PATH, Canned::empty(429));
+    let error = start_change(&client, "change quantity").await.expect_err("throttled");
+    assert!(matches!(error, MarketplaceError::Throttled { .. }), "{error:?}");
+    assert_eq!(stub.seen_at("PATCH", SUBSCRIPTION_PATH).len(), 4, "the first attempt and 3 retries");
+}
+
+#[tokio::test]
+async fn reads_resolve_the_acknowledgement_and_metering_are_still_retried_after_a_500() {
+    let subscription = format!(
+        r#"{{"id":"{STUB_SUB}","offerId":"o","planId":"gold","quantity":3,"saasSubscriptionStatus":"Subscribed"}}"#
+    );
+
+    let (stub, client) = stub_and_client().await;
+    stub.on("GET", SUBSCRIPTION_PATH, Canned::empty(500));
+    stub.on("GET", SUBSCRIPTION_PATH, Canned::json(200, &subscription));
+    client.get_subscription(&stub_sub(), &Call::new()).await.expect("the read is retried");
+    assert_eq!(stub.seen_at("GET", SUBSCRIPTION_PATH).len(), 2);
+
+    let resolve = "/api/saas/subscriptions/resolve";
+    stub.on("POST", resolve, Canned::empty(503));
+    stub.on("POST", resolve, Canned::json(200, &format!(r#"{{"id":"{STUB_SUB}","planId":"gold"}}"#)));
+    client.resolve("a-token", &Call::new()).await.expect("resolve is retried");
+    assert_eq!(stub.seen_at("POST", resolve).len(), 2);
+
+    // A repeated acknowledgement only gets a 409, which the caller handles.
+    stub.on("PATCH", OPERATION_PATH, Canned::empty(500));
+    stub.on("PATCH", OPERATION_PATH, Canned::empty(200));
+    client
+        .update_operation_status(&stub_sub(), &stub_op(), AckStatus::Success, &Call::new())
+        .await
+        .expect("the acknowledgement is retried");
+    assert_eq!(stub.seen_at("PATCH", OPERATION_PATH).len(), 2);
+
+    // A repeated usage event only gets the 409 "duplicate", which the client reads as such.
+    let event = UsageEvent {
+        resource_id: stub_sub(),
+        quantity: 1.0,
+        dimension: "emails".into(),
+        effective_start_time: chrono::Utc::now() - chrono::Duration::hours(1),
+        plan_id: plan("gold"),
+    };
+    stub.on("POST", "/api/usageEvent", Canned::empty(500));
+    stub.on("POST", "/api/usageEvent", Canned::json(200, r#"{"usageEventId":"u-1","status":"Accepted"}"#));
+    let outcome = client.post_usage_event(&event, &Call::new()).await.expect("the usage event is retried");
+    assert!(matches!(outcome, UsageOutcome::Accepted(_)), "{outcome:?}");
+    assert_eq!(stub.seen_at("POST", "/api/usageEvent").len(), 2);
+    stub.on("POST", "/api/batchUsageEvent", Canned::empty(500));
+    stub.on(
+        "POST",
+        "/api/batchUsageEvent",
+        Canned::json(200, r#"{"count":1,"result":[{"status":"Accepted"}]}"#),
+    );
+    client.post_usage_events(&[event], &Call::new()).await.expect("the batch is retried");
+    assert_eq!(stub.seen_at("POST", "/api/batchUsageEvent").len(), 2);
+}
+
+#[tokio::test]
+async fn get_operation_tells_a_400_from_a_404() {
+    let (stub, client) = stub_and_client().await;
+    stub.on("GET", OPERATION_PATH, Canned::json(400, r#"{"code":"BadArgument","message":"try again"}"#));
+    let error = client.get_operation(&stub_sub(), &stub_op(), &Call::new()).await.expect_err("400");
+    let MarketplaceError::BadRequest { error, meta } = &error else { panic!("{error:?}") };
+    assert_eq!((meta.status, error.code.as_deref()), (400, Some("BadArgument")));
+
+    let (stub, client) = stub_and_client().await;
+    stub.on("GET", OPERATION_PATH, Canned::json(404, r#"{"error":{"code":"EntityNotFound"}}"#));
+    let error = client.get_operation(&stub_sub(), &stub_op(), &Call::new()).await.expect_err("404");
+    let MarketplaceError::NotFound { error, meta } = &error else { panic!("{error:?}") };
+    assert_eq!((meta.status, error.code.as_deref()), (404, Some("EntityNotFound")));
+}
+
+#[tokio::test]
+async fn an_operation_without_its_ids_takes_the_ids_asked_for() {
+    let rest =
+        r#""action":"ChangeQuantity","quantity":7,"status":"InProgress","timeStamp":"2025-05-20T14:03:11Z""#;
+    let bodies = [
+        format!(r#"{{"id":"{STUB_OP}",{rest}}}"#),
+        format!(r#"{{"id":"{STUB_OP}","subscriptionId":null,{rest}}}"#),
+        format!(r#"{{"id":"{STUB_OP}","subscriptionId":"  ",{rest}}}"#),
+        format!(r#"{{"subscriptionId":"{STUB_SUB}",{rest}}}"#),
+        format!(r#"{{{rest}}}"#),
+    ];
+    for body in bodies {
+        let (stub, client) = stub_and_client().await;
+        stub.on("GET", OPERATION_PATH, Canned::json(200, &body));
+        let operation = client.get_operation(&stub_sub(), &stub_op(), &Call::new()).await.expect(&body);
+        assert_eq!((&operation.id, &operation.subscription_id), (&stub_op(), &stub_sub()), "{body}");
+        assert_eq!(operation.action, Some(OperationAction::ChangeQuantity));
+        assert_eq!((operation.quantity, operation.status), (Some(7), Some(OperationStatus::InProgress)));
+    }
+    // The ids Microsoft gives win.
+    let other = "00000000-0000-4000-8000-00000000ffff";
+    let (stub, client) = stub_and_client().await;
+    stub.on(
+        "GET",
+        OPERATION_PATH,
+        Canned::json(200, &format!(r#"{{"id":"{STUB_OP}","subscriptionId":"{other}",{rest}}}"#)),
+    );
+    let operation = client.get_operation(&stub_sub(), &stub_op(), &Call::new()).await.expect("operation");
+    assert_eq!(operation.subscription_id.as_str(), other);
+    // Not an object at all is still a decode error.
+    let (stub, client) = stub_and_client().await;
+    stub.on("GET", OPERATION_PATH, Canned::json(200, "[]"));
+    let error = client.get_operation(&stub_sub(), &stub_op(), &Call::new()).await.expect_err("not one");
+    assert!(matches!(error, MarketplaceError::Decode { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn outstanding_operations_without_a_subscription_id_take_the_one_asked_for() {
+    let path = format!("{SUBSCRIPTION_PATH}/operations");
+    let items = format!(
+        r#"{{"id":"{STUB_OP}","action":"Reinstate","status":"InProgress"}},
+           {{"id":"op-2","subscriptionId":null,"action":"Reinstate"}},
+           {{"action":"Reinstate","subscriptionId":"{STUB_SUB}"}},
+           {{"id":" ","action":"Reinstate"}},
+           {{"id":"op-3","subscriptionId":"{STUB_SUB}","action":"Renew"}}"#
+    );
+    for body in [format!(r#"{{"operations":[{items}]}}"#), format!("[{items}]")] {
+        let (stub, client) = stub_and_client().await;
+        stub.on("GET", &path, Canned::json(200, &body));
+        let operations = client.list_outstanding_operations(&stub_sub(), &Call::new()).await.expect(&body);
+        let ids: Vec<&str> = operations.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, [STUB_OP, "op-2", "op-3"], "an item without an id is skipped");
+        assert!(operations.iter().all(|o| o.subscription_id == stub_sub()), "{operations:?}");
     }
 }

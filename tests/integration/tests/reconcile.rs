@@ -443,13 +443,22 @@ async fn a_pending_operation_that_failed_at_microsoft_is_dropped() {
 async fn a_pending_operation_microsoft_does_not_know_is_dropped() {
     let stack = stack_with(options(EmulatorConfig::default())).await;
     let sub = buy_and_activate(&stack, Purchase::plan("team-monthly").quantity(10)).await;
-    let pending = PendingOperation {
+    // Microsoft answers 400 for an operation it does not know, as it may for a passing error: a
+    // recent one is kept (the state is still reconciled), one that outlived a day is given up.
+    let mut pending = PendingOperation {
         id: OperationId::parse(&guid()).expect("id"),
         action: OperationAction::ChangeQuantity,
         plan_id: None,
         quantity: Some(12),
         requested_at: Utc::now(),
     };
+    write_pending(&stack, &sub, &pending).await;
+    let summary = reconciler(&stack).run(&run_id()).await;
+    assert_eq!((summary.operations_dropped, summary.errors, summary.unchanged), (0, 0, 1), "{summary:?}");
+    assert_eq!(record(&stack, &sub).await.pending_operation, Some(pending.clone()));
+
+    pending.id = OperationId::parse(&guid()).expect("id");
+    pending.requested_at = Utc::now() - chrono::Duration::days(2);
     write_pending(&stack, &sub, &pending).await;
 
     let summary = reconciler(&stack).run(&run_id()).await;

@@ -1,0 +1,161 @@
+//! [`SubscriptionStore`] in memory, with the DynamoDB adapter's semantics (one transaction per
+//! change, the same conditions, the same page tokens): checked by [`super::contract`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::domain::{OperationId, SubscriptionId};
+use crate::store::dynamodb::layout;
+use crate::store::{
+    Applied, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StateWrite,
+    StoreError, SubscriptionRecord, SubscriptionStore, page_token,
+};
+
+#[derive(Debug, Default)]
+struct Tables {
+    records: BTreeMap<SubscriptionId, SubscriptionRecord>,
+    operations: HashMap<(SubscriptionId, OperationId), OperationRecord>,
+    /// By subscription, then by the history sort key (time first).
+    history: BTreeMap<(SubscriptionId, String), HistoryEntry>,
+    rejected: Vec<RejectedDelivery>,
+}
+
+/// The in-memory store; clones share the same tables.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    tables: Arc<Mutex<Tables>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every record, by id.
+    pub fn records(&self) -> Vec<SubscriptionRecord> {
+        self.tables.lock().expect("tables").records.values().cloned().collect()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Tables) -> T) -> T {
+        f(&mut self.tables.lock().expect("tables"))
+    }
+}
+
+impl SubscriptionStore for MemoryStore {
+    async fn get(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
+        Ok(self.with(|t| t.records.get(id).cloned()))
+    }
+
+    async fn apply(&self, change: &Change) -> Result<Applied, StoreError> {
+        let id = change.subscription_id().clone();
+        self.with(|t| {
+            // As DynamoDB reports it: a known operation id wins over every other failed condition.
+            let operation_key = (id.clone(), change.operation.id.clone());
+            if t.operations.contains_key(&operation_key) {
+                return Ok(Applied::Duplicate);
+            }
+            let stored = t.records.get(&id).map(|r| r.version);
+            let (state_holds, version) = match &change.state {
+                StateWrite::Create(record) => (stored.is_none(), record.version),
+                StateWrite::Replace { expected_version, record } => {
+                    (stored == Some(*expected_version), record.version)
+                }
+                StateWrite::Keep { expected_version } => {
+                    (stored == *expected_version, change.history.version)
+                }
+            };
+            let history_key = (id.clone(), layout::event(change.history.at, &change.history.operation_id));
+            if !state_holds || t.history.contains_key(&history_key) {
+                return Err(StoreError::Conflict { subscription_id: id.clone() });
+            }
+            if let StateWrite::Create(record) | StateWrite::Replace { record, .. } = &change.state {
+                t.records.insert(id.clone(), record.clone());
+            }
+            t.operations.insert(operation_key, change.operation.clone());
+            t.history.insert(history_key, change.history.clone());
+            Ok(Applied::Recorded { version })
+        })
+    }
+
+    async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        Ok(self.with(|t| ids.iter().filter_map(|id| t.records.get(id).cloned()).collect()))
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<ListPage, StoreError> {
+        let after = match page.map(page_token::parse).transpose()? {
+            Some((partition, _)) => {
+                Some(partition.strip_prefix("SUB#").and_then(SubscriptionId::parse).ok_or(
+                    StoreError::Refused {
+                        action: "list subscriptions",
+                        source: "the page token is not valid".into(),
+                    },
+                )?)
+            }
+            None => None,
+        };
+        let limit = limit.clamp(1, 1000) as usize;
+        Ok(self.with(|t| {
+            // Like a DynamoDB scan: `limit` items are examined, then filtered.
+            let examined: Vec<&SubscriptionRecord> = t
+                .records
+                .values()
+                .filter(|r| after.as_ref().is_none_or(|a| &r.subscription.id > a))
+                .take(limit)
+                .collect();
+            let next =
+                (examined.len() == limit).then(|| page_token::after(&examined[limit - 1].subscription.id));
+            let subscriptions = examined
+                .into_iter()
+                .filter(|r| filter.status.as_ref().is_none_or(|s| r.subscription.status.as_ref() == Some(s)))
+                .filter(|r| {
+                    filter.offer_id.as_ref().is_none_or(|o| r.subscription.offer_id.as_ref() == Some(o))
+                })
+                .cloned()
+                .collect();
+            ListPage { subscriptions, next }
+        }))
+    }
+
+    async fn operation(
+        &self,
+        subscription_id: &SubscriptionId,
+        operation_id: &OperationId,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        Ok(self.with(|t| t.operations.get(&(subscription_id.clone(), operation_id.clone())).cloned()))
+    }
+
+    async fn history(&self, id: &SubscriptionId) -> Result<Vec<HistoryEntry>, StoreError> {
+        Ok(self.with(|t| {
+            t.history.iter().filter(|((sub, _), _)| sub == id).map(|(_, entry)| entry.clone()).collect()
+        }))
+    }
+
+    async fn record_rejected(&self, delivery: &RejectedDelivery) -> Result<(), StoreError> {
+        self.with(|t| t.rejected.push(delivery.clone()));
+        Ok(())
+    }
+
+    async fn rejected_on(&self, day: chrono::NaiveDate) -> Result<Vec<RejectedDelivery>, StoreError> {
+        Ok(self.with(|t| {
+            let mut found: Vec<_> =
+                t.rejected.iter().filter(|d| d.received_at.date_naive() == day).cloned().collect();
+            found.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+            found
+        }))
+    }
+
+    async fn by_beneficiary_tenant(&self, tenant_id: &str) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        Ok(self.with(|t| {
+            t.records
+                .values()
+                .filter(|r| r.subscription.beneficiary_tenant_id() == Some(tenant_id))
+                .cloned()
+                .collect()
+        }))
+    }
+}

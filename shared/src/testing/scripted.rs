@@ -1,0 +1,167 @@
+//! A store wrapper that runs scripted steps before chosen writes: another writer getting in
+//! between a read and a write, an outage, or a write whose answer is lost. Deterministic: steps
+//! are tied to the n-th call of `apply`, never to time.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use crate::domain::{OperationId, SubscriptionId};
+use crate::store::{
+    Applied, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StoreError,
+    SubscriptionRecord, SubscriptionStore,
+};
+
+type Writer<S> = Box<dyn FnOnce(S) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// What happens at one `apply` call.
+pub enum StoreStep<S> {
+    /// Another writer runs on the store first (it gets the inner store), then the call proceeds.
+    Interleave(Writer<S>),
+    /// The store is unavailable: the call fails and writes nothing.
+    Outage,
+    /// The write commits but its answer is lost: the caller sees the store unavailable.
+    LostAnswer,
+}
+
+impl<S> StoreStep<S> {
+    /// A second writer: `write` runs on the inner store before the call it is tied to.
+    pub fn interleave<F, Fut>(write: F) -> Self
+    where
+        F: FnOnce(S) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self::Interleave(Box::new(move |store| Box::pin(write(store))))
+    }
+}
+
+struct Script<S> {
+    applies: usize,
+    steps: BTreeMap<usize, StoreStep<S>>,
+    /// Every call fails while set.
+    down: bool,
+}
+
+/// Wraps `S` (cloned for each interleaved writer); clones share the script.
+#[derive(Clone)]
+pub struct ScriptedStore<S> {
+    inner: S,
+    script: Arc<Mutex<Script<S>>>,
+}
+
+fn outage(action: &'static str) -> StoreError {
+    StoreError::Unavailable { action, source: "scripted outage".into() }
+}
+
+impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            script: Arc::new(Mutex::new(Script { applies: 0, steps: BTreeMap::new(), down: false })),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Runs `step` at the `n`-th `apply` from now (1 for the next one).
+    pub fn at_apply(&self, n: usize, step: StoreStep<S>) {
+        let mut script = self.script.lock().expect("script");
+        let at = script.applies + n;
+        script.steps.insert(at, step);
+    }
+
+    /// Drops every step not run yet and brings the store up.
+    pub fn clear(&self) {
+        let mut script = self.script.lock().expect("script");
+        script.steps.clear();
+        script.down = false;
+    }
+
+    /// While down, every call fails as unavailable.
+    pub fn set_down(&self, down: bool) {
+        self.script.lock().expect("script").down = down;
+    }
+
+    /// How many `apply` calls were made.
+    pub fn applies(&self) -> usize {
+        self.script.lock().expect("script").applies
+    }
+
+    fn check(&self, action: &'static str) -> Result<(), StoreError> {
+        if self.script.lock().expect("script").down { Err(outage(action)) } else { Ok(()) }
+    }
+}
+
+impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore<S> {
+    async fn get(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
+        self.check("get subscription")?;
+        self.inner.get(id).await
+    }
+
+    async fn apply(&self, change: &Change) -> Result<Applied, StoreError> {
+        self.check("apply change")?;
+        let step = {
+            let mut script = self.script.lock().expect("script");
+            script.applies += 1;
+            let n = script.applies;
+            script.steps.remove(&n)
+        };
+        match step {
+            Some(StoreStep::Interleave(write)) => write(self.inner.clone()).await,
+            Some(StoreStep::Outage) => return Err(outage("apply change")),
+            Some(StoreStep::LostAnswer) => {
+                self.inner.apply(change).await?;
+                return Err(outage("apply change"));
+            }
+            None => {}
+        }
+        self.inner.apply(change).await
+    }
+
+    async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        self.check("get subscriptions")?;
+        self.inner.get_many(ids).await
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<ListPage, StoreError> {
+        self.check("list subscriptions")?;
+        self.inner.list(filter, page, limit).await
+    }
+
+    async fn operation(
+        &self,
+        subscription_id: &SubscriptionId,
+        operation_id: &OperationId,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        self.check("get operation")?;
+        self.inner.operation(subscription_id, operation_id).await
+    }
+
+    async fn history(&self, id: &SubscriptionId) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.check("read history")?;
+        self.inner.history(id).await
+    }
+
+    async fn record_rejected(&self, delivery: &RejectedDelivery) -> Result<(), StoreError> {
+        self.check("record rejected delivery")?;
+        self.inner.record_rejected(delivery).await
+    }
+
+    async fn rejected_on(&self, day: chrono::NaiveDate) -> Result<Vec<RejectedDelivery>, StoreError> {
+        self.check("read rejected deliveries")?;
+        self.inner.rejected_on(day).await
+    }
+
+    async fn by_beneficiary_tenant(&self, tenant_id: &str) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        self.check("find by beneficiary tenant")?;
+        self.inner.by_beneficiary_tenant(tenant_id).await
+    }
+}

@@ -705,7 +705,7 @@ async fn a_rotated_key_is_fetched_once_and_forged_kids_do_not_refetch() {
     // First the tenant's keys, then (and from then on) with the rotated-in key.
     stub.on("GET", JWKS_PATH, Canned::json(200, &before.to_string()));
     stub.on("GET", JWKS_PATH, Canned::json(200, &after.to_string()));
-    let interval = Duration::from_millis(500);
+    let interval = Duration::from_secs(2); // wide: a loaded CI machine must not cross it by accident
     let authenticator = WebhookAuthenticator::with_key_refresh_interval(
         reqwest::Client::new(),
         settings(&emulator, &format!("{}{JWKS_PATH}", stub.url)),

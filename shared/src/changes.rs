@@ -5,7 +5,7 @@ use crate::domain::{
     OperationAction, OperationId, OperationStatus, PlanId, RequestSource, Subscription, SubscriptionId,
     SubscriptionStatus, Timestamp,
 };
-use crate::lifecycle::{LifecycleEvent, Transition, decide, transition};
+use crate::lifecycle::{LifecycleEvent, Transition, transition};
 use crate::store::{
     Applied, Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, StoreError,
     SubscriptionRecord, SubscriptionStore,
@@ -78,8 +78,9 @@ pub const DATA_RETENTION: chrono::Duration = chrono::Duration::days(7);
 pub enum Decision {
     /// Apply this change to the store.
     Apply(Change),
-    /// The change cannot follow from what we hold (no record, or a status it cannot apply to):
-    /// read the subscription from Microsoft and record that view instead.
+    /// The change cannot follow from what we hold (no record, or a status it cannot apply to), or
+    /// the view is older than the one we hold: read the subscription from Microsoft (again) and
+    /// record that view instead.
     Resync,
     /// Nothing to record (an observation of what we already hold, or older than it).
     Nothing,
@@ -120,6 +121,11 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
     let (next, transition) = match &event.seen {
         Seen::View { subscription, as_of } => {
             if current.view_as_of.is_some_and(|held| *as_of < held) {
+                // A flow that records every event (the webhook) reads Microsoft again instead: its
+                // operation id must not be spent on an old view.
+                if event.record_if_unchanged && !settles {
+                    return Decision::Resync;
+                }
                 (None, Transition::Stale)
             } else {
                 let status = subscription.status.clone().unwrap_or_else(|| current.status());
@@ -133,7 +139,10 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
             }
         }
         Seen::Delta { plan_id, quantity } => {
-            let decided = decide(&current.status(), current.last_event_at, &event.lifecycle, occurred_at);
+            // Only a change still waiting for its answer is applied as a delta, and Microsoft
+            // allows one at a time: no later change of plan or seats can have been applied before
+            // it, whatever other operations' times say.
+            let decided = transition(&current.status(), &event.lifecycle);
             let mut next = current.subscription.clone();
             next.plan_id = plan_id.clone().or(next.plan_id);
             next.quantity = quantity.or(next.quantity);
@@ -381,7 +390,12 @@ pub async fn record_kept(
 ) -> Result<Recorded, StoreError> {
     for attempt in 1..=CONFLICT_ATTEMPTS {
         let current = store.get(&event.subscription_id).await?;
-        let state = StateWrite::Keep { expected_version: current.as_ref().map(|c| c.version) };
+        // The publisher's change that failed at Microsoft is no longer pending.
+        let settles = current
+            .as_ref()
+            .and_then(|c| c.pending_operation.as_ref())
+            .is_some_and(|p| p.id == event.operation_id);
+        let state = keep_or_settle(current.as_ref(), settles, now);
         let change =
             build(event.clone(), current.as_ref(), state, outcome.clone(), Some(detail.to_owned()), now);
         match store.apply(&change).await {

@@ -174,8 +174,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             status = ?confirmed.as_ref().and_then(|o| o.status.as_ref()),
             "webhook confirmed"
         );
+        // Microsoft's action decides the path; the delivery's only where Microsoft's operation has none.
+        let action = confirmed.as_ref().and_then(|o| o.action.clone()).unwrap_or(action);
         match confirmed {
-            Some(operation) if ackable => self.change(payload, &operation, &call).await,
+            Some(operation)
+                if matches!(action, OperationAction::ChangePlan | OperationAction::ChangeQuantity) =>
+            {
+                self.change(payload, &operation, action, &call).await
+            }
             confirmed => self.notification(payload, confirmed.as_ref(), &call).await,
         }
     }
@@ -186,11 +192,24 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         &self,
         payload: &WebhookPayload,
         operation: &Operation,
+        action: OperationAction,
         call: &Call,
     ) -> Result<Handled, WebhookError> {
         let id = &operation.subscription_id;
-        let is_plan = operation.action == Some(OperationAction::ChangePlan);
-        let from_customer = operation.operation_request_source != Some(RequestSource::Partner);
+        let is_plan = action == OperationAction::ChangePlan;
+        let stored = self.store.get(id).await?;
+        // The publisher's own change is never judged: by Microsoft's word, the delivery's, or
+        // because it is the operation we are waiting for.
+        let source = operation
+            .operation_request_source
+            .as_ref()
+            .or(payload.operation.operation_request_source.as_ref());
+        let ours = source == Some(&RequestSource::Partner)
+            || stored
+                .as_ref()
+                .and_then(|r| r.pending_operation.as_ref())
+                .is_some_and(|p| p.id == operation.id);
+        let from_customer = !ours;
         match &operation.status {
             Some(OperationStatus::Failed | OperationStatus::Conflict) => {
                 let note = "the change did not happen at Microsoft";
@@ -198,7 +217,6 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 Ok(Handled::Recorded)
             }
             Some(OperationStatus::InProgress | OperationStatus::NotStarted) | None if from_customer => {
-                let stored = self.store.get(id).await?;
                 let before = match &stored {
                     Some(record) => record.subscription.clone(),
                     None => self.view(id, call).await?.0,
@@ -259,8 +277,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 Ok(Handled::Recorded)
             }
             // The publisher's own change before Microsoft finished it: its view still shows the old
-            // plan. Nothing is recorded; the redelivery (or the reconciliation) completes it.
-            _ => Err(WebhookError::NotFinal(operation.id.clone())),
+            // plan. Kept apart from the operation, which the reconciliation (or a later delivery)
+            // completes.
+            _ => self.early(payload, operation).await,
         }
     }
 
@@ -339,21 +358,24 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         };
         let operation = confirmed.unwrap_or(delivered);
         let action = operation.action.clone().unwrap_or_else(|| OperationAction::Unknown(String::new()));
-        let mut lifecycle = LifecycleEvent::from_action(&action);
-        let expected = match lifecycle {
-            LifecycleEvent::Suspended => Some(SubscriptionStatus::Suspended),
-            LifecycleEvent::Reinstated | LifecycleEvent::Renewed => Some(SubscriptionStatus::Subscribed),
-            LifecycleEvent::Unsubscribed => Some(SubscriptionStatus::Unsubscribed),
-            _ => None,
-        };
-        // A delayed event whose effect Microsoft has since undone: store what Microsoft says.
-        if expected.is_some() && expected != view.status {
-            let status = view.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
-            lifecycle = LifecycleEvent::Observed(status);
+        if !shows_effect(&action, &view) {
+            // Microsoft's view may lag its own operation (a Suspend whose subscription still says
+            // Subscribed, the publisher's cancellation still in progress): a recent or unfinished
+            // operation is asked for again rather than spent on a view without its effect. An old
+            // one was since undone: Microsoft's view is recorded.
+            let happened_at = confirmed.and_then(|o| o.time_stamp);
+            // Microsoft changed the subscription after the operation: the view has moved past it.
+            let superseded = view.last_modified.zip(happened_at).is_some_and(|(modified, at)| modified > at);
+            let recent = !superseded && happened_at.is_some_and(|at| self.clock.now() - at < VIEW_LAG);
+            let unfinished = confirmed.and_then(|o| o.status.as_ref()).is_some_and(|s| !s.is_terminal());
+            if let (true, Some(operation)) = (unfinished, confirmed) {
+                return self.early(payload, operation).await;
+            }
+            if recent {
+                return Err(WebhookError::NotFinal(delivered.id.clone()));
+            }
         }
-        let mut event = self.event(payload, confirmed, lifecycle, Seen::View { subscription: view, as_of });
-        event.operation_id = delivered.id.clone();
-        record_event(&self.store, &event, self.clock.now()).await?;
+        self.record_view(payload, confirmed, delivered.id.clone(), Some((view, as_of)), call).await?;
         Ok(Handled::Recorded)
     }
 
@@ -379,19 +401,59 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         operation_id: OperationId,
         call: &Call,
     ) -> Result<(), WebhookError> {
-        let (view, as_of) = self.view(&operation.subscription_id, call).await?;
+        self.record_view(payload, Some(operation), operation_id, None, call).await
+    }
+
+    /// Records Microsoft's view (`read`, or read now) under `operation_id`; a view older than the
+    /// one we hold (another writer read later) is read again, a few times at most.
+    async fn record_view(
+        &self,
+        payload: &WebhookPayload,
+        confirmed: Option<&Operation>,
+        operation_id: OperationId,
+        mut read: Option<(Subscription, crate::domain::Timestamp)>,
+        call: &Call,
+    ) -> Result<(), WebhookError> {
+        let operation = confirmed.unwrap_or(&payload.operation);
         let action = operation.action.clone().unwrap_or_else(|| OperationAction::Unknown(String::new()));
-        let lifecycle = match view.status.clone() {
-            Some(SubscriptionStatus::Subscribed) => LifecycleEvent::from_action(&action),
-            status => {
-                LifecycleEvent::Observed(status.unwrap_or_else(|| SubscriptionStatus::Unknown(String::new())))
+        for _ in 0..3 {
+            let (view, as_of) = match read.take() {
+                Some(read) => read,
+                None => self.view(&operation.subscription_id, call).await?,
+            };
+            // The action names the event when Microsoft's view shows its effect; else the view does.
+            let lifecycle = if shows_effect(&action, &view) {
+                LifecycleEvent::from_action(&action)
+            } else {
+                let status =
+                    view.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
+                LifecycleEvent::Observed(status)
+            };
+            let mut event =
+                self.event(payload, confirmed, lifecycle, Seen::View { subscription: view, as_of });
+            event.operation_id = operation_id.clone();
+            if !matches!(record_event(&self.store, &event, self.clock.now()).await?, Recorded::Resync) {
+                return Ok(());
             }
-        };
+        }
+        Err(WebhookError::NotFinal(operation_id))
+    }
+
+    /// An operation delivered before Microsoft finished it: answered 200 (Microsoft may fail an
+    /// operation whose webhook is not answered) and recorded under its own key, so that the
+    /// operation id stays free for the change itself, which the reconciliation or a later
+    /// delivery records once Microsoft's view shows it.
+    async fn early(&self, payload: &WebhookPayload, operation: &Operation) -> Result<Handled, WebhookError> {
+        tracing::info!(subscription_id = %operation.subscription_id, operation_id = %operation.id, status = ?operation.status, "operation not finished at Microsoft yet");
+        let lifecycle = LifecycleEvent::Unrecognized(
+            operation.action.as_ref().map_or_else(String::new, |a| a.to_string()),
+        );
         let mut event =
-            self.event(payload, Some(operation), lifecycle, Seen::View { subscription: view, as_of });
-        event.operation_id = operation_id;
-        record_event(&self.store, &event, self.clock.now()).await?;
-        Ok(())
+            self.event(payload, Some(operation), lifecycle, Seen::Delta { plan_id: None, quantity: None });
+        event.operation_id = OperationId::parse(&format!("{}-unfinished", operation.id)).expect("not empty");
+        let detail = "delivered before Microsoft finished the operation; applied when it has";
+        record_kept(&self.store, &event, Outcome::Unchanged, detail, self.clock.now()).await?;
+        Ok(Handled::Recorded)
     }
 
     /// Records the delivery without changing the state (rejected, or failed at Microsoft).
@@ -478,6 +540,21 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             record_if_unchanged: true,
         }
     }
+}
+
+/// How long Microsoft's view may lag its own operation before the operation counts as undone.
+const VIEW_LAG: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Whether Microsoft's view shows what `action` does to the status (actions that leave the status
+/// as it is, or that we do not know, show nothing to check).
+fn shows_effect(action: &OperationAction, view: &Subscription) -> bool {
+    let expected = match action {
+        OperationAction::Suspend => SubscriptionStatus::Suspended,
+        OperationAction::Reinstate | OperationAction::Renew => SubscriptionStatus::Subscribed,
+        OperationAction::Unsubscribe => SubscriptionStatus::Unsubscribed,
+        _ => return true,
+    };
+    view.status.as_ref() == Some(&expected)
 }
 
 enum Acknowledged {

@@ -272,11 +272,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
         if !uncertain {
             return None;
         }
-        let outstanding = match self
-            .marketplace
-            .list_outstanding_operations(id, &Call::correlated(call.correlation_id.clone()))
-            .await
-        {
+        let outstanding = match self.marketplace.list_outstanding_operations(id, call).await {
             Ok(operations) => operations,
             Err(lookup) => {
                 tracing::warn!(subscription_id = %id, error = %lookup, "could not look for the operation a failed request may have started");

@@ -347,7 +347,9 @@ async fn a_view_without_a_status_revokes_nothing() {
     let id = world.active(5).await;
     let renewal = world.market.lifecycle(&id, OperationAction::Renew).expect("renewed");
     world.market.edit(&id, |s| s.status = None);
-    world.deliver(ChangePolicy::default(), &renewal).await.expect("handled");
+    // Asked for again (5xx): a view without a status shows nothing to record.
+    let handled = world.deliver(ChangePolicy::default(), &renewal).await;
+    assert!(matches!(handled, Err(WebhookError::NotFinal(_))), "{handled:?}");
     let record = world.record(&id).await;
     assert_eq!(record.status(), SubscriptionStatus::Subscribed);
     assert!(Entitlement::from(&record).access_allowed);
@@ -369,8 +371,13 @@ async fn the_publishers_own_change_is_not_settled_before_microsoft_finishes_it()
         subscription: Some(world.microsoft(&id)),
         purchase_token: None,
     };
-    assert!(matches!(world.deliver(ChangePolicy::default(), &early).await, Err(WebhookError::NotFinal(_))));
+    assert_eq!(world.deliver(ChangePolicy::default(), &early).await.expect("answered"), Handled::Recorded);
     assert_eq!(world.record(&id).await.pending_operation.map(|p| p.id), Some(pending.id.clone()));
+    assert_eq!(
+        world.store.operation(&id, &pending.id).await.expect("read"),
+        None,
+        "the operation id stays free"
+    );
     for payload in world.market.complete_publisher_operations() {
         world.deliver(ChangePolicy::default(), &payload).await.expect("handled");
     }
@@ -382,17 +389,117 @@ async fn the_publishers_own_change_is_not_settled_before_microsoft_finishes_it()
 async fn ids_in_any_case_name_the_same_subscription() {
     let world = World::new();
     let id = world.active(5).await;
-    let mut suspend = world.market.lifecycle(&id, OperationAction::Suspend).expect("suspended");
-    let shouted =
-        serde_json::to_string(&suspend).expect("json").to_uppercase().replace("\"SUSPEND\"", "\"Suspend\"");
-    let shouted: WebhookPayload = serde_json::from_str(&shouted).unwrap_or_else(|_| suspend.clone());
-    suspend.operation.subscription_id = shouted.operation.subscription_id;
-    assert_eq!(suspend.operation.subscription_id, id, "normalised where it entered");
-    world.deliver(ChangePolicy::default(), &suspend).await.expect("handled");
+    let suspend = world.market.lifecycle(&id, OperationAction::Suspend).expect("suspended");
+    // Microsoft spells the same GUIDs in capitals (and braces) this time.
+    let mut shouted = serde_json::to_value(&suspend).expect("json");
+    shouted["subscriptionId"] = format!("{{{}}}", id.as_str().to_uppercase()).into();
+    shouted["id"] = suspend.operation.id.as_str().to_uppercase().into();
+    shouted["subscription"]["id"] = id.as_str().to_uppercase().into();
+    let shouted: WebhookPayload = serde_json::from_value(shouted).expect("payload");
+    assert_eq!(shouted.operation.subscription_id, id, "normalised where it entered");
+    assert_eq!(shouted.operation.id, suspend.operation.id);
+    assert_eq!(world.deliver(ChangePolicy::default(), &shouted).await.expect("handled"), Handled::Recorded);
     assert_eq!(world.record(&id).await.status(), SubscriptionStatus::Suspended);
+    // A redelivery in the original spelling is the same operation.
+    assert_eq!(world.deliver(ChangePolicy::default(), &suspend).await.expect("handled"), Handled::Duplicate);
     let publisher = Publisher::new(world.store.clone(), world.market.clone(), world.clock.clone());
     let found =
         publisher.entitlements_of_tenant("7A0E3C4E-AAAA-4BBB-8CCC-0000000000AA").await.expect("lookup");
     assert_eq!(found.len(), 1);
-    assert_eq!(SubscriptionId::parse(&id.as_str().to_uppercase()), Some(id.clone()));
+}
+
+// Found by review: views that lag, changes that lose to other operations, routing by the payload --
+
+#[tokio::test]
+async fn a_notification_whose_effect_microsofts_view_does_not_show_yet_is_asked_for_again() {
+    let world = World::new();
+    let id = world.active(5).await;
+    let suspend = world.market.lifecycle(&id, OperationAction::Suspend).expect("suspended");
+    world.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Subscribed)); // the view lags
+    let early = world.deliver(ChangePolicy::default(), &suspend).await;
+    assert!(matches!(early, Err(WebhookError::NotFinal(_))), "{early:?}");
+    assert_eq!(world.store.operation(&id, &suspend.operation.id).await.expect("read"), None, "not spent");
+    world.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Suspended));
+    assert_eq!(world.deliver(ChangePolicy::default(), &suspend).await.expect("handled"), Handled::Recorded);
+    assert_eq!(world.record(&id).await.status(), SubscriptionStatus::Suspended);
+}
+
+#[tokio::test]
+async fn the_publishers_cancellation_is_not_settled_before_microsoft_finishes_it() {
+    let world = World::new();
+    let id = world.active(5).await;
+    let publisher = Publisher::new(world.store.clone(), world.market.clone(), world.clock.clone());
+    let pending = publisher.request(&id, ChangeRequest::Cancel, &Call::new()).await.expect("requested");
+    let early = WebhookPayload {
+        operation: world.market.operation(&pending.id).expect("operation"),
+        subscription: Some(world.microsoft(&id)),
+        purchase_token: None,
+    };
+    assert_eq!(world.deliver(ChangePolicy::default(), &early).await.expect("answered"), Handled::Recorded);
+    let record = world.record(&id).await;
+    assert_eq!(
+        (record.status(), record.pending_operation.map(|p| p.id)),
+        (SubscriptionStatus::Subscribed, Some(pending.id))
+    );
+    for payload in world.market.complete_publisher_operations() {
+        world.deliver(ChangePolicy::default(), &payload).await.expect("handled");
+    }
+    let record = world.record(&id).await;
+    assert_eq!((record.status(), record.pending_operation), (SubscriptionStatus::Unsubscribed, None));
+}
+
+#[tokio::test]
+async fn a_seat_change_delivered_after_a_later_renewal_is_still_applied() {
+    let world = World::new();
+    let id = world.active(5).await;
+    let change = world.market.customer_change_quantity(&id, 8).expect("customer change");
+    world.tick();
+    let renewal = world.market.lifecycle(&id, OperationAction::Renew).expect("renewed");
+    world.deliver(ChangePolicy::default(), &renewal).await.expect("renewal");
+    assert_eq!(world.deliver(ChangePolicy::default(), &change).await.expect("change"), Handled::Recorded);
+    assert_eq!(world.record(&id).await.subscription.quantity, Some(8));
+    assert_eq!(world.microsoft(&id).quantity, Some(8));
+}
+
+#[tokio::test]
+async fn a_change_delivered_without_its_action_is_judged_by_microsofts() {
+    let world = World::new();
+    let id = world.active(5).await;
+    let mut change = world.market.customer_change_plan(&id, "gold").expect("customer change");
+    change.operation.action = None;
+    let only_basic =
+        ChangePolicy { allowed_plans: PlanId::parse("basic").map(|p| vec![p]), ..ChangePolicy::default() };
+    let handled = world.deliver(only_basic, &change).await.expect("handled");
+    assert!(matches!(handled, Handled::Rejected(_)), "{handled:?}");
+    assert_eq!(world.microsoft(&id).plan_id, PlanId::parse("basic"), "Microsoft was told Failure");
+}
+
+#[test]
+fn a_snapshot_that_does_not_parse_does_not_fail_the_delivery() {
+    let payload: WebhookPayload = serde_json::from_value(serde_json::json!({
+        "id": "11111111-2222-4333-8444-555555555555",
+        "subscriptionId": "99999999-0000-4000-8000-000000000099",
+        "action": "ChangeQuantity", "quantity": 9,
+        "subscription": { "id": 42, "autoRenew": "maybe" }
+    }))
+    .expect("parsed without its snapshot");
+    assert_eq!(payload.subscription, None);
+    assert_eq!(payload.operation.quantity, Some(9));
+}
+
+#[tokio::test]
+async fn a_publisher_change_that_failed_at_microsoft_is_no_longer_pending() {
+    let world = World::new();
+    let id = world.active(5).await;
+    let publisher = Publisher::new(world.store.clone(), world.market.clone(), world.clock.clone());
+    let pending = publisher.request(&id, ChangeRequest::Seats(9), &Call::new()).await.expect("requested");
+    let mut failed = world.market.operation(&pending.id).expect("operation");
+    failed.status = Some(fulfillment::domain::OperationStatus::Failed);
+    world.market.forget_operation(&pending.id);
+    // Microsoft's operation now says Failed (the fake is told through its own record of it).
+    let payload = WebhookPayload { operation: failed.clone(), subscription: None, purchase_token: None };
+    world.market.insert_operation(failed);
+    assert_eq!(world.deliver(ChangePolicy::default(), &payload).await.expect("handled"), Handled::Recorded);
+    let record = world.record(&id).await;
+    assert_eq!((record.subscription.quantity, record.pending_operation), (Some(5), None));
 }

@@ -253,14 +253,21 @@ fn nothing_revives_an_unsubscribed_subscription() {
 fn a_view_read_before_the_one_we_hold_is_stale_whatever_its_operation_says() {
     let mut current = record(SubscriptionStatus::Subscribed, 3, at(1));
     current.view_as_of = at(30);
-    let change = apply(plan_change(
-        Some(&current),
-        event(E::Suspended, subscription(SubscriptionStatus::Suspended), at(20)),
-        at(31).expect("t"),
+    let old_view = || event(E::Suspended, subscription(SubscriptionStatus::Suspended), at(20));
+    // The webhook reads Microsoft again rather than spend its operation on an old view ...
+    assert_eq!(plan_change(Some(&current), old_view(), at(31).expect("t")), Decision::Resync);
+    // ... the reconciliation leaves it for its next run.
+    let listed = Event { record_if_unchanged: false, ..old_view() };
+    assert_eq!(plan_change(Some(&current), listed, at(31).expect("t")), Decision::Nothing);
+    // A view read later is applied, whatever its operation's time.
+    let fresh = Event {
+        occurred_at: at(2),
+        ..event(E::Suspended, subscription(SubscriptionStatus::Suspended), at(31))
+    };
+    assert!(matches!(
+        apply(plan_change(Some(&current), fresh, at(32).expect("t"))).state,
+        StateWrite::Replace { .. }
     ));
-    assert_eq!(change.state, StateWrite::Keep { expected_version: Some(3) });
-    assert_eq!(change.history.outcome, Outcome::Stale);
-    assert!(change.history.detail.as_deref().is_some_and(|d| d.contains("older than the one we hold")));
 }
 
 #[test]

@@ -244,6 +244,14 @@ where
 }
 
 /// Free text that may arrive as a number (`puid`, `units`, error codes) or `null`.
+/// A value that is dropped (`None`) rather than failing the whole document when it does not parse.
+pub fn or_none<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
 /// Like [`text`], with a GUID in its canonical form (tenant and object ids).
 pub fn guid_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     Ok(text(deserializer)?.map(|t| canonical_guid(&t).unwrap_or(t)))

@@ -11,8 +11,10 @@ use super::{Operation, Subscription};
 pub struct WebhookPayload {
     #[serde(flatten)]
     pub operation: Operation,
-    /// For a customer's `ChangePlan`/`ChangeQuantity` it still shows the old plan and seats.
-    #[serde(default)]
+    /// For a customer's `ChangePlan`/`ChangeQuantity` it still shows the old plan and seats. Never
+    /// state (Microsoft's view is read instead): a snapshot that does not parse is left out rather
+    /// than failing the delivery (a 4xx would refuse a customer's change).
+    #[serde(default, deserialize_with = "lenient::or_none")]
     pub subscription: Option<Subscription>,
     /// Always `null` in every sample.
     #[serde(default, deserialize_with = "lenient::text")]

@@ -185,8 +185,12 @@ impl SubscriptionStore for DynamoDbStore {
 
     async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
         let mut records = Vec::with_capacity(ids.len());
+        // DynamoDB refuses a batch that names a key twice: each id is asked for once.
+        let mut unique: Vec<&SubscriptionId> = ids.iter().collect();
+        unique.sort();
+        unique.dedup();
         // BatchGetItem takes at most 100 keys; keys it could not serve come back to be asked again.
-        for chunk in ids.chunks(100) {
+        for chunk in unique.chunks(100) {
             let mut keys: Vec<Item> = chunk
                 .iter()
                 .map(|id| {

@@ -249,7 +249,9 @@ pub async fn batch_reads_and_tenant_lookups_find_exactly_what_exists(store: &imp
     let a = seeded(store, SubscriptionStatus::Subscribed, &tenant).await;
     let b = seeded(store, SubscriptionStatus::Suspended, &tenant).await;
     let c = seeded(store, SubscriptionStatus::Subscribed, "someone-else").await;
-    let ids = vec![a.subscription.id.clone(), fresh_id(), c.subscription.id.clone()];
+    // A page may list a subscription twice: each record comes back once.
+    let ids =
+        vec![a.subscription.id.clone(), fresh_id(), c.subscription.id.clone(), a.subscription.id.clone()];
     let mut found: Vec<_> =
         store.get_many(&ids).await.expect("batch").into_iter().map(|r| r.subscription.id).collect();
     found.sort();

@@ -144,6 +144,11 @@ impl FakeMarketplace {
         });
     }
 
+    /// Puts an operation into Microsoft's records as it is given.
+    pub fn insert_operation(&self, operation: Operation) {
+        self.with(|m| m.operations.insert(operation.id.clone(), operation));
+    }
+
     /// Removes an operation from Microsoft's records (Get operation answers 404).
     pub fn forget_operation(&self, id: &OperationId) {
         self.with(|m| m.operations.remove(id));
@@ -612,7 +617,8 @@ impl MarketplaceApi for FakeMarketplace {
         let found = self
             .operation(operation)
             .filter(|o| &o.subscription_id == id)
-            .ok_or_else(|| not_found("no such operation"))?;
+            // The real service answers 400, not 404, for an operation it does not know.
+            .ok_or_else(|| bad("no such operation"))?;
         Self::after(lost, found)
     }
 

@@ -78,7 +78,8 @@ impl SubscriptionStore for MemoryStore {
     }
 
     async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        Ok(self.with(|t| ids.iter().filter_map(|id| t.records.get(id).cloned()).collect()))
+        let unique: std::collections::BTreeSet<&SubscriptionId> = ids.iter().collect();
+        Ok(self.with(|t| unique.into_iter().filter_map(|id| t.records.get(id).cloned()).collect()))
     }
 
     async fn list(

@@ -3,6 +3,8 @@
 //! tests set, and a store wrapper that lets a second writer in between a read and a write.
 
 pub mod contract;
+pub mod convergence;
+pub mod market_contract;
 mod marketplace;
 mod memory;
 mod scripted;

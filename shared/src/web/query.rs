@@ -17,7 +17,8 @@ pub fn parameter(raw_query: &str, name: &str) -> Option<String> {
 /// (something on the way form-decoded it; tokens never contain spaces). `None` when missing,
 /// empty or absurdly long.
 pub fn purchase_token(raw_query: &str) -> Option<String> {
-    let token = parameter(raw_query, "token")?.trim().replace(' ', "+");
+    // Spaces first: a `+` at either end that became a space is part of the token, not padding.
+    let token = parameter(raw_query, "token")?.replace(' ', "+").trim().to_owned();
     (!token.is_empty() && token.len() <= MAX_TOKEN_LENGTH).then_some(token)
 }
 
@@ -44,6 +45,13 @@ fn percent_decode(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plus_at_either_end_that_became_a_space_is_kept() {
+        assert_eq!(purchase_token("token=%20abc%20").as_deref(), Some("+abc+"));
+        assert_eq!(purchase_token("token= ab c").as_deref(), Some("+ab+c"));
+        assert_eq!(purchase_token("token=abc%0A").as_deref(), Some("abc"));
+    }
 
     #[test]
     fn the_token_is_decoded_exactly_once_and_keeps_its_plus_signs() {

@@ -1,73 +1,19 @@
 //! The DynamoDB store against DynamoDB Local, on tables created from `template.yaml`.
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use fulfillment::changes::{Decision, Event, plan_change};
-use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus, Timestamp};
+use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus};
 use fulfillment::lifecycle::LifecycleEvent;
 use fulfillment::store::dynamodb::DynamoDbStore;
-use fulfillment::store::{
-    Applied, Change, ChangeSource, Outcome, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
-};
+use fulfillment::store::{Change, ChangeSource, StoreError, SubscriptionRecord, SubscriptionStore};
 use integration_tests::fixtures::{event, guid, subscription};
 use integration_tests::{client, fresh_store};
-
-fn at(minute: u32) -> Timestamp {
-    Utc.with_ymd_and_hms(2026, 5, 20, 14, minute, 0).single().expect("a valid time")
-}
 
 fn change(current: Option<&SubscriptionRecord>, event: Event) -> Change {
     match plan_change(current, event, Utc::now()) {
         Decision::Apply(change) => change,
         other => panic!("expected a change, got {other:?}"),
     }
-}
-
-/// Stores a subscription first seen in `status` and returns its record.
-async fn seeded(store: &DynamoDbStore, status: SubscriptionStatus, tenant: &str) -> SubscriptionRecord {
-    let observed = subscription(status.clone(), tenant);
-    let id = observed.id.clone();
-    let first =
-        change(None, event(LifecycleEvent::Observed(status), ChangeSource::Landing, observed, Some(at(0))));
-    assert_eq!(store.apply(&first).await.expect("create"), Applied::Recorded { version: 1 });
-    store.get(&id).await.expect("read").expect("created")
-}
-
-#[tokio::test]
-async fn a_stale_view_is_recorded_but_does_not_move_the_state() {
-    let store = fresh_store().await;
-    let seed = seeded(&store, SubscriptionStatus::Subscribed, &guid()).await;
-    let id = seed.subscription.id.clone();
-    let with_status = |status: SubscriptionStatus| {
-        let mut s = seed.subscription.clone();
-        s.status = Some(status);
-        s
-    };
-    let delivered = |lifecycle, status, minute| Event {
-        record_if_unchanged: true,
-        ..event(lifecycle, ChangeSource::Webhook, with_status(status), Some(at(minute)))
-    };
-
-    let suspend = delivered(LifecycleEvent::Suspended, SubscriptionStatus::Suspended, 10);
-    store.apply(&change(Some(&seed), suspend)).await.expect("suspend");
-    let suspended = store.get(&id).await.expect("read").expect("exists");
-    let reinstate = delivered(LifecycleEvent::Reinstated, SubscriptionStatus::Subscribed, 30);
-    store.apply(&change(Some(&suspended), reinstate)).await.expect("reinstate");
-    let reinstated = store.get(&id).await.expect("read").expect("exists");
-    assert_eq!(reinstated.status(), SubscriptionStatus::Subscribed);
-
-    // Microsoft's view read before the Reinstate's, delivered late.
-    let late = delivered(LifecycleEvent::Suspended, SubscriptionStatus::Suspended, 20);
-    let stale = change(Some(&reinstated), late.clone());
-    assert_eq!(stale.state, StateWrite::Keep { expected_version: Some(reinstated.version) });
-    assert_eq!(store.apply(&stale).await.expect("record stale"), Applied::Recorded { version: 3 });
-
-    let after = store.get(&id).await.expect("read").expect("exists");
-    assert_eq!(after, reinstated, "the state did not move");
-    let history = store.history(&id).await.expect("history");
-    let last = history.last().expect("entries");
-    assert_eq!((last.outcome.clone(), &last.operation_id), (Outcome::Stale, &late.operation_id));
-    let operation = store.operation(&id, &late.operation_id).await.expect("read op").expect("recorded");
-    assert_eq!(operation.outcome, Outcome::Stale);
 }
 
 #[tokio::test]
@@ -109,4 +55,11 @@ async fn a_missing_table_is_a_refusal_not_a_retry() {
     let error = store.get(&SubscriptionId::parse(&guid()).expect("id")).await.expect_err("no such table");
     assert!(matches!(error, StoreError::Refused { .. }), "{error:?}");
     assert!(!error.is_retryable());
+}
+
+/// The model-based property test of the ledger (see `fulfillment::testing::convergence`) on
+/// DynamoDB Local, each case on a fresh table: fewer cases than on the in-memory store.
+#[test]
+fn the_ledger_converges_on_dynamodb_local() {
+    fulfillment::testing::convergence::check_convergence(20, fresh_store);
 }

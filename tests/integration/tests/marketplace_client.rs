@@ -933,3 +933,42 @@ async fn outstanding_operations_without_a_subscription_id_take_the_one_asked_for
         assert!(operations.iter().all(|o| o.subscription_id == stub_sub()), "{operations:?}");
     }
 }
+
+// The Marketplace contract ---------------------------------------------------------------------
+
+/// The emulator's customer side, for the contract the in-memory model keeps too.
+struct EmulatorCustomer<'a>(&'a Emulator);
+
+impl fulfillment::testing::market_contract::CustomerSide for EmulatorCustomer<'_> {
+    async fn purchase(&self, plan: &PlanId, seats: u32) -> (SubscriptionId, String) {
+        let bought = self
+            .0
+            .purchase(Purchase { plan_id: plan.to_string(), quantity: Some(seats), ..Purchase::default() })
+            .await;
+        (id(&bought.subscription_id), bought.token)
+    }
+
+    async fn change_quantity(&self, sub: &SubscriptionId, seats: u32) -> OperationId {
+        let handle = self.0.change_quantity(sub.as_str(), seats).await.expect("customer change");
+        OperationId::parse(&handle.operation_id).expect("operation id")
+    }
+
+    async fn suspend(&self, sub: &SubscriptionId) {
+        self.0.suspend(sub.as_str()).await.expect("suspended");
+    }
+}
+
+#[tokio::test]
+async fn the_emulator_keeps_the_marketplace_contract_the_model_keeps() {
+    let emulator =
+        emulator_with(EmulatorConfig { ack_window: Duration::from_secs(60), ..EmulatorConfig::default() })
+            .await;
+    let client = client_of(&emulator);
+    fulfillment::testing::market_contract::run_all(
+        &client,
+        &EmulatorCustomer(&emulator),
+        &plan("team-monthly"),
+        &plan("team-yearly"),
+    )
+    .await;
+}

@@ -55,6 +55,27 @@ fn every_function_is_declared_with_its_binary() {
     }
 }
 
+/// Every function that writes applies changes as one transaction whose "state unchanged" part is a
+/// condition check (`StateWrite::Keep`): IAM must allow it, which DynamoDB Local never checks.
+#[test]
+fn every_function_that_writes_may_check_conditions_in_its_transactions() {
+    for (name, function) in functions(&template()) {
+        let policies =
+            function.get("Properties").and_then(|p| p.get("Policies")).and_then(Value::as_sequence);
+        let actions: String = policies
+            .into_iter()
+            .flatten()
+            .filter_map(|policy| policy.get("Statement").and_then(Value::as_sequence))
+            .flatten()
+            .map(|statement| text(&statement["Action"]))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if actions.contains("dynamodb:PutItem") {
+            assert!(actions.contains("dynamodb:ConditionCheckItem"), "{name}: {actions}");
+        }
+    }
+}
+
 #[test]
 fn no_function_gets_a_wildcard_or_a_broad_managed_policy() {
     for (name, function) in functions(&template()) {

@@ -1,0 +1,111 @@
+//! The Marketplace contract: what the in-memory [`super::FakeMarketplace`] must do like Microsoft
+//! (as our emulator and the reference describe it), run against the fake
+//! (`shared/tests/market_contract.rs`) and against the emulator through the production HTTP
+//! client (`tests/integration/tests/marketplace_client.rs`), so the model cannot drift from it.
+//! Only what is decided at once is checked (no operation timers).
+
+use std::future::Future;
+
+use crate::domain::{
+    OperationAction, OperationId, OperationStatus, PlanId, RequestSource, SubscriptionId, SubscriptionStatus,
+};
+use crate::marketplace::{AckStatus, Call, MarketplaceApi, MarketplaceError, all_subscriptions};
+
+/// The customer's side of the marketplace under test.
+pub trait CustomerSide {
+    /// A purchase of `plan` with `seats`: the subscription and the landing page's token.
+    fn purchase(&self, plan: &PlanId, seats: u32) -> impl Future<Output = (SubscriptionId, String)>;
+    /// The customer changes the seat count: the operation waiting for the publisher.
+    fn change_quantity(&self, id: &SubscriptionId, seats: u32) -> impl Future<Output = OperationId>;
+    /// Microsoft suspends the subscription (payment failed).
+    fn suspend(&self, id: &SubscriptionId) -> impl Future<Output = ()>;
+}
+
+/// Runs every check; `plan` is a per-seat plan admitting 3 to 8 seats, `other_plan` another plan.
+pub async fn run_all(
+    api: &impl MarketplaceApi,
+    customer: &impl CustomerSide,
+    plan: &PlanId,
+    other_plan: &PlanId,
+) {
+    let call = Call::new();
+
+    // Resolve names the purchase, pending; an unknown token is refused as a client error.
+    let (id, token) = customer.purchase(plan, 5).await;
+    let resolved = api.resolve(&token, &call).await.expect("resolved");
+    assert_eq!(resolved.id, id);
+    let pending = match resolved.subscription {
+        Some(s) => s,
+        None => api.get_subscription(&id, &call).await.expect("read"),
+    };
+    assert_eq!(pending.status, Some(SubscriptionStatus::PendingFulfillmentStart));
+    assert_eq!((pending.plan_id.as_ref(), pending.quantity), (Some(plan), Some(5)));
+    let unknown = api.resolve("not-a-purchase-token", &call).await;
+    assert!(
+        matches!(unknown, Err(MarketplaceError::BadRequest { .. } | MarketplaceError::NotFound { .. })),
+        "{unknown:?}"
+    );
+
+    // Activate starts the term; a second activation is refused (not idempotent).
+    api.activate(&id, plan, Some(5), &call).await.expect("activated");
+    let active = api.get_subscription(&id, &call).await.expect("read");
+    assert_eq!(active.status, Some(SubscriptionStatus::Subscribed));
+    assert!(active.term.as_ref().and_then(|t| t.start_date).is_some(), "a term: {active:?}");
+    let again = api.activate(&id, plan, Some(5), &call).await;
+    assert!(matches!(again, Err(MarketplaceError::BadRequest { .. })), "{again:?}");
+
+    // Unknown subscriptions and operations.
+    let nobody = SubscriptionId::parse("00000000-0000-4000-8000-0000000dead0").expect("id");
+    assert!(matches!(api.get_subscription(&nobody, &call).await, Err(MarketplaceError::NotFound { .. })));
+    let no_operation = OperationId::parse("00000000-0000-4000-8000-0000000dead1").expect("id");
+    let missing = api.get_operation(&id, &no_operation, &call).await;
+    assert!(
+        matches!(missing, Err(MarketplaceError::NotFound { .. } | MarketplaceError::BadRequest { .. })),
+        "{missing:?}"
+    );
+
+    // The listing has it.
+    let all = all_subscriptions(api, &call).await.expect("listed");
+    assert!(all.iter().any(|s| s.id == id));
+
+    // A customer's change waits for the publisher, names its target, and is decided once.
+    let operation = customer.change_quantity(&id, 8).await;
+    let waiting = api.get_operation(&id, &operation, &call).await.expect("operation");
+    assert_eq!(
+        (waiting.action, waiting.operation_request_source, waiting.quantity, waiting.status),
+        (
+            Some(OperationAction::ChangeQuantity),
+            Some(RequestSource::Azure),
+            Some(8),
+            Some(OperationStatus::InProgress)
+        )
+    );
+    api.update_operation_status(&id, &operation, AckStatus::Failure, &call).await.expect("refused");
+    let twice = api.update_operation_status(&id, &operation, AckStatus::Success, &call).await;
+    assert!(matches!(twice, Err(MarketplaceError::Conflict { .. })), "{twice:?}");
+    let refused = api.get_operation(&id, &operation, &call).await.expect("operation");
+    assert_eq!(refused.status, Some(OperationStatus::Failed));
+    assert_eq!(api.get_subscription(&id, &call).await.expect("read").quantity, Some(5), "the refusal held");
+
+    // The publisher's own change: an operation of the publisher's, and Microsoft refuses what it
+    // would refuse (the current plan, a second change while one is pending is not checked: timing).
+    let same = api.change_plan(&id, plan, &call).await;
+    assert!(matches!(same, Err(MarketplaceError::BadRequest { .. })), "{same:?}");
+    let started = api.change_plan(&id, other_plan, &call).await.expect("started");
+    let mine = api.get_operation(&id, &started.operation_id, &call).await.expect("operation");
+    assert_eq!(
+        (mine.action, mine.operation_request_source, mine.plan_id.as_ref()),
+        (Some(OperationAction::ChangePlan), Some(RequestSource::Partner), Some(other_plan))
+    );
+
+    // Only a Subscribed subscription changes.
+    let (suspended, _) = customer.purchase(plan, 3).await;
+    api.activate(&suspended, plan, Some(3), &call).await.expect("activated");
+    customer.suspend(&suspended).await;
+    assert_eq!(
+        api.get_subscription(&suspended, &call).await.expect("read").status,
+        Some(SubscriptionStatus::Suspended)
+    );
+    let refused = api.change_quantity(&suspended, 4, &call).await;
+    assert!(matches!(refused, Err(MarketplaceError::BadRequest { .. })), "{refused:?}");
+}

@@ -120,7 +120,14 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
 
     let (next, transition) = match &event.seen {
         Seen::View { subscription, as_of } => {
-            if current.view_as_of.is_some_and(|held| *as_of < held) {
+            // Read before the view we hold, or (by Microsoft's own clock, where both say) older
+            // than it: a listing served from behind can be older than a view read before it.
+            let read_earlier = current.view_as_of.is_some_and(|held| *as_of < held);
+            let modified_earlier = subscription
+                .last_modified
+                .zip(current.subscription.last_modified)
+                .is_some_and(|(seen, held)| seen < held);
+            if read_earlier || modified_earlier {
                 // A flow that records every event (the webhook) reads Microsoft again instead: its
                 // operation id must not be spent on an old view.
                 if event.record_if_unchanged && !settles {

@@ -271,6 +271,19 @@ fn a_view_read_before_the_one_we_hold_is_stale_whatever_its_operation_says() {
 }
 
 #[test]
+fn a_view_microsoft_modified_before_the_one_we_hold_is_stale_even_if_read_later() {
+    let mut current = record(SubscriptionStatus::Suspended, 3, at(1));
+    current.subscription.last_modified = at(30);
+    let mut lagging = subscription(SubscriptionStatus::Subscribed);
+    lagging.last_modified = at(10);
+    let listed = Event {
+        record_if_unchanged: false,
+        ..event(E::Observed(SubscriptionStatus::Subscribed), lagging, at(40))
+    };
+    assert_eq!(plan_change(Some(&current), listed, at(41).expect("t")), Decision::Nothing);
+}
+
+#[test]
 fn a_sender_dated_future_is_taken_as_now_and_freezes_nothing() {
     let current = record(SubscriptionStatus::Subscribed, 3, at(1));
     let far = chrono::DateTime::parse_from_rfc3339("9999-01-01T00:00:00Z").expect("t").with_timezone(&Utc);

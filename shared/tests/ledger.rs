@@ -224,9 +224,12 @@ async fn a_cancellation_during_a_reconciliation_run_stays_cancelled() {
 async fn a_keep_decided_on_a_superseded_record_is_decided_again() {
     let world = World::new();
     let id = world.active(5).await;
-    let renewal = world.market.lifecycle(&id, OperationAction::Renew).expect("renewed");
-    world.market.edit(&id, |s| s.term = None);
-    // What Microsoft shows is what we hold but for the term; another (older) writer gets in.
+    // A notification of nothing Microsoft changed: "keep the state" is decided on our record ...
+    let transfer: WebhookPayload = serde_json::from_value(serde_json::json!({
+        "id": "22222222-3333-4444-8555-666666666666", "subscriptionId": id.as_str(), "action": "Transfer"
+    }))
+    .expect("payload");
+    // ... but an older writer (a view read before the delivery's) gets in before it is written.
     let mut older = world.microsoft(&id);
     older.quantity = Some(9);
     let clock = world.clock.clone();
@@ -244,9 +247,10 @@ async fn a_keep_decided_on_a_superseded_record_is_decided_again() {
             record_event(&store, &event, read_at).await.expect("older writer");
         }),
     );
-    world.deliver(ChangePolicy::default(), &renewal).await.expect("handled");
+    assert_eq!(world.deliver(ChangePolicy::default(), &transfer).await.expect("handled"), Handled::Recorded);
     let record = world.record(&id).await;
-    assert_eq!(record.subscription, world.microsoft(&id), "the delivery's newer view won");
+    assert_eq!(record.subscription, world.microsoft(&id), "decided again: the delivery's newer view won");
+    assert!(world.store.operation(&id, &transfer.operation.id).await.expect("read").is_some());
 }
 
 // 5. Nobody's clock freezes a subscription --------------------------------------------------------

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fulfillment::clock::SystemClock;
-use fulfillment::domain::{PlanId, Subscription, SubscriptionId, SubscriptionStatus};
+use fulfillment::domain::{Subscription, SubscriptionId, SubscriptionStatus};
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
 use fulfillment::publisher::{ChangeRequest, Entitlement, Publisher};
 use fulfillment::reconcile::Reconciler;

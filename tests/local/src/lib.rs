@@ -188,6 +188,7 @@ impl LocalStack {
             .route("/landing", axum::routing::any(landing))
             .route("/activate", axum::routing::any(activate))
             .route("/webhook", axum::routing::any(webhook))
+            .route("/admin/subscriptions/{id}/activate", axum::routing::any(admin_activate))
             .route("/admin/{*rest}", axum::routing::any(admin))
             .route("/_local/reconcile", axum::routing::post(reconcile_now))
             .with_state(functions.clone());
@@ -268,11 +269,25 @@ async fn admin(
     State(functions): State<Arc<Functions>>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
+    let request = as_iam_caller(into_lambda(request).await);
+    from_lambda(functions.subscriptions.handle(request).await)
+}
+
+/// Activation by the publisher's tooling: the activate function's IAM-only route.
+async fn admin_activate(
+    State(functions): State<Arc<Functions>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let request = as_iam_caller(into_lambda(request).await);
+    from_lambda(functions.activate.handle(request).await)
+}
+
+/// The request context API Gateway gives a request it admitted with IAM authorization.
+fn as_iam_caller(mut request: lambda_http::Request) -> lambda_http::Request {
     use lambda_http::aws_lambda_events::apigw::{
         ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
         ApiGatewayV2httpRequestContext,
     };
-    let mut request = into_lambda(request).await;
     let mut context = ApiGatewayV2httpRequestContext::default();
     let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
     iam.user_arn = Some("arn:aws:iam::000000000000:user/local".into());
@@ -280,7 +295,7 @@ async fn admin(
     authorizer.iam = Some(iam);
     context.authorizer = Some(authorizer);
     request.extensions_mut().insert(lambda_http::request::RequestContext::ApiGatewayV2(context));
-    from_lambda(functions.subscriptions.handle(request).await)
+    request
 }
 
 /// Runs the reconciliation now (in AWS an EventBridge schedule does): answers its summary.
@@ -296,7 +311,9 @@ async fn into_lambda(request: axum::extract::Request) -> lambda_http::Request {
     let bytes = axum::body::to_bytes(body, 6 * 1024 * 1024).await.unwrap_or_default();
     let body =
         if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
-    lambda_http::Request::from_parts(parts, body)
+    // API Gateway hands the function the raw path too; the handlers route on it.
+    let path = parts.uri.path().to_owned();
+    lambda_http::RequestExt::with_raw_http_path(lambda_http::Request::from_parts(parts, body), path)
 }
 
 fn from_lambda(response: lambda_http::Response<lambda_http::Body>) -> axum::response::Response {

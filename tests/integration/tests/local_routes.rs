@@ -1,0 +1,78 @@
+//! Every route the README documents for the local run, through the local stack's HTTP port, as a
+//! user of `scripts/run` calls them (the admin routes carry their path exactly as API Gateway would).
+
+use integration_tests::dynamodb_endpoint;
+use local_stack::{LocalStack, Options};
+use marketplace_emulator::Purchase;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (StatusCode, String) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("an answer");
+    (response.status(), response.text().await.expect("a body"))
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("JSON expected ({e}): {text}"))
+}
+
+#[tokio::test]
+async fn every_documented_local_route_answers_through_the_http_port() {
+    use reqwest::Method as M;
+    let stack = LocalStack::start(Options::new(dynamodb_endpoint())).await.expect("the local stack starts");
+    let tenant = "0f1e2d3c-0000-4000-8000-00000000beef";
+    let bought = stack
+        .emulator
+        .purchase(
+            Purchase { plan_id: "team-monthly".into(), quantity: Some(10), ..Purchase::default() }
+                .tenant(tenant),
+        )
+        .await;
+    let (id, base) = (bought.subscription_id.clone(), format!("{}/admin", stack.url));
+
+    let (status, page) = call(M::GET, stack.landing_url(&bought.token), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("form_token"), "the confirmation form: {page}");
+
+    let (status, body) = call(M::POST, format!("{base}/subscriptions/{id}/activate"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = call(M::GET, format!("{base}/subscriptions"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = json(&body)["subscriptions"].as_array().cloned().unwrap_or_default();
+    assert!(listed.iter().any(|s| s["subscription"]["id"] == id.as_str()), "{body}");
+
+    let (status, body) = call(M::GET, format!("{base}/subscriptions/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!json(&body)["history"].as_array().cloned().unwrap_or_default().is_empty(), "{body}");
+
+    let (status, body) = call(M::GET, format!("{base}/subscriptions/{id}/entitlement"), None).await;
+    assert_eq!((status, json(&body)["accessAllowed"].clone()), (StatusCode::OK, json!(true)), "{body}");
+
+    let (status, body) = call(M::GET, format!("{base}/tenants/{tenant}/entitlements"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&id), "{body}");
+
+    let (status, body) =
+        call(M::PATCH, format!("{base}/subscriptions/{id}"), Some(json!({ "quantity": 12 }))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = call(M::DELETE, format!("{base}/subscriptions/{id}"), None).await;
+    assert_eq!(
+        (status, json(&body)["error"]["code"].clone()),
+        (StatusCode::CONFLICT, json!("OperationPending")),
+        "{body}"
+    );
+
+    let (status, body) = call(M::GET, format!("{base}/no-such-route"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, body) = call(M::POST, format!("{}/webhook", stack.url), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no bearer token: {body}");
+
+    let (status, body) = call(M::POST, format!("{}/_local/reconcile", stack.url), None).await;
+    assert_eq!((status, json(&body)["complete"].clone()), (StatusCode::OK, json!(true)), "{body}");
+}

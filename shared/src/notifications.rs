@@ -368,10 +368,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             let superseded = view.last_modified.zip(happened_at).is_some_and(|(modified, at)| modified > at);
             let recent = !superseded && happened_at.is_some_and(|at| self.clock.now() - at < VIEW_LAG);
             let unfinished = confirmed.and_then(|o| o.status.as_ref()).is_some_and(|s| !s.is_terminal());
-            if let (true, Some(operation)) = (unfinished, confirmed) {
+            // The publisher's own (its cancellation): kept apart, the reconciliation finishes it.
+            let ours =
+                confirmed.and_then(|o| o.operation_request_source.as_ref()) == Some(&RequestSource::Partner);
+            if let (true, true, Some(operation)) = (unfinished, ours, confirmed) {
                 return self.early(payload, operation).await;
             }
-            if recent {
+            // Microsoft's (a Reinstate arrives InProgress): delivered again until the view shows it.
+            if recent || unfinished {
                 return Err(WebhookError::NotFinal(delivered.id.clone()));
             }
         }

@@ -507,3 +507,21 @@ async fn a_publisher_change_that_failed_at_microsoft_is_no_longer_pending() {
     let record = world.record(&id).await;
     assert_eq!((record.subscription.quantity, record.pending_operation), (Some(5), None));
 }
+
+#[tokio::test]
+async fn a_reinstatement_in_progress_is_applied_once_microsofts_view_shows_it() {
+    let world = World::new();
+    let id = world.active(5).await;
+    let suspend = world.market.lifecycle(&id, OperationAction::Suspend).expect("suspended");
+    world.deliver(ChangePolicy::default(), &suspend).await.expect("suspend");
+    let mut reinstate = world.market.lifecycle(&id, OperationAction::Reinstate).expect("reinstated");
+    // Reinstate arrives InProgress (reference §4.3) and the view still says Suspended.
+    reinstate.operation.status = Some(fulfillment::domain::OperationStatus::InProgress);
+    world.market.insert_operation(reinstate.operation.clone());
+    world.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Suspended));
+    let early = world.deliver(ChangePolicy::default(), &reinstate).await;
+    assert!(matches!(early, Err(WebhookError::NotFinal(_))), "5xx, delivered again: {early:?}");
+    world.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Subscribed));
+    assert_eq!(world.deliver(ChangePolicy::default(), &reinstate).await.expect("handled"), Handled::Recorded);
+    assert_eq!(world.record(&id).await.status(), SubscriptionStatus::Subscribed);
+}

@@ -144,6 +144,11 @@ impl FakeMarketplace {
         });
     }
 
+    /// Puts a subscription into Microsoft's records as it is given (for fixtures naming their own ids).
+    pub fn insert_subscription(&self, subscription: Subscription) {
+        self.with(|m| m.subscriptions.insert(subscription.id.clone(), subscription));
+    }
+
     /// Puts an operation into Microsoft's records as it is given.
     pub fn insert_operation(&self, operation: Operation) {
         self.with(|m| m.operations.insert(operation.id.clone(), operation));

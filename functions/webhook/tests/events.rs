@@ -1,0 +1,217 @@
+//! The webhook's handler from the `events/webhook/` files (the same ones `sam local invoke` and
+//! `cargo lambda invoke` use), on the in-memory store, the Marketplace model and a local signing
+//! key: every answer, and what each event does to the record, in milliseconds. The end-to-end
+//! versions (emulator, DynamoDB Local) are in tests/integration/tests/events.rs.
+
+#[path = "../../../shared/tests/support/mod.rs"]
+mod support;
+
+use chrono::{TimeZone, Utc};
+use fulfillment::changes::{Event, record_event};
+use fulfillment::clock::Clock;
+use fulfillment::domain::{
+    OperationId, OperationStatus, Subscription, SubscriptionId, SubscriptionStatus, WebhookPayload,
+};
+use fulfillment::notifications::{ChangePolicy, Webhook};
+use fulfillment::store::{ChangeSource, SubscriptionStore};
+use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request};
+use serde_json::Value;
+use support::{KeyServer, TestKey};
+use webhook::WebhookFunction;
+
+const SUBSCRIPTION: &str = "e7e70000-0000-4000-8000-0000000e7e70";
+
+struct Fixture {
+    function: WebhookFunction<MemoryStore, FakeMarketplace, ManualClock>,
+    store: MemoryStore,
+    market: FakeMarketplace,
+    token: String,
+    _keys: KeyServer,
+}
+
+/// Microsoft holds the subscription (Subscribed, 6 seats on team-monthly) and each event's
+/// operation as that event says; we hold the subscription as Microsoft showed it before.
+async fn fixture() -> Fixture {
+    let key = TestKey::load();
+    let keys = KeyServer::start(&key.jwks());
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 5, 20, 14, 30, 0).single().expect("time"));
+    let market = FakeMarketplace::new(clock.clone(), &["team-monthly", "team-yearly"]);
+    let store = MemoryStore::new();
+    let mut subscription: Subscription = serde_json::from_value(serde_json::json!({
+        "id": SUBSCRIPTION, "offerId": "contoso-saas", "planId": "team-monthly", "quantity": 6,
+        "saasSubscriptionStatus": "Subscribed", "allowedCustomerOperations": ["Read", "Update", "Delete"]
+    }))
+    .expect("subscription");
+    subscription.last_modified = Utc.with_ymd_and_hms(2026, 5, 20, 14, 0, 0).single();
+    market.insert_subscription(subscription.clone());
+    let seen = Event::observed(
+        subscription,
+        clock.now(),
+        OperationId::parse("seed").expect("id"),
+        ChangeSource::Landing,
+    );
+    record_event(&store, &seen, clock.now()).await.expect("seeded");
+    let function = WebhookFunction {
+        webhook: Webhook::new(store.clone(), market.clone(), clock.clone(), ChangePolicy::default()),
+        authenticator: support::authenticator(&keys),
+        clock,
+    };
+    Fixture {
+        function,
+        store,
+        market,
+        token: format!("Bearer {}", key.webhook_token(false, "marketplace")),
+        _keys: keys,
+    }
+}
+
+/// The event file as Lambda hands it over, with a valid token where it carries one.
+fn request(fixture: &Fixture, file: &str) -> (Request, Option<WebhookPayload>) {
+    let path = format!("{}/../../events/webhook/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    if request.headers().contains_key("authorization") {
+        request.headers_mut().insert("authorization", fixture.token.parse().expect("header"));
+    }
+    let payload = match request.body() {
+        Body::Text(text) => serde_json::from_str(text).ok(),
+        Body::Binary(bytes) => serde_json::from_slice(bytes).ok(),
+        _ => None,
+    };
+    (request, payload)
+}
+
+/// Microsoft's side of `payload`: its operation, and the subscription as the action leaves it.
+fn at_microsoft(fixture: &Fixture, payload: &WebhookPayload) {
+    let mut operation = payload.operation.clone();
+    // The reference's ack-able changes wait for us; everything else is done.
+    if operation.status.is_none() {
+        operation.status = Some(OperationStatus::Succeeded);
+    }
+    operation.time_stamp = Utc.with_ymd_and_hms(2026, 5, 20, 14, 10, 0).single();
+    fixture.market.insert_operation(operation.clone());
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    let status = match operation.action.as_ref().map(|a| a.as_str()) {
+        Some("Suspend") => Some(SubscriptionStatus::Suspended),
+        Some("Unsubscribe") => Some(SubscriptionStatus::Unsubscribed),
+        _ => None,
+    };
+    let finished = operation.status == Some(OperationStatus::Succeeded);
+    fixture.market.edit(&id, |s| {
+        if let Some(status) = status {
+            s.status = Some(status);
+        }
+        if finished && operation.action.as_ref().map(|a| a.as_str()) == Some("ChangePlan") {
+            s.plan_id = operation.plan_id.clone();
+        }
+    });
+}
+
+async fn answer(fixture: &Fixture, file: &str) -> (StatusCode, Value) {
+    let (request, payload) = request(fixture, file);
+    if let Some(payload) = &payload {
+        at_microsoft(fixture, payload);
+    }
+    let response = fixture.function.handle(request).await;
+    let status = response.status();
+    let body = match response.into_body() {
+        Body::Text(text) => serde_json::from_str(&text).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (status, body)
+}
+
+async fn record(fixture: &Fixture) -> fulfillment::store::SubscriptionRecord {
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    fixture.store.get(&id).await.expect("read").expect("record")
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_4xx_and_change_nothing() {
+    let fixture = fixture().await;
+    for (file, status, code) in [
+        ("bad-get.json", StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+        ("bad-no-authorization.json", StatusCode::UNAUTHORIZED, "Unauthorized"),
+        ("bad-not-json.json", StatusCode::BAD_REQUEST, "InvalidPayload"),
+        ("bad-missing-ids.json", StatusCode::BAD_REQUEST, "InvalidPayload"),
+    ] {
+        let (request, _) = request(&fixture, file);
+        let response = fixture.function.handle(request).await;
+        let body = match response.body() {
+            Body::Text(text) => text.clone(),
+            _ => String::new(),
+        };
+        assert_eq!(response.status(), status, "{file}: {body}");
+        assert!(body.contains(code), "{file}: {body}");
+    }
+    assert_eq!(record(&fixture).await.version, 1, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_customers_changes_are_accepted_applied_and_acknowledged() {
+    let fixture = fixture().await;
+    let (status, body) = answer(&fixture, "change-quantity-customer.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(record(&fixture).await.subscription.quantity, Some(40));
+    let (status, body) = answer(&fixture, "change-plan-customer.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        record(&fixture).await.subscription.plan_id.map(|p| p.to_string()),
+        Some("team-yearly".into())
+    );
+    assert!(
+        fixture.market.calls().iter().filter(|c| **c == "update_operation_status").count() == 2,
+        "both acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn the_publishers_finished_change_records_microsofts_view() {
+    let fixture = fixture().await;
+    let (status, body) = answer(&fixture, "change-plan-publisher.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        record(&fixture).await.subscription.plan_id.map(|p| p.to_string()),
+        Some("team-yearly".into())
+    );
+    assert!(
+        !fixture.market.calls().contains(&"update_operation_status"),
+        "a Partner operation is not acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn notifications_record_what_microsoft_shows_and_a_duplicate_changes_nothing() {
+    let fixture = fixture().await;
+    for (file, expected) in [
+        ("renew.json", SubscriptionStatus::Subscribed),
+        ("subscribe.json", SubscriptionStatus::Subscribed),
+        ("transfer-unknown-action.json", SubscriptionStatus::Subscribed),
+        ("suspend.json", SubscriptionStatus::Suspended),
+        ("unsubscribe.json", SubscriptionStatus::Unsubscribed),
+    ] {
+        let (status, body) = answer(&fixture, file).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("recorded")), "{file}: {body}");
+        assert_eq!(record(&fixture).await.status(), expected, "{file}");
+    }
+    let version = record(&fixture).await.version;
+    let (status, body) = answer(&fixture, "suspend.json").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("duplicate")), "{body}");
+    assert_eq!(record(&fixture).await.version, version);
+}
+
+#[tokio::test]
+async fn a_reinstatement_microsofts_view_does_not_show_yet_is_asked_for_again() {
+    let fixture = fixture().await;
+    // Reinstate-minimal arrives InProgress; Microsoft's view still says Suspended.
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    fixture.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Suspended));
+    let (status, body) = answer(&fixture, "reinstate-minimal.json").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    fixture.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Subscribed));
+    let (status, body) = answer(&fixture, "reinstate-minimal.json").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(record(&fixture).await.status(), SubscriptionStatus::Subscribed);
+}

@@ -40,14 +40,29 @@ pub struct Summary {
     pub elapsed_ms: u64,
 }
 
-enum Result1 {
+/// A run that could not read Microsoft's whole list: reported to Lambda as an error, so that its
+/// error metric (and an alarm on it) sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("the reconciliation run was incomplete ({} subscriptions seen, {} errors)", .0.seen, .0.errors)]
+pub struct IncompleteRun(pub Summary);
+
+impl Summary {
+    /// `Err` when the run did not read every page.
+    pub fn into_result(self) -> Result<Summary, IncompleteRun> {
+        if self.complete { Ok(self) } else { Err(IncompleteRun(self)) }
+    }
+}
+
+/// What reconciling one subscription did.
+enum Reconciled {
     Added,
     Changed,
     Unchanged,
 }
 
 #[derive(Debug, thiserror::Error)]
-enum OneError {
+/// Why one subscription could not be reconciled this time.
+enum SubscriptionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -131,7 +146,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 let record = stored.get(&subscription.id);
                 async move {
                     let id = subscription.id.clone();
-                    (id, self.one(run_id, subscription, record, listed_at).await)
+                    (id, self.reconcile_subscription(run_id, subscription, record, listed_at).await)
                 }
             })
             .buffer_unordered(self.concurrency.max(1))
@@ -141,9 +156,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
             match outcome {
                 Ok((result, finished, dropped)) => {
                     match result {
-                        Result1::Added => summary.added += 1,
-                        Result1::Changed => summary.changed += 1,
-                        Result1::Unchanged => summary.unchanged += 1,
+                        Reconciled::Added => summary.added += 1,
+                        Reconciled::Changed => summary.changed += 1,
+                        Reconciled::Unchanged => summary.unchanged += 1,
                     }
                     summary.operations_finished += finished;
                     summary.operations_dropped += dropped;
@@ -157,13 +172,13 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
     }
 
     /// Reconciles one subscription: its pending operation first, then its state.
-    async fn one(
+    async fn reconcile_subscription(
         &self,
         run_id: &str,
         listed: Subscription,
         record: Option<&SubscriptionRecord>,
         listed_at: Timestamp,
-    ) -> Result<(Result1, u64, u64), OneError> {
+    ) -> Result<(Reconciled, u64, u64), SubscriptionError> {
         let call = Call::correlated(run_id);
         let (finished, mut dropped) = (0, 0);
         if let Some(pending) = record.and_then(|r| r.pending_operation.as_ref()) {
@@ -190,8 +205,8 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                     let now = self.marketplace.get_subscription(&listed.id, &call).await?;
                     // A webhook may have settled it meanwhile: then nothing is written here.
                     return Ok(match self.observe(&now, read_at, &pending.id).await? {
-                        Recorded::Written { .. } => (Result1::Changed, 1, dropped),
-                        _ => (Result1::Unchanged, 0, dropped),
+                        Recorded::Written { .. } => (Reconciled::Changed, 1, dropped),
+                        _ => (Reconciled::Unchanged, 0, dropped),
                     });
                 }
                 Some(OperationStatus::Failed | OperationStatus::Conflict) => {
@@ -217,18 +232,18 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         let operation = reconcile_operation(run_id, &listed.id);
         let Some(record) = record else {
             return Ok(match self.observe(&listed, listed_at, &operation).await? {
-                Recorded::Written { .. } => (Result1::Added, finished, dropped),
-                _ => (Result1::Unchanged, finished, dropped),
+                Recorded::Written { .. } => (Reconciled::Added, finished, dropped),
+                _ => (Reconciled::Unchanged, finished, dropped),
             });
         };
         if record.subscription == listed {
-            return Ok((Result1::Unchanged, finished, dropped));
+            return Ok((Reconciled::Unchanged, finished, dropped));
         }
         // Decided on the record as it is when written: a webhook that wrote a view read after the
         // listing wins (the listing is stale), whenever it got in.
         match self.observe(&listed, listed_at, &operation).await? {
-            Recorded::Written { .. } => Ok((Result1::Changed, finished, dropped)),
-            _ => Ok((Result1::Unchanged, finished, dropped)),
+            Recorded::Written { .. } => Ok((Reconciled::Changed, finished, dropped)),
+            _ => Ok((Reconciled::Unchanged, finished, dropped)),
         }
     }
 

@@ -18,7 +18,9 @@ async fn main() -> Result<(), Error> {
     };
     let job = &job;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        Ok::<_, Error>(serde_json::to_value(job.handle(&event.payload).await)?)
+        // An incomplete run is Lambda's error (its metric and alarms see it); the summary is logged.
+        let summary = job.handle(&event.payload).await.into_result()?;
+        Ok::<_, Error>(serde_json::to_value(summary)?)
     }))
     .await
 }

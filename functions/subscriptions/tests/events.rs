@@ -1,0 +1,77 @@
+//! The admin API's handler from the `events/subscriptions/` files, on the in-memory store and the
+//! Marketplace model: every answer in milliseconds. End to end: tests/integration/tests/events.rs.
+
+use chrono::{TimeZone, Utc};
+use fulfillment::changes::{Event, record_event};
+use fulfillment::clock::Clock;
+use fulfillment::domain::{OperationId, Subscription};
+use fulfillment::publisher::Publisher;
+use fulfillment::store::ChangeSource;
+use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request};
+use subscriptions::AdminApi;
+
+const SUBSCRIPTION: &str = "e7e70000-0000-4000-8000-0000000e7e70";
+const TENANT: &str = "7e7a0000-0000-4000-8000-00000007e7a0";
+
+fn event(file: &str) -> Request {
+    let path = format!("{}/../../events/subscriptions/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// An active subscription of the events' tenant, at Microsoft and in our table.
+async fn api() -> AdminApi<MemoryStore, FakeMarketplace, ManualClock> {
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("time"));
+    let market = FakeMarketplace::new(clock.clone(), &["team-monthly", "team-yearly"]);
+    let store = MemoryStore::new();
+    let subscription: Subscription = serde_json::from_value(serde_json::json!({
+        "id": SUBSCRIPTION, "offerId": "contoso-saas", "planId": "team-monthly", "quantity": 10,
+        "saasSubscriptionStatus": "Subscribed", "allowedCustomerOperations": ["Read", "Update", "Delete"],
+        "beneficiary": { "tenantId": TENANT }, "purchaser": { "tenantId": TENANT }
+    }))
+    .expect("subscription");
+    market.insert_subscription(subscription.clone());
+    let seen = Event::observed(
+        subscription,
+        clock.now(),
+        OperationId::parse("seed").expect("id"),
+        ChangeSource::Landing,
+    );
+    record_event(&store, &seen, clock.now()).await.expect("seeded");
+    AdminApi { publisher: Publisher::new(store, market, clock) }
+}
+
+#[tokio::test]
+async fn the_admin_events_get_their_answers() {
+    let api = api().await;
+    for (file, status, needle) in [
+        ("bad-without-iam.json", StatusCode::FORBIDDEN, "Forbidden"),
+        ("list.json", StatusCode::OK, SUBSCRIPTION),
+        ("get.json", StatusCode::OK, "\"history\""),
+        ("entitlement.json", StatusCode::OK, "\"accessAllowed\":true"),
+        ("tenant-entitlements.json", StatusCode::OK, SUBSCRIPTION),
+        ("bad-unknown-subscription.json", StatusCode::NOT_FOUND, "SubscriptionNotFound"),
+        ("bad-both-plan-and-quantity.json", StatusCode::BAD_REQUEST, "InvalidRequest"),
+        ("change-quantity.json", StatusCode::ACCEPTED, "pendingOperation"),
+        ("change-plan.json", StatusCode::CONFLICT, "OperationPending"),
+        ("cancel.json", StatusCode::CONFLICT, "OperationPending"),
+    ] {
+        let response = api.handle(event(file)).await;
+        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        assert_eq!(response.status(), status, "{file}: {body}");
+        assert!(body.contains(needle), "{file}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn each_change_event_alone_is_accepted() {
+    for file in ["change-plan.json", "cancel.json"] {
+        let api = api().await;
+        let response = api.handle(event(file)).await;
+        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{file}: {body}");
+        assert!(matches!(response.body(), Body::Text(_) | Body::Binary(_)));
+    }
+}

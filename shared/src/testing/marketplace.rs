@@ -149,6 +149,11 @@ impl FakeMarketplace {
         self.with(|m| m.subscriptions.insert(subscription.id.clone(), subscription));
     }
 
+    /// Makes `token` a landing-page token of the subscription `id`.
+    pub fn insert_token(&self, token: &str, id: &SubscriptionId) {
+        self.with(|m| m.tokens.insert(token.to_owned(), id.clone()));
+    }
+
     /// Puts an operation into Microsoft's records as it is given.
     pub fn insert_operation(&self, operation: Operation) {
         self.with(|m| m.operations.insert(operation.id.clone(), operation));

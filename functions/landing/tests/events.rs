@@ -1,0 +1,76 @@
+//! The landing page's handler from the `events/landing/` files, on the in-memory store and the
+//! Marketplace model: the token decoded exactly once whatever the link did to it, every page, and
+//! the subscription recorded, in milliseconds. End to end: tests/integration/tests/events.rs.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use fulfillment::domain::{Subscription, SubscriptionId, SubscriptionStatus};
+use fulfillment::onboarding::Onboarding;
+use fulfillment::settings::WebSettings;
+use fulfillment::store::SubscriptionStore;
+use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
+use fulfillment::web::seal::Sealer;
+use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use landing::LandingPage;
+
+const TOKEN: &str = "Qm9vdHN0cmFw+TG9jYWwvVG9rZW4=/Rml4ZWQrUHVyY2hhc2U=+c3Vic2NyaXB0aW9uL2V2ZW50cw==";
+const SUBSCRIPTION: &str = "e7e70000-0000-4000-8000-0000000e7e70";
+
+fn event(file: &str) -> Request {
+    let path = format!("{}/../../events/landing/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// A purchase Microsoft knows by the events' token; nothing in our table yet.
+fn page() -> (LandingPage<MemoryStore, FakeMarketplace, ManualClock>, MemoryStore) {
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("time"));
+    let market = FakeMarketplace::new(clock.clone(), &["team-monthly"]);
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    let subscription: Subscription = serde_json::from_value(serde_json::json!({
+        "id": SUBSCRIPTION, "offerId": "contoso-saas", "name": "Fabrikam", "planId": "team-monthly",
+        "quantity": 10, "saasSubscriptionStatus": "PendingFulfillmentStart"
+    }))
+    .expect("subscription");
+    market.insert_subscription(subscription);
+    market.insert_token(TOKEN, &id);
+    let store = MemoryStore::new();
+    let web = WebSettings {
+        sealer: Sealer::new(&[5u8; 32]).expect("a key"),
+        product_name: "Contoso Cloud".into(),
+        product_url: None,
+        landing_url: "https://app.example/landing".parse().expect("a URL"),
+        activate_url: "https://app.example/activate".parse().expect("a URL"),
+        auto_activate: false,
+        secure_cookies: true,
+        signin: None,
+        form_lifetime: Duration::from_secs(1800),
+    };
+    let onboarding = Onboarding::new(store.clone(), market, clock.clone(), false);
+    (LandingPage { onboarding, web, signin: None, clock }, store)
+}
+
+#[tokio::test]
+async fn the_landing_events_get_their_pages() {
+    let (page, store) = page();
+    for (file, status, needle) in [
+        ("purchase.json", StatusCode::OK, "Confirm your subscription"),
+        ("token-unencoded.json", StatusCode::OK, "Confirm your subscription"),
+        ("token-plus-as-space.json", StatusCode::OK, "Confirm your subscription"),
+        ("token-double-encoded.json", StatusCode::BAD_REQUEST, "This link is no longer valid"),
+        ("token-missing.json", StatusCode::BAD_REQUEST, "This link is no longer valid"),
+        ("token-junk-4kb.json", StatusCode::BAD_REQUEST, "This link is no longer valid"),
+        ("post.json", StatusCode::METHOD_NOT_ALLOWED, "only answers GET"),
+    ] {
+        let response = page.handle(event(file)).await;
+        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        assert_eq!(response.status(), status, "{file}: {body}");
+        assert!(body.contains(needle), "{file}: {body}");
+    }
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    let record = store.get(&id).await.expect("read").expect("recorded by the visit");
+    assert_eq!(record.status(), SubscriptionStatus::PendingFulfillmentStart);
+    assert_eq!(record.version, 1, "visits that change nothing write nothing");
+}

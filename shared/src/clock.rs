@@ -15,13 +15,3 @@ impl Clock for SystemClock {
         chrono::Utc::now()
     }
 }
-
-/// A clock that always says the same instant.
-#[derive(Debug, Clone, Copy)]
-pub struct FixedClock(pub Timestamp);
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}

@@ -83,10 +83,6 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
         Self { store, marketplace, clock, auto_activate }
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     /// Resolves a landing-page token (already decoded once), records what it names, and
     /// activates it when configured to.
     pub async fn land(&self, token: &str, call: &Call) -> Result<Landed, OnboardingError> {

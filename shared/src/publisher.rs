@@ -135,10 +135,6 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
         Self { store, marketplace, clock }
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     pub async fn list(
         &self,
         filter: &ListFilter,

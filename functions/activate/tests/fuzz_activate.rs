@@ -11,12 +11,12 @@ mod support;
 use std::time::Duration;
 
 use activate::ActivatePage;
-use fulfillment::clock::FixedClock;
 use fulfillment::domain::{SubscriptionId, Timestamp};
 use fulfillment::identity::SignedInUser;
 use fulfillment::onboarding::Onboarding;
 use fulfillment::settings::WebSettings;
 use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::testing::ManualClock;
 use fulfillment::web::seal::Sealer;
 use fulfillment::web::session::{self, SESSION_COOKIE};
 use lambda_http::aws_lambda_events::apigw::{
@@ -37,7 +37,7 @@ fn now() -> Timestamp {
 }
 
 struct Fixture {
-    page: ActivatePage<DynamoDbStore, Unreachable, FixedClock>,
+    page: ActivatePage<DynamoDbStore, Unreachable, ManualClock>,
     table: EmptyTable,
     marketplace: Unreachable,
     runtime: tokio::runtime::Runtime,
@@ -46,7 +46,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let table = EmptyTable::default();
-        let clock = FixedClock(now());
+        let clock = ManualClock::at(now());
         let web = WebSettings {
             sealer: sealer(),
             product_name: "Fuzz".into(),
@@ -59,7 +59,7 @@ impl Fixture {
             form_lifetime: LIFETIME,
         };
         let marketplace = Unreachable::default();
-        let onboarding = Onboarding::new(table.store(), marketplace.clone(), clock, false);
+        let onboarding = Onboarding::new(table.store(), marketplace.clone(), clock.clone(), false);
         Self { page: ActivatePage { onboarding, web, clock }, table, marketplace, runtime: runtime() }
     }
 

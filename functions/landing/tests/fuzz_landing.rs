@@ -9,10 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use fulfillment::clock::FixedClock;
 use fulfillment::onboarding::Onboarding;
 use fulfillment::settings::WebSettings;
 use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::testing::ManualClock;
 use fulfillment::web::query;
 use fulfillment::web::seal::Sealer;
 use lambda_http::http::StatusCode;
@@ -23,14 +23,14 @@ use proptest::sample::select;
 use support::{EmptyTable, Unreachable, check, runtime};
 
 struct Fixture {
-    page: LandingPage<DynamoDbStore, Unreachable, FixedClock>,
+    page: LandingPage<DynamoDbStore, Unreachable, ManualClock>,
     marketplace: Unreachable,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let clock = FixedClock(chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a time"));
+        let clock = ManualClock::at(chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a time"));
         let web = WebSettings {
             sealer: Sealer::new(&[5u8; 32]).expect("a key"),
             product_name: "Fuzz".into(),
@@ -43,7 +43,8 @@ impl Fixture {
             form_lifetime: Duration::from_secs(1800),
         };
         let marketplace = Unreachable::default();
-        let onboarding = Onboarding::new(EmptyTable::default().store(), marketplace.clone(), clock, false);
+        let onboarding =
+            Onboarding::new(EmptyTable::default().store(), marketplace.clone(), clock.clone(), false);
         Self { page: LandingPage { onboarding, web, signin: None, clock }, marketplace, runtime: runtime() }
     }
 

@@ -9,10 +9,10 @@ mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use fulfillment::clock::FixedClock;
 use fulfillment::domain::{PlanId, SubscriptionStatus};
 use fulfillment::publisher::Publisher;
 use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::testing::ManualClock;
 use lambda_http::aws_lambda_events::apigw::{
     ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription, ApiGatewayV2httpRequestContext,
 };
@@ -28,7 +28,7 @@ use subscriptions::AdminApi;
 use support::{EmptyTable, Unreachable, check, runtime};
 
 struct Fixture {
-    api: AdminApi<DynamoDbStore, Unreachable, FixedClock>,
+    api: AdminApi<DynamoDbStore, Unreachable, ManualClock>,
     table: EmptyTable,
     marketplace: Unreachable,
     runtime: tokio::runtime::Runtime,
@@ -44,7 +44,7 @@ struct Answer {
 
 impl Fixture {
     fn new() -> Self {
-        let clock = FixedClock(chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a time"));
+        let clock = ManualClock::at(chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a time"));
         let table = EmptyTable::default();
         let marketplace = Unreachable::default();
         let api = AdminApi { publisher: Publisher::new(table.store(), marketplace.clone(), clock) };

@@ -195,20 +195,13 @@ pub fn plan_change(current: Option<&SubscriptionRecord>, event: Event, now: Time
         (Transition::Terminal, _) => {
             (Outcome::Ignored, Some("the subscription is unsubscribed for good".to_owned()))
         }
+        // Only a view is ever stale (a delta applies onto whatever we hold).
         (Transition::Stale, _) => (
             Outcome::Stale,
-            Some(match &event.seen {
-                Seen::View { as_of, .. } => format!(
-                    "Microsoft's view read at {} is older than the one we hold, read at {}",
-                    as_of.to_rfc3339(),
-                    fmt_time(current.view_as_of)
-                ),
-                Seen::Delta { .. } => format!(
-                    "happened at {}, before the last applied event at {}",
-                    fmt_time(occurred_at),
-                    fmt_time(current.last_event_at)
-                ),
-            }),
+            Some(format!(
+                "Microsoft's view is older than the one we hold, read at {}",
+                fmt_time(current.view_as_of)
+            )),
         ),
     };
     let state = keep_or_settle(Some(current), settles, now);

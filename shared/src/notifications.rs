@@ -309,11 +309,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 }
                 // Microsoft has been seen to apply a change the publisher refused: look.
                 match self.view(id, call).await {
-                    Ok((view, _)) if applied_anyway(operation, &view) => {
+                    Ok(read) if applied_anyway(operation, &read.0) => {
                         tracing::warn!(subscription_id = %id, %operation_id, "Microsoft applied the change although we refused it");
                         let drift =
                             OperationId::parse(&format!("{operation_id}-applied-anyway")).expect("not empty");
-                        if let Err(error) = self.observe_as(payload, operation, drift, call).await {
+                        // The view just read is the one recorded: no second read.
+                        let recorded =
+                            self.record_view(payload, Some(operation), drift, Some(read), call).await;
+                        if let Err(error) = recorded {
                             tracing::error!(subscription_id = %id, error = %error, "the drift was not recorded; the reconciliation will");
                         }
                     }

@@ -15,41 +15,45 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
-use crate::marketplace::ConfigError;
-use crate::settings::Environment;
-
 /// Region and credentials, as Lambda sets them for the function's execution role.
 #[derive(Clone, Debug)]
 pub struct AwsSettings {
     pub region: Region,
     /// Its `Debug` hides the secret parts.
     credentials: Credentials,
-    http: SharedHttpClient,
 }
 
 impl AwsSettings {
-    /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
-    pub fn from_environment(environment: &Environment) -> Result<Self, ConfigError> {
-        let credentials = Credentials::new(
-            environment.required("AWS_ACCESS_KEY_ID")?,
-            environment.required("AWS_SECRET_ACCESS_KEY")?,
-            environment.get("AWS_SESSION_TOKEN"),
-            None,
-            "lambda-environment",
-        );
-        let http = sdk_http_client().map_err(|e| ConfigError::Invalid {
-            name: "AWS_REGION",
-            reason: format!("no HTTP client for AWS: {e}"),
-        })?;
-        Ok(Self { region: Region::new(environment.required("AWS_REGION")?), credentials, http })
+    pub fn new(
+        region: String,
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    ) -> Self {
+        let credentials =
+            Credentials::new(access_key_id, secret_access_key, session_token, None, "lambda-environment");
+        Self { region: Region::new(region), credentials }
+    }
+}
+
+/// The AWS clients' common parts: one HTTP client for all of them.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    settings: AwsSettings,
+    http: SharedHttpClient,
+}
+
+impl AwsClients {
+    pub fn new(settings: AwsSettings) -> Result<Self, reqwest::Error> {
+        Ok(Self { settings, http: sdk_http_client()? })
     }
 
     /// A DynamoDB client; `endpoint` points it at DynamoDB Local.
     pub fn dynamodb(&self, endpoint: Option<&str>, timeouts: TimeoutConfig) -> aws_sdk_dynamodb::Client {
         let mut config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(self.region.clone())
-            .credentials_provider(self.credentials.clone())
+            .region(self.settings.region.clone())
+            .credentials_provider(self.settings.credentials.clone())
             .http_client(self.http.clone())
             .timeout_config(timeouts);
         if let Some(endpoint) = endpoint {
@@ -61,8 +65,8 @@ impl AwsSettings {
     pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
         let config = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .region(self.region.clone())
-            .credentials_provider(self.credentials.clone())
+            .region(self.settings.region.clone())
+            .credentials_provider(self.settings.credentials.clone())
             .http_client(self.http.clone())
             // A stuck read must not hold the cold start until Lambda's init timeout.
             .timeout_config(

@@ -69,7 +69,7 @@ impl Event {
     }
 }
 
-/// How long a cancelled customer's data is kept (reference §6.6: at least 7 days).
+/// How long a cancelled customer's data is kept (docs/marketplace-api.md#data-retention: at least 7 days).
 pub const DATA_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
 /// What to do with an event.

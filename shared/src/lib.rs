@@ -4,23 +4,24 @@
 //! [`clock::Clock`]) are traits the use cases depend on; the adapters (DynamoDB) live beside them.
 //! Nothing here knows about Lambda.
 
+pub mod admin;
 pub mod aws;
 pub mod changes;
 pub mod clock;
+pub mod config;
 pub mod domain;
 pub mod http;
 pub mod identity;
 pub mod lifecycle;
 pub mod marketplace;
-pub mod notifications;
 pub mod onboarding;
-pub mod publisher;
 pub mod reconcile;
-pub mod settings;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod web;
+pub mod webhook;
+pub mod wiring;
 
 /// An error with all its sources on one line, for one log entry.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -1,9 +1,9 @@
-//! The subscription lifecycle as a pure state machine (reference §6).
+//! The subscription lifecycle as a pure state machine (docs/marketplace-api.md#subscription-lifecycle).
 //!
 //! Microsoft owns the lifecycle; our record follows it. [`transition`] says what an event does to
 //! the status we hold: move it, leave it, or, when the event cannot follow from what we hold
 //! (a missed webhook), ask for the truth from Microsoft. [`decide`] adds ordering: an event older
-//! than the last one applied never moves the state back (§4.7).
+//! than the last one applied never moves the state back (docs/marketplace-api.md#webhook-delivery).
 
 use crate::domain::{OperationAction, SubscriptionStatus, Timestamp};
 
@@ -89,7 +89,7 @@ pub fn transition(from: &SubscriptionStatus, event: &LifecycleEvent) -> Transiti
         (E::Activated, S::PendingFulfillmentStart | S::NotStarted) => Move(S::Subscribed),
         (E::Activated, S::Subscribed) => Unchanged,
 
-        // Only a Subscribed subscription is updated, renewed or suspended (§6.2).
+        // Only a Subscribed subscription is updated, renewed or suspended (docs/marketplace-api.md#transitions).
         (E::PlanChanged | E::QuantityChanged | E::Renewed, S::Subscribed) => Move(S::Subscribed),
         (E::Suspended, S::Subscribed) => Move(S::Suspended),
         (E::Suspended, S::Suspended) => Unchanged,

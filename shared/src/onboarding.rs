@@ -1,5 +1,5 @@
 //! The buyer's first contact: the landing page resolves the purchase token and records the
-//! subscription; activation starts billing (reference §2.1, §2.2, §7).
+//! subscription; activation starts billing (docs/marketplace-api.md#resolve, #activate, #landing-page).
 
 use crate::changes::{Event, record_event};
 use crate::clock::Clock;
@@ -48,6 +48,14 @@ pub enum OnboardingError {
     Marketplace(#[source] MarketplaceError),
     #[error("the subscription store failed")]
     Store(#[from] StoreError),
+    /// Microsoft activated the subscription, but our record of it could not be written: billing
+    /// has started; the next visit, activation request or reconciliation records it.
+    #[error("subscription {id} is active at Microsoft, but recording it failed")]
+    ActivatedNotRecorded {
+        id: SubscriptionId,
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl OnboardingError {
@@ -151,7 +159,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
 
         match self.marketplace.activate(id, &plan_id, current.quantity, call).await {
             Ok(()) => {}
-            // Not idempotent at Microsoft: a 400 may follow a 200 that got lost (reference §2.2).
+            // Not idempotent at Microsoft: a 400 may follow a 200 that got lost (docs/marketplace-api.md#activate).
             Err(error @ MarketplaceError::BadRequest { .. }) => {
                 let now = self.read(id, call).await?;
                 if now.status != Some(SubscriptionStatus::Subscribed) {
@@ -175,7 +183,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
             action: Some(OperationAction::Unknown("Activate".into())),
             ..Event::observed(after.clone(), activated_at, operation_id.clone(), ChangeSource::Activation)
         };
-        record_event(&self.store, &event, self.clock.now()).await?;
+        record_event(&self.store, &event, self.clock.now())
+            .await
+            .map_err(|source| OnboardingError::ActivatedNotRecorded { id: id.clone(), source })?;
         let plan = self.plan_of(&after, call).await;
         Ok(Activation { subscription: after, plan, activated_now: true })
     }

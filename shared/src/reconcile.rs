@@ -1,6 +1,6 @@
 //! The scheduled reconciliation: read every subscription from Microsoft (all pages), compare with
 //! the table, repair each difference, add subscriptions we never saw, and finish or drop pending
-//! publisher operations by their status at Microsoft. Webhooks get lost (reference §4.7, §9.4
+//! publisher operations by their status at Microsoft. Webhooks get lost (docs/marketplace-api.md#webhook-delivery, #known-pitfalls
 //! item 9); this makes our records equal Microsoft's. Safe while webhooks arrive: every write is
 //! optimistic, and a snapshot older than the last applied event is not applied.
 
@@ -10,11 +10,11 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
+use crate::admin::drop_pending;
 use crate::changes::{Event, Recorded, record_event};
 use crate::clock::Clock;
 use crate::domain::{OperationId, OperationStatus, Subscription, SubscriptionId, Timestamp};
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError, PageToken};
-use crate::publisher::drop_pending;
 use crate::store::{ChangeSource, StoreError, SubscriptionRecord, SubscriptionStore};
 
 /// What one run did; logged as one JSON line.

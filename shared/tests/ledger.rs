@@ -4,19 +4,19 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use fulfillment::admin::{ChangeRequest, Entitlement, Publisher};
 use fulfillment::changes::{Event, record_event};
 use fulfillment::domain::{
     OperationAction, OperationId, PlanId, SubscriptionId, SubscriptionStatus, WebhookPayload,
 };
 use fulfillment::marketplace::Call;
-use fulfillment::notifications::{ChangePolicy, Handled, Webhook, WebhookError};
 use fulfillment::onboarding::Onboarding;
-use fulfillment::publisher::{ChangeRequest, Entitlement, Publisher};
 use fulfillment::reconcile::Reconciler;
 use fulfillment::store::{ChangeSource, SubscriptionRecord, SubscriptionStore};
 use fulfillment::testing::{
     FakeMarketplace, ManualClock, MarketFault, MemoryStore, ScriptedStore, StoreStep,
 };
+use fulfillment::webhook::{ChangePolicy, Handled, Webhook, WebhookError};
 
 type Store = ScriptedStore<MemoryStore>;
 
@@ -515,7 +515,7 @@ async fn a_reinstatement_in_progress_is_applied_once_microsofts_view_shows_it() 
     let suspend = world.market.lifecycle(&id, OperationAction::Suspend).expect("suspended");
     world.deliver(ChangePolicy::default(), &suspend).await.expect("suspend");
     let mut reinstate = world.market.lifecycle(&id, OperationAction::Reinstate).expect("reinstated");
-    // Reinstate arrives InProgress (reference §4.3) and the view still says Suspended.
+    // Reinstate arrives InProgress (docs/marketplace-api.md#webhook-actions) and the view still says Suspended.
     reinstate.operation.status = Some(fulfillment::domain::OperationStatus::InProgress);
     world.market.insert_operation(reinstate.operation.clone());
     world.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Suspended));

@@ -1,4 +1,4 @@
-//! Microsoft's JSON, in every shape the reference mentions (doc revisions differ: each is tested).
+//! Microsoft's JSON, in every shape Microsoft documents (doc revisions differ: each is tested).
 
 use chrono::{TimeZone, Timelike, Utc};
 use fulfillment::domain::{
@@ -18,7 +18,7 @@ fn with(field: &str, value: serde_json::Value) -> serde_json::Value {
     s
 }
 
-/// §2.0.1's illustrative subscription (current spec, 2025).
+/// docs/marketplace-api.md#subscription-object's illustrative subscription (current spec, 2025).
 const FULL_SUBSCRIPTION: &str = r#"{
   "id": "3f9c1b7e-0000-4000-8000-00000000a001",
   "publisherId": "ourpublisher",
@@ -366,7 +366,7 @@ fn legacy_and_unknown_operation_statuses_and_actions_are_tolerated() {
     assert_eq!(OperationStatus::Succeeded.to_string(), "Succeeded", "the canonical spelling is written");
 }
 
-/// §4.2's customer-initiated ChangeQuantity (2023 docs: the full shape).
+/// docs/marketplace-api.md#webhook-payload's customer-initiated ChangeQuantity (2023 docs: the full shape).
 const FULL_WEBHOOK: &str = r#"{
   "id": "8d0c6a52-0000-4000-8000-0000000000c1",
   "activityId": "5f1e9d0a-0000-4000-8000-0000000000c2",

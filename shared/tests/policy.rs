@@ -1,8 +1,7 @@
 //! The publisher's policy for customers' plan and seat changes.
 
 use fulfillment::domain::PlanId;
-use fulfillment::notifications::ChangePolicy;
-use fulfillment::settings::Environment;
+use fulfillment::webhook::ChangePolicy;
 
 fn plan(raw: &str) -> Option<PlanId> {
     PlanId::parse(raw)
@@ -29,26 +28,4 @@ fn plans_and_seat_bounds_are_enforced() {
     assert_eq!(policy.judge(plan("gold").as_ref(), None), Ok(()), "flat-rate: no seats to judge");
     let closed = ChangePolicy { accept_changes: false, ..ChangePolicy::default() };
     assert!(closed.judge(plan("gold").as_ref(), Some(10)).is_err());
-}
-
-#[test]
-fn the_policy_is_read_from_the_environment() {
-    let environment = Environment::from_pairs([
-        ("ACCEPT_CUSTOMER_CHANGES", "true"),
-        ("ALLOWED_PLANS", "gold, silver ,"),
-        ("MIN_SEATS", "2"),
-        ("MAX_SEATS", "200"),
-    ]);
-    let policy = ChangePolicy::from_environment(&environment).expect("valid");
-    assert_eq!(policy.allowed_plans, Some(vec![plan("gold").expect("p"), plan("silver").expect("p")]));
-    assert_eq!((policy.min_seats, policy.max_seats), (Some(2), Some(200)));
-    assert_eq!(
-        ChangePolicy::from_environment(&Environment::default()).expect("defaults"),
-        ChangePolicy::default()
-    );
-    assert!(ChangePolicy::from_environment(&Environment::from_pairs([("MAX_SEATS", "many")])).is_err());
-    assert!(
-        ChangePolicy::from_environment(&Environment::from_pairs([("ACCEPT_CUSTOMER_CHANGES", "maybe")]))
-            .is_err()
-    );
 }

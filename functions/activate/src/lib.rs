@@ -4,28 +4,45 @@
 
 use std::time::Duration;
 
-use fulfillment::clock::Clock;
+use fulfillment::clock::{Clock, SystemClock};
+use fulfillment::config::Environment;
 use fulfillment::domain::{OperationId, SubscriptionId};
 use fulfillment::identity::SignedInUser;
-use fulfillment::marketplace::{Call, MarketplaceApi};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi};
 use fulfillment::onboarding::{Activation, Onboarding, OnboardingError};
-use fulfillment::settings::WebSettings;
 use fulfillment::store::SubscriptionStore;
+use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::web::WebSettings;
+use fulfillment::web::confirmation::{self, Confirmation, ConfirmationError};
 use fulfillment::web::pages::{self, ConfirmForm, Frame};
-use fulfillment::web::{query, respond, session};
+use fulfillment::web::{respond, session};
+use fulfillment::wiring::{Services, StartupError};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 
 const MARKETPLACE_BUDGET: Duration = Duration::from_secs(15);
-/// A confirmation form is a few hundred bytes.
-const MAX_BODY: usize = 16 * 1024;
 
 pub struct ActivatePage<S, M, C> {
     pub onboarding: Onboarding<S, M, C>,
     pub web: WebSettings,
     pub clock: C,
+}
+
+/// Activation as deployed: DynamoDB, Microsoft's API, the system clock.
+pub type Deployed = ActivatePage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+
+impl Deployed {
+    /// The one way to build the deployed activation (its `main.rs`, the local stack, the benchmarks).
+    pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
+        let services = Services::load(environment).await?;
+        let web = services.environment.web()?;
+        let marketplace = services.marketplace_client()?;
+        // Activation is what this function does when asked: never again on its own.
+        let onboarding = Onboarding::new(services.store, marketplace, SystemClock, false);
+        Ok(Self { onboarding, web, clock: SystemClock })
+    }
 }
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ActivatePage<S, M, C> {
@@ -50,43 +67,21 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ActivatePage<S, M, C> {
         let cookies = request.headers().get("cookie").and_then(|v| v.to_str().ok());
         let user = session::session_user(&self.web.sealer, cookies, now);
         let frame = self.frame(user.as_ref());
-        let body = request.body().as_ref();
-        if body.len() > MAX_BODY {
-            return respond::html(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                self.problem("Too large", "This form is too large."),
-                &[],
-            );
-        }
-        let form = std::str::from_utf8(body).unwrap_or_default();
-        let (Some(subscription_id), Some(form_token)) = (
-            query::parameter(&form.replace('+', "%20"), "subscription_id"),
-            query::parameter(&form.replace('+', "%20"), "form_token"),
-        ) else {
-            return respond::html(StatusCode::BAD_REQUEST, pages::form_rejected(&frame), &[]);
-        };
-        if self.web.signin.is_some() && user.is_none() {
-            tracing::warn!(subscription_id = %subscription_id, "confirmation without a signed-in session");
-            return respond::html(StatusCode::FORBIDDEN, pages::form_rejected(&frame), &[]);
-        }
-        let nonce = match session::check_form_token(
-            &self.web.sealer,
-            &form_token,
-            &subscription_id,
-            user.as_ref(),
-            now,
-        ) {
-            Ok(nonce) => nonce,
-            Err(error) => {
-                tracing::warn!(subscription_id = %subscription_id, error = %error, "confirmation form refused");
-                return respond::html(StatusCode::FORBIDDEN, pages::form_rejected(&frame), &[]);
-            }
-        };
-        let (Some(id), Some(operation_id)) =
-            (SubscriptionId::parse(&subscription_id), OperationId::parse(&format!("activate-{nonce}")))
-        else {
-            return respond::html(StatusCode::BAD_REQUEST, pages::form_rejected(&frame), &[]);
-        };
+        let Confirmation { subscription_id: id, operation_id } =
+            match confirmation::read(&self.web, request.body().as_ref(), user.as_ref(), now) {
+                Ok(confirmation) => confirmation,
+                Err(error) => {
+                    tracing::warn!(error = %fulfillment::error_chain(&error), "confirmation form refused");
+                    let status = match error {
+                        ConfirmationError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                        ConfirmationError::Incomplete => StatusCode::BAD_REQUEST,
+                        ConfirmationError::NotSignedIn { .. } | ConfirmationError::Token { .. } => {
+                            StatusCode::FORBIDDEN
+                        }
+                    };
+                    return respond::html(status, pages::form_rejected(&frame), &[]);
+                }
+            };
         match self.activate(&id, &operation_id).await {
             Ok(activation) => {
                 let page = pages::activated(
@@ -125,10 +120,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ActivatePage<S, M, C> {
                         (StatusCode::NOT_FOUND, "SubscriptionNotFound")
                     }
                     OnboardingError::NotActivatable { .. } => (StatusCode::CONFLICT, "NotActivatable"),
+                    // Done at Microsoft; asking again records it.
+                    OnboardingError::ActivatedNotRecorded { .. } => {
+                        (StatusCode::ACCEPTED, "ActivatedNotRecorded")
+                    }
                     e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
                     _ => (StatusCode::BAD_GATEWAY, "MarketplaceRefused"),
                 };
-                respond::json(status, &json!({ "error": { "code": code, "message": error.to_string() } }))
+                respond::error(status, code, &error.to_string())
             }
         }
     }
@@ -168,6 +167,15 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ActivatePage<S, M, C> {
             OnboardingError::UnknownSubscription(_) => respond::html(
                 StatusCode::NOT_FOUND,
                 self.problem("Subscription not found", "Microsoft does not know this subscription."),
+                &[],
+            ),
+            OnboardingError::ActivatedNotRecorded { .. } => respond::html(
+                StatusCode::ACCEPTED,
+                self.problem(
+                    "Subscription activated",
+                    "Your subscription is active. We are still finishing its set-up on our side: \
+                     open it again from the marketplace in a few minutes.",
+                ),
                 &[],
             ),
             e if e.is_retryable() => {

@@ -1,9 +1,6 @@
-//! Wires activation once per execution environment, then serves requests.
+//! Builds the function once per execution environment, then serves requests.
 
-use activate::ActivatePage;
-use fulfillment::clock::SystemClock;
-use fulfillment::onboarding::Onboarding;
-use fulfillment::settings::{Services, WebSettings};
+use fulfillment::config::Environment;
 use lambda_http::{Error, Request, service_fn};
 
 #[tokio::main]
@@ -11,14 +8,12 @@ async fn main() -> Result<(), Error> {
     // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON).
     lambda_http::tracing::init_default_subscriber();
 
-    let services = Services::load().await?;
-    let web = WebSettings::from_environment(&services.environment)?;
-    let onboarding =
-        Onboarding::new(services.store.clone(), services.marketplace_client()?, SystemClock, false);
-    let page = ActivatePage { onboarding, web, clock: SystemClock };
-    let page = &page;
-    lambda_http::run(service_fn(
-        move |request: Request| async move { Ok::<_, Error>(page.handle(request).await) },
-    ))
+    let function = activate::Deployed::from_environment(Environment::from_process())
+        .await
+        .inspect_err(|e| tracing::error!(error = %fulfillment::error_chain(e), "cannot start"))?;
+    let function = &function;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(function.handle(request).await)
+    }))
     .await
 }

@@ -9,9 +9,9 @@ use activate::ActivatePage;
 use chrono::{TimeZone, Utc};
 use fulfillment::domain::{Subscription, SubscriptionId, SubscriptionStatus};
 use fulfillment::onboarding::Onboarding;
-use fulfillment::settings::WebSettings;
 use fulfillment::store::SubscriptionStore;
-use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
+use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore, ScriptedStore, StoreStep};
+use fulfillment::web::WebSettings;
 use fulfillment::web::seal::Sealer;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
@@ -28,18 +28,19 @@ fn text(response: &lambda_http::Response<lambda_http::Body>) -> String {
     String::from_utf8_lossy(response.body().as_ref()).into_owned()
 }
 
-#[tokio::test]
-async fn the_activate_events_get_their_answers() {
+type Page = ActivatePage<ScriptedStore<MemoryStore>, FakeMarketplace, ManualClock>;
+
+/// A subscription pending at Microsoft, not in our table yet; the page over a scriptable store.
+fn fixture() -> (Page, ScriptedStore<MemoryStore>, FakeMarketplace) {
     let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("time"));
     let market = FakeMarketplace::new(clock.clone(), &["team-monthly"]);
-    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
     let subscription: Subscription = serde_json::from_value(serde_json::json!({
         "id": SUBSCRIPTION, "offerId": "contoso-saas", "planId": "team-monthly", "quantity": 6,
         "saasSubscriptionStatus": "PendingFulfillmentStart"
     }))
     .expect("subscription");
     market.insert_subscription(subscription);
-    let store = MemoryStore::new();
+    let store = ScriptedStore::new(MemoryStore::new());
     let web = WebSettings {
         sealer: Sealer::new(&[5u8; 32]).expect("a key"),
         product_name: "Contoso Cloud".into(),
@@ -52,7 +53,34 @@ async fn the_activate_events_get_their_answers() {
         form_lifetime: Duration::from_secs(1800),
     };
     let onboarding = Onboarding::new(store.clone(), market.clone(), clock.clone(), false);
-    let page = ActivatePage { onboarding, web, clock };
+    (ActivatePage { onboarding, web, clock }, store, market)
+}
+
+#[tokio::test]
+async fn an_activation_microsoft_made_but_we_could_not_record_says_so() {
+    let (page, store, market) = fixture();
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    store.at_apply(1, StoreStep::Outage);
+    let response = page.handle(event("admin.json")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", text(&response));
+    assert!(text(&response).contains("ActivatedNotRecorded"), "{}", text(&response));
+    assert_eq!(market.subscription(&id).and_then(|s| s.status), Some(SubscriptionStatus::Subscribed));
+    assert!(store.get(&id).await.expect("read").is_none(), "not recorded");
+
+    // Asking again records what Microsoft did, without activating twice.
+    let again = page.handle(event("admin.json")).await;
+    assert_eq!(again.status(), StatusCode::OK, "{}", text(&again));
+    assert_eq!(
+        store.get(&id).await.expect("read").expect("recorded").status(),
+        SubscriptionStatus::Subscribed
+    );
+    assert_eq!(market.calls().iter().filter(|c| **c == "activate").count(), 1, "activated once");
+}
+
+#[tokio::test]
+async fn the_activate_events_get_their_answers() {
+    let (page, store, market) = fixture();
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
 
     for (file, status, needle) in [
         ("get.json", StatusCode::METHOD_NOT_ALLOWED, "Activation is a POST"),

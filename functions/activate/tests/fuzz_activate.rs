@@ -14,9 +14,9 @@ use activate::ActivatePage;
 use fulfillment::domain::{SubscriptionId, Timestamp};
 use fulfillment::identity::SignedInUser;
 use fulfillment::onboarding::Onboarding;
-use fulfillment::settings::WebSettings;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::testing::ManualClock;
+use fulfillment::web::WebSettings;
 use fulfillment::web::seal::Sealer;
 use fulfillment::web::session::{self, SESSION_COOKIE};
 use lambda_http::aws_lambda_events::apigw::{

@@ -5,17 +5,18 @@
 
 use std::time::Duration;
 
-use fulfillment::clock::Clock;
+use fulfillment::clock::{Clock, SystemClock};
+use fulfillment::config::Environment;
 use fulfillment::identity::{OidcClient, SignedInUser};
-use fulfillment::marketplace::{Call, MarketplaceApi};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi};
 use fulfillment::onboarding::{Onboarding, OnboardingError};
-use fulfillment::settings::WebSettings;
 use fulfillment::store::SubscriptionStore;
+use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::web::WebSettings;
 use fulfillment::web::pages::{self, ConfirmForm, Frame};
-use fulfillment::web::session::{
-    self, PendingSignin, SESSION_COOKIE, SESSION_LIFETIME, SIGNIN_COOKIE, SIGNIN_LIFETIME,
-};
-use fulfillment::web::{query, respond};
+use fulfillment::web::signin::{self, SigninStep};
+use fulfillment::web::{query, respond, session};
+use fulfillment::wiring::{Services, StartupError};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 
@@ -27,6 +28,21 @@ pub struct LandingPage<S, M, C> {
     pub web: WebSettings,
     pub signin: Option<OidcClient>,
     pub clock: C,
+}
+
+/// The landing page as deployed: DynamoDB, Microsoft's API, Entra ID, the system clock.
+pub type Deployed = LandingPage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+
+impl Deployed {
+    /// The one way to build the deployed landing page (its `main.rs`, the local stack, the benchmarks).
+    pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
+        let services = Services::load(environment).await?;
+        let web = services.environment.web()?;
+        let signin = web.signin.clone().map(|settings| OidcClient::new(services.http.clone(), settings));
+        let marketplace = services.marketplace_client()?;
+        let onboarding = Onboarding::new(services.store, marketplace, SystemClock, web.auto_activate);
+        Ok(Self { onboarding, web, signin, clock: SystemClock })
+    }
 }
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> LandingPage<S, M, C> {
@@ -42,7 +58,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> LandingPage<S, M, C> {
                 &[],
             );
         }
-        // The raw query, not a parsed map: the token must be decoded exactly once (reference §7.3).
+        // The raw query, not a parsed map: the token must be decoded exactly once (docs/marketplace-api.md#token-decoding).
         let raw_query = request.uri().query().unwrap_or_default().to_owned();
         let cookies = request.headers().get("cookie").and_then(|v| v.to_str().ok());
         let now = self.clock.now();
@@ -91,84 +107,32 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> LandingPage<S, M, C> {
         }
     }
 
-    /// No session yet: either Entra is sending the visitor back (`code`, `state`), or the visitor
-    /// arrives from the marketplace and is sent to sign in first, the token kept in a sealed cookie.
+    /// No session yet: the sign-in's next step.
     async fn sign_in(&self, oidc: &OidcClient, raw_query: &str, cookies: Option<&str>) -> Response<String> {
-        let now = self.clock.now();
-        let secure = self.web.secure_cookies;
-        if let Some(error) = query::parameter(raw_query, "error") {
-            tracing::warn!(error = %error, "sign-in refused by the identity provider");
-            let page = self.problem(
-                "Sign-in did not complete",
-                "Please open the subscription again from the marketplace and sign in.",
-            );
-            return respond::html(
-                StatusCode::UNAUTHORIZED,
-                page,
-                &[session::clear_cookie(SIGNIN_COOKIE, secure)],
-            );
-        }
-        if let (Some(code), Some(state)) =
-            (query::parameter(raw_query, "code"), query::parameter(raw_query, "state"))
-        {
-            let pending = cookies
-                .and_then(|c| session::cookie(c, SIGNIN_COOKIE))
-                .and_then(|c| session::open_signin(&self.web.sealer, c, now).ok())
-                .filter(|p| p.start.state == state);
-            let Some(pending) = pending else {
-                tracing::warn!("sign-in callback without a matching state");
-                let page = self
-                    .problem("Sign-in expired", "Please open the subscription again from the marketplace.");
-                return respond::html(
-                    StatusCode::BAD_REQUEST,
-                    page,
-                    &[session::clear_cookie(SIGNIN_COOKIE, secure)],
-                );
-            };
-            return match oidc.finish(&code, &pending.start).await {
-                Ok(user) => {
-                    tracing::info!(user_object_id = %user.object_id, user_tenant_id = %user.tenant_id, "signed in");
-                    let mut back = self.web.landing_url.clone();
-                    back.query_pairs_mut().clear().append_pair("token", &pending.purchase_token);
-                    let cookies = [
-                        session::set_cookie(
-                            SESSION_COOKIE,
-                            &session::seal_session(&self.web.sealer, &user, now),
-                            SESSION_LIFETIME,
-                            secure,
-                        ),
-                        session::clear_cookie(SIGNIN_COOKIE, secure),
-                    ];
-                    respond::redirect(back.as_str(), &cookies)
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "sign-in failed");
+        match signin::next_step(oidc, &self.web, raw_query, cookies, self.clock.now()).await {
+            SigninStep::Redirect { location, cookies } => respond::redirect(&location, &cookies),
+            SigninStep::Failed { failure, cookies } => {
+                tracing::warn!(error = %fulfillment::error_chain(&failure), "sign-in failed");
+                let (status, page) = if failure.is_expired() {
+                    let page = self.problem(
+                        "Sign-in expired",
+                        "Please open the subscription again from the marketplace.",
+                    );
+                    (StatusCode::BAD_REQUEST, page)
+                } else {
                     let page = self.problem(
                         "Sign-in did not complete",
                         "Please open the subscription again from the marketplace and sign in.",
                     );
-                    respond::html(
-                        StatusCode::UNAUTHORIZED,
-                        page,
-                        &[session::clear_cookie(SIGNIN_COOKIE, secure)],
-                    )
-                }
-            };
-        }
-        let Some(token) = query::purchase_token(raw_query) else {
-            return respond::html(StatusCode::BAD_REQUEST, pages::invalid_link(&self.frame(None)), &[]);
-        };
-        match oidc.begin().await {
-            Ok((authorize, start)) => {
-                let pending = PendingSignin { start, purchase_token: token };
-                let cookie = session::seal_signin(&self.web.sealer, &pending, now);
-                respond::redirect(
-                    authorize.as_str(),
-                    &[session::set_cookie(SIGNIN_COOKIE, &cookie, SIGNIN_LIFETIME, secure)],
-                )
+                    (StatusCode::UNAUTHORIZED, page)
+                };
+                respond::html(status, page, &cookies)
             }
-            Err(error) => {
-                tracing::error!(error = %error, "identity provider unavailable");
+            SigninStep::NoToken => {
+                respond::html(StatusCode::BAD_REQUEST, pages::invalid_link(&self.frame(None)), &[])
+            }
+            SigninStep::Unavailable(error) => {
+                tracing::error!(error = %fulfillment::error_chain(&error), "identity provider unavailable");
                 respond::retry_later(pages::unavailable(&self.frame(None), &self.retry_url(raw_query)), 30)
             }
         }
@@ -192,6 +156,15 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> LandingPage<S, M, C> {
             }
             OnboardingError::NotActivatable { status, .. } => {
                 respond::html(StatusCode::CONFLICT, pages::not_activatable(&frame, status), &[])
+            }
+            OnboardingError::ActivatedNotRecorded { .. } => {
+                tracing::error!(error = %fulfillment::error_chain(error), "activated but not recorded");
+                let page = self.problem(
+                    "Subscription activated",
+                    "Your subscription is active. We are still finishing its set-up on our side: \
+                     open it again from the marketplace in a few minutes.",
+                );
+                respond::html(StatusCode::ACCEPTED, page, &[])
             }
             _ => {
                 tracing::error!(error = %fulfillment::error_chain(error), "landing failed");

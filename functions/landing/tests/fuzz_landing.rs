@@ -10,9 +10,9 @@ mod support;
 use std::time::Duration;
 
 use fulfillment::onboarding::Onboarding;
-use fulfillment::settings::WebSettings;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::testing::ManualClock;
+use fulfillment::web::WebSettings;
 use fulfillment::web::query;
 use fulfillment::web::seal::Sealer;
 use lambda_http::http::StatusCode;

@@ -1,14 +1,30 @@
 //! The scheduled reconciliation (an EventBridge rule invokes it): one pass of the core's
 //! [`Reconciler`], its summary logged as one JSON line and returned.
 
-use fulfillment::clock::Clock;
-use fulfillment::marketplace::MarketplaceApi;
+use fulfillment::clock::{Clock, SystemClock};
+use fulfillment::config::Environment;
+use fulfillment::marketplace::{HttpMarketplaceClient, MarketplaceApi};
 use fulfillment::reconcile::{Reconciler, Summary};
 use fulfillment::store::SubscriptionStore;
+use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::wiring::{Services, StartupError};
 use serde_json::Value;
 
 pub struct ReconcileJob<S, M, C> {
     pub reconciler: Reconciler<S, M, C>,
+}
+
+/// The reconciliation as deployed: DynamoDB, Microsoft's API, the system clock.
+pub type Deployed = ReconcileJob<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+
+impl Deployed {
+    /// The one way to build the deployed reconciliation (its `main.rs`, the local stack, the
+    /// benchmarks).
+    pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
+        let services = Services::load(environment).await?;
+        let marketplace = services.marketplace_client()?;
+        Ok(Self { reconciler: Reconciler::new(services.store, marketplace, SystemClock) })
+    }
 }
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ReconcileJob<S, M, C> {

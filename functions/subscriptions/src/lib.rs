@@ -13,12 +13,15 @@
 
 use std::time::Duration;
 
-use fulfillment::clock::Clock;
+use fulfillment::admin::{ChangeRequest, Publisher, PublisherError, Refusal};
+use fulfillment::clock::{Clock, SystemClock};
+use fulfillment::config::Environment;
 use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus};
-use fulfillment::marketplace::{Call, MarketplaceApi};
-use fulfillment::publisher::{ChangeRequest, Publisher, PublisherError, Refusal};
-use fulfillment::store::{ListFilter, StoreError, SubscriptionStore};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, MarketplaceError};
+use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::store::{ListFilter, SubscriptionStore};
 use fulfillment::web::{query, respond};
+use fulfillment::wiring::{Services, StartupError};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -29,6 +32,18 @@ const MAX_BODY: usize = 16 * 1024;
 
 pub struct AdminApi<S, M, C> {
     pub publisher: Publisher<S, M, C>,
+}
+
+/// The admin API as deployed: DynamoDB, Microsoft's API, the system clock.
+pub type Deployed = AdminApi<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+
+impl Deployed {
+    /// The one way to build the deployed admin API (its `main.rs`, the local stack, the benchmarks).
+    pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
+        let services = Services::load(environment).await?;
+        let marketplace = services.marketplace_client()?;
+        Ok(Self { publisher: Publisher::new(services.store, marketplace, SystemClock) })
+    }
 }
 
 enum Route {
@@ -43,7 +58,9 @@ enum Route {
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let response = match iam_caller(&request) {
-            None => error(StatusCode::FORBIDDEN, "Forbidden", "the admin API needs IAM-signed requests"),
+            None => {
+                respond::error(StatusCode::FORBIDDEN, "Forbidden", "the admin API needs IAM-signed requests")
+            }
             Some(caller) => {
                 let response = self.route(&request).await;
                 tracing::info!(caller = %caller, method = %request.method(), path = %request.raw_http_path(), status = response.status().as_u16(), "admin request");
@@ -69,7 +86,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
             _ => None,
         };
         let Some(route) = route else {
-            return error(StatusCode::NOT_FOUND, "NotFound", "no such route");
+            return respond::error(StatusCode::NOT_FOUND, "NotFound", "no such route");
         };
         let result = match route {
             Route::List => self.list(request).await,
@@ -84,7 +101,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
                 .map(|all| (StatusCode::OK, json!({ "tenantId": tenant, "entitlements": all }))),
             Route::Change(id) => match change_request(request.body().as_ref()) {
                 Ok(change) => self.request(&id, change).await,
-                Err(message) => return error(StatusCode::BAD_REQUEST, "InvalidRequest", &message),
+                Err(message) => return respond::error(StatusCode::BAD_REQUEST, "InvalidRequest", &message),
             },
             Route::Cancel(id) => self.request(&id, ChangeRequest::Cancel).await,
         };
@@ -105,14 +122,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
         let limit =
             query::parameter(raw, "limit").and_then(|l| l.parse().ok()).unwrap_or(100u32).clamp(1, 1000);
         let page = query::parameter(raw, "pageToken").filter(|p| !p.is_empty());
-        let page = match self.publisher.list(&filter, page.as_deref(), limit).await {
-            // Only a page token can make a listing refused.
-            Err(PublisherError::Store(StoreError::Refused { .. })) if page.is_some() => {
-                let invalid = json!({ "error": { "code": "InvalidRequest", "message": "the page token is not valid" } });
-                return Ok((StatusCode::BAD_REQUEST, invalid));
-            }
-            other => other?,
-        };
+        let page = self.publisher.list(&filter, page.as_deref(), limit).await?;
         let subscriptions: Vec<Value> =
             page.subscriptions.iter().map(|r| json!({ "subscription": r.subscription, "version": r.version, "pendingOperation": r.pending_operation, "updatedAt": r.updated_at })).collect();
         Ok((StatusCode::OK, json!({ "subscriptions": subscriptions, "nextPageToken": page.next })))
@@ -153,10 +163,10 @@ fn change_request(body: &[u8]) -> Result<ChangeRequest, String> {
 }
 
 fn failure_response(failure: &PublisherError) -> Response<String> {
-    match failure {
-        PublisherError::NotFound(_) => {
-            error(StatusCode::NOT_FOUND, "SubscriptionNotFound", &failure.to_string())
-        }
+    let message = failure.to_string();
+    let (status, code) = match failure {
+        PublisherError::NotFound(_) => (StatusCode::NOT_FOUND, "SubscriptionNotFound"),
+        PublisherError::InvalidPageToken => (StatusCode::BAD_REQUEST, "InvalidPageToken"),
         PublisherError::Refused(refusal) => {
             let status = match refusal {
                 Refusal::SamePlan(_)
@@ -165,17 +175,30 @@ fn failure_response(failure: &PublisherError) -> Response<String> {
                 | Refusal::SeatsOutOfBounds { .. } => StatusCode::BAD_REQUEST,
                 _ => StatusCode::CONFLICT,
             };
-            error(status, refusal.code(), &refusal.to_string())
+            (status, refusal.code())
         }
         other => {
             tracing::error!(error = %fulfillment::error_chain(other), "admin request failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "try again later")
+            let message = fulfillment::error_chain(other);
+            return match other {
+                _ if other.is_retryable() => respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable",
+                    &format!("{message}; try again"),
+                ),
+                PublisherError::Marketplace(MarketplaceError::NotFound { .. }) => {
+                    respond::error(StatusCode::NOT_FOUND, "NotFoundAtMicrosoft", &message)
+                }
+                // Our configuration or Microsoft's answer is wrong (403 wrong app, an unexpected
+                // answer): retrying will not help.
+                PublisherError::Marketplace(_) => {
+                    respond::error(StatusCode::BAD_GATEWAY, "MarketplaceRefused", &message)
+                }
+                _ => respond::error(StatusCode::INTERNAL_SERVER_ERROR, "StoreRefused", &message),
+            };
         }
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response<String> {
-    respond::json(status, &json!({ "error": { "code": code, "message": message } }))
+    };
+    respond::error(status, code, &message)
 }
 
 /// The IAM caller API Gateway authorized, if it did.

@@ -2,12 +2,12 @@
 //! Marketplace model: every answer in milliseconds. End to end: tests/integration/tests/events.rs.
 
 use chrono::{TimeZone, Utc};
+use fulfillment::admin::Publisher;
 use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
 use fulfillment::domain::{OperationId, Subscription};
-use fulfillment::publisher::Publisher;
 use fulfillment::store::ChangeSource;
-use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
+use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore, ScriptedStore};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use subscriptions::AdminApi;
@@ -21,8 +21,15 @@ fn event(file: &str) -> Request {
     lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
+type Api = AdminApi<ScriptedStore<MemoryStore>, FakeMarketplace, ManualClock>;
+
 /// An active subscription of the events' tenant, at Microsoft and in our table.
-async fn api() -> AdminApi<MemoryStore, FakeMarketplace, ManualClock> {
+async fn api() -> Api {
+    fixture().await.0
+}
+
+/// [`api`], with the store (where failures are scripted) and Microsoft behind it.
+async fn fixture() -> (Api, ScriptedStore<MemoryStore>, FakeMarketplace) {
     let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("time"));
     let market = FakeMarketplace::new(clock.clone(), &["team-monthly", "team-yearly"]);
     let store = MemoryStore::new();
@@ -40,7 +47,56 @@ async fn api() -> AdminApi<MemoryStore, FakeMarketplace, ManualClock> {
         ChangeSource::Landing,
     );
     record_event(&store, &seen, clock.now()).await.expect("seeded");
-    AdminApi { publisher: Publisher::new(store, market, clock) }
+    let store = ScriptedStore::new(store);
+    (AdminApi { publisher: Publisher::new(store.clone(), market.clone(), clock) }, store, market)
+}
+
+/// The answer's status and its error code.
+async fn answer(api: &Api, file: &str) -> (StatusCode, String, String) {
+    let response = api.handle(event(file)).await;
+    let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+    let code = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (response.status(), code, body)
+}
+
+#[tokio::test]
+async fn failures_are_reported_as_what_they_are() {
+    let (api, store, market) = fixture().await;
+    let (status, code, body) = answer(&api, "bad-page-token.json").await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "InvalidPageToken"), "{body}");
+
+    // A store that refuses (a missing table, a missing permission) is not a bad page token, and
+    // not something to try again.
+    store.set_refusing(true);
+    for file in ["bad-page-token.json", "list.json", "get.json"] {
+        let (status, code, body) = answer(&api, file).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "StoreRefused"),
+            "{file}: {body}"
+        );
+        assert!(body.contains("the store refused"), "{file}: {body}");
+    }
+    store.set_refusing(false);
+    store.set_down(true);
+    let (status, code, body) = answer(&api, "list.json").await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"), "{body}");
+    store.set_down(false);
+
+    // Microsoft's refusals that retrying will not fix are not "503 try again".
+    for (fault, expected, expected_code) in [
+        (MarketFault::Forbidden, StatusCode::BAD_GATEWAY, "MarketplaceRefused"),
+        (MarketFault::NotFound, StatusCode::NOT_FOUND, "NotFoundAtMicrosoft"),
+        (MarketFault::Throttled, StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+    ] {
+        market.fail_next("list_available_plans", fault, 1);
+        let (status, code, body) = answer(&api, "change-quantity.json").await;
+        assert_eq!((status, code.as_str()), (expected, expected_code), "{fault:?}: {body}");
+    }
+    assert!(!market.calls().contains(&"change_quantity"), "nothing was asked of Microsoft");
 }
 
 #[tokio::test]
@@ -53,6 +109,7 @@ async fn the_admin_events_get_their_answers() {
         ("entitlement.json", StatusCode::OK, "\"accessAllowed\":true"),
         ("tenant-entitlements.json", StatusCode::OK, SUBSCRIPTION),
         ("bad-unknown-subscription.json", StatusCode::NOT_FOUND, "SubscriptionNotFound"),
+        ("bad-page-token.json", StatusCode::BAD_REQUEST, "InvalidPageToken"),
         ("bad-both-plan-and-quantity.json", StatusCode::BAD_REQUEST, "InvalidRequest"),
         ("change-quantity.json", StatusCode::ACCEPTED, "pendingOperation"),
         ("change-plan.json", StatusCode::CONFLICT, "OperationPending"),

@@ -9,8 +9,8 @@ mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fulfillment::admin::Publisher;
 use fulfillment::domain::{PlanId, SubscriptionStatus};
-use fulfillment::publisher::Publisher;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::testing::ManualClock;
 use lambda_http::aws_lambda_events::apigw::{
@@ -278,7 +278,7 @@ fn list_filters_reach_the_store_as_given() {
         let junk = matches!(page, Some(Page::Junk(_)));
         if answer.status == StatusCode::BAD_REQUEST {
             prop_assert!(junk, "only a page token is refused: {}", answer.json);
-            prop_assert_eq!(answer.code, "InvalidRequest");
+            prop_assert_eq!(answer.code, "InvalidPageToken");
             prop_assert_eq!(answer.message, "the page token is not valid");
             prop_assert!(scan.is_none());
             return Ok(());

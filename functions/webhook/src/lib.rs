@@ -1,17 +1,20 @@
-//! Microsoft's webhook: authenticate the bearer token (reference §4.5), parse the payload
+//! Microsoft's webhook: authenticate the bearer token (docs/marketplace-api.md#webhook-authentication), parse the payload
 //! tolerantly, then one call into the core, which confirms, decides and applies exactly once. 200
 //! only after the durable write; 4xx to reject a customer's change or refuse a bad delivery; 5xx
 //! when Microsoft or the store fails transiently, so Microsoft retries.
 
 use std::time::{Duration, Instant};
 
-use fulfillment::clock::Clock;
+use fulfillment::clock::{Clock, SystemClock};
+use fulfillment::config::Environment;
 use fulfillment::domain::WebhookPayload;
-use fulfillment::identity::{WebhookAuthError, WebhookAuthenticator};
-use fulfillment::marketplace::MarketplaceApi;
-use fulfillment::notifications::{Handled, Webhook, WebhookError};
+use fulfillment::identity::WebhookAuthenticator;
+use fulfillment::marketplace::{HttpMarketplaceClient, MarketplaceApi};
+use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::{RejectedDelivery, SubscriptionStore};
 use fulfillment::web::respond;
+use fulfillment::webhook::{Handled, Webhook};
+use fulfillment::wiring::{Services, StartupError};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
@@ -25,6 +28,30 @@ pub struct WebhookFunction<S, M, C> {
     pub webhook: Webhook<S, M, C>,
     pub authenticator: WebhookAuthenticator,
     pub clock: C,
+}
+
+/// The webhook as deployed: DynamoDB, Microsoft's API, the system clock.
+pub type Deployed = WebhookFunction<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
+
+impl Deployed {
+    /// The one way to build the deployed webhook (its `main.rs`, the local stack, the benchmarks).
+    pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
+        let mut services = Services::load(environment).await?;
+        // Inside Microsoft's 10 seconds: short attempts, short backoff.
+        let marketplace = &mut services.marketplace;
+        marketplace.attempt_timeout = marketplace.attempt_timeout.min(Duration::from_secs(3));
+        marketplace.retry.base_delay = Duration::from_millis(200);
+        marketplace.retry.max_delay = Duration::from_secs(1);
+        let policy = services.environment.change_policy()?;
+        let authenticator =
+            WebhookAuthenticator::new(services.http.clone(), services.environment.webhook_token()?);
+        let marketplace = services.marketplace_client()?;
+        Ok(Self {
+            webhook: Webhook::new(services.store, marketplace, SystemClock, policy),
+            authenticator,
+            clock: SystemClock,
+        })
+    }
 }
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C> {
@@ -41,28 +68,29 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
 
     async fn respond(&self, request: &Request, deadline: Instant) -> Response<String> {
         if request.method() != Method::POST {
-            return error(
+            return respond::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
                 "the webhook only accepts POST",
             );
         }
         let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok());
-        match self.authenticator.verify(authorization).await {
-            Ok(_) => {}
-            Err(WebhookAuthError::KeysUnavailable(cause)) => {
-                tracing::error!(error = %cause, "signing keys unavailable");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "KeysUnavailable",
-                    "the token cannot be checked now",
+        if let Err(refusal) = self.authenticator.verify(authorization).await {
+            // Logged without the token.
+            if refusal.is_callers_fault() {
+                tracing::warn!(error = %fulfillment::error_chain(&refusal), "webhook refused: bad token");
+                return respond::error(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "the bearer token is not valid",
                 );
             }
-            Err(reason) => {
-                // Logged without the token.
-                tracing::warn!(reason = %reason, "webhook refused: bad token");
-                return error(StatusCode::UNAUTHORIZED, "Unauthorized", "the bearer token is not valid");
-            }
+            tracing::error!(error = %fulfillment::error_chain(&refusal), "the token cannot be checked");
+            return respond::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "KeysUnavailable",
+                "the token cannot be checked now",
+            );
         }
 
         let body = request.body().as_ref();
@@ -77,9 +105,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
                 tracing::warn!(%reason, size = body.len(), "webhook refused: bad body");
                 let delivery = RejectedDelivery::new(body, reason.clone(), self.clock.now());
                 if let Err(store) = self.webhook.store().record_rejected(&delivery).await {
-                    tracing::error!(error = %store, "could not record the rejected delivery");
+                    tracing::error!(error = %fulfillment::error_chain(&store), "could not record the rejected delivery");
                 }
-                return error(StatusCode::BAD_REQUEST, "InvalidPayload", &reason);
+                return respond::error(StatusCode::BAD_REQUEST, "InvalidPayload", &reason);
             }
         };
 
@@ -90,20 +118,21 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
             Ok(Handled::KeptAside(reason)) => {
                 respond::json(StatusCode::OK, &json!({ "status": "kept aside", "reason": reason }))
             }
-            Ok(Handled::Rejected(reason)) => error(StatusCode::BAD_REQUEST, "ChangeRejected", &reason),
-            Ok(Handled::Refused(reason)) => error(StatusCode::BAD_REQUEST, "OperationMismatch", &reason),
+            Ok(Handled::Rejected(reason)) => {
+                respond::error(StatusCode::BAD_REQUEST, "ChangeRejected", &reason)
+            }
+            Ok(Handled::Refused(reason)) => {
+                respond::error(StatusCode::BAD_REQUEST, "OperationMismatch", &reason)
+            }
             Err(failure) => {
                 tracing::error!(%subscription_id, %operation_id, error = %fulfillment::error_chain(&failure), "webhook failed; Microsoft will retry");
-                let status = match &failure {
-                    WebhookError::Marketplace(e) if !e.is_retryable() => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                let status = if failure.is_retryable() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
                 };
-                error(status, "TryAgain", "the notification could not be processed now")
+                respond::error(status, "TryAgain", "the notification could not be processed now")
             }
         }
     }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response<String> {
-    respond::json(status, &json!({ "error": { "code": code, "message": message } }))
 }

@@ -12,9 +12,9 @@ use fulfillment::clock::Clock;
 use fulfillment::domain::{
     OperationId, OperationStatus, Subscription, SubscriptionId, SubscriptionStatus, WebhookPayload,
 };
-use fulfillment::notifications::{ChangePolicy, Webhook};
 use fulfillment::store::{ChangeSource, SubscriptionStore};
-use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
+use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore, ScriptedStore, StoreStep};
+use fulfillment::webhook::{ChangePolicy, Webhook};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use serde_json::Value;
@@ -24,8 +24,10 @@ use webhook::WebhookFunction;
 const SUBSCRIPTION: &str = "e7e70000-0000-4000-8000-0000000e7e70";
 
 struct Fixture {
-    function: WebhookFunction<MemoryStore, FakeMarketplace, ManualClock>,
+    function: WebhookFunction<ScriptedStore<MemoryStore>, FakeMarketplace, ManualClock>,
     store: MemoryStore,
+    /// The function's view of `store`, where outages are scripted.
+    scripted: ScriptedStore<MemoryStore>,
     market: FakeMarketplace,
     token: String,
     _keys: KeyServer,
@@ -53,14 +55,16 @@ async fn fixture() -> Fixture {
         ChangeSource::Landing,
     );
     record_event(&store, &seen, clock.now()).await.expect("seeded");
+    let scripted = ScriptedStore::new(store.clone());
     let function = WebhookFunction {
-        webhook: Webhook::new(store.clone(), market.clone(), clock.clone(), ChangePolicy::default()),
+        webhook: Webhook::new(scripted.clone(), market.clone(), clock.clone(), ChangePolicy::default()),
         authenticator: support::authenticator(&keys),
         clock,
     };
     Fixture {
         function,
         store,
+        scripted,
         market,
         token: format!("Bearer {}", key.webhook_token(false, "marketplace")),
         _keys: keys,
@@ -86,7 +90,7 @@ fn request(fixture: &Fixture, file: &str) -> (Request, Option<WebhookPayload>) {
 /// Microsoft's side of `payload`: its operation, and the subscription as the action leaves it.
 fn at_microsoft(fixture: &Fixture, payload: &WebhookPayload) {
     let mut operation = payload.operation.clone();
-    // The reference's ack-able changes wait for us; everything else is done.
+    // Microsoft's ack-able changes wait for us; everything else is done.
     if operation.status.is_none() {
         operation.status = Some(OperationStatus::Succeeded);
     }
@@ -165,6 +169,23 @@ async fn a_customers_changes_are_accepted_applied_and_acknowledged() {
         fixture.market.calls().iter().filter(|c| **c == "update_operation_status").count() == 2,
         "both acknowledged"
     );
+}
+
+#[tokio::test]
+async fn a_store_outage_answers_5xx_and_the_redelivery_applies_once() {
+    let fixture = fixture().await;
+    fixture.scripted.at_apply(1, StoreStep::Outage);
+    let (status, body) = answer(&fixture, "suspend.json").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "Microsoft will deliver again: {body}");
+    assert_eq!(record(&fixture).await.status(), SubscriptionStatus::Subscribed, "nothing half-written");
+    let (status, body) = answer(&fixture, "suspend.json").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("recorded")), "{body}");
+    let (status, body) = answer(&fixture, "suspend.json").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("duplicate")), "{body}");
+    assert_eq!(record(&fixture).await.status(), SubscriptionStatus::Suspended);
+    let id = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    let history = fixture.store.history(&id).await.expect("history");
+    assert_eq!(history.iter().filter(|h| h.operation_id.as_str() != "seed").count(), 1, "applied once");
 }
 
 #[tokio::test]

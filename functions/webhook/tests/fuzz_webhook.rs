@@ -10,8 +10,8 @@ mod support;
 
 use fulfillment::clock::SystemClock;
 use fulfillment::domain::WebhookPayload;
-use fulfillment::notifications::{ChangePolicy, Webhook};
 use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::webhook::{ChangePolicy, Webhook};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use proptest::collection::vec;

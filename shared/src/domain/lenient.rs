@@ -1,7 +1,7 @@
-//! Tolerant decoding of Microsoft's JSON (reference §2.0.1, §3.1, §4.2, §10).
+//! Tolerant decoding of Microsoft's JSON (docs/marketplace-api.md#subscription-object, #operation-object, #webhook-payload, #parsing-rules).
 //!
 //! Microsoft adds fields, pads enum strings, sends quantities as numbers or strings, and dates with
-//! or without offset or time. Every helper here accepts what the reference documents and turns
+//! or without offset or time. Every helper here accepts what Microsoft documents and turns
 //! anything else into a clear decode error, never a panic.
 
 use std::fmt;

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use super::lenient::{self, Timestamp, lenient_enum};
 use super::{PlanId, SubscriptionId};
 
-/// Usage above what the plan includes, for one dimension and one hour (reference §8.1).
+/// Usage above what the plan includes, for one dimension and one hour (docs/marketplace-api.md#single-usage-event).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageEvent {
@@ -23,7 +23,7 @@ fn rfc3339<S: serde::Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok,
 }
 
 lenient_enum! {
-    /// Status of one usage event (reference §8.1, §8.2).
+    /// Status of one usage event (docs/marketplace-api.md#single-usage-event, #batch-usage-events).
     pub enum UsageEventStatus {
         Accepted = "Accepted",
         Duplicate = "Duplicate",
@@ -39,7 +39,7 @@ lenient_enum! {
 }
 
 lenient_enum! {
-    /// Reconciliation status of reported usage (reference §8.3).
+    /// Reconciliation status of reported usage (docs/marketplace-api.md#retrieve-usage-events).
     pub enum ReconStatus {
         Submitted = "Submitted",
         Accepted = "Accepted",
@@ -84,7 +84,7 @@ pub struct BatchUsageEventResult {
     pub result: Vec<UsageEventResult>,
 }
 
-/// Reported usage as `GET /usageEvents` lists it (reference §8.3).
+/// Reported usage as `GET /usageEvents` lists it (docs/marketplace-api.md#retrieve-usage-events).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRecord {

@@ -1,7 +1,7 @@
-//! Microsoft's SaaS Fulfillment v2 objects, parsed as tolerantly as the reference demands.
+//! Microsoft's SaaS Fulfillment v2 objects, parsed as tolerantly as Microsoft's documented variants demand (docs/marketplace-api.md#parsing-rules).
 //!
 //! No field beyond the identifiers is trusted to be present: Microsoft's payloads drift between
-//! doc revisions (reference §4.2, §9.4 item 11), and unknown fields and enum values never fail a
+//! doc revisions (docs/marketplace-api.md#webhook-payload, #known-pitfalls item 11), and unknown fields and enum values never fail a
 //! parse.
 
 pub mod lenient;

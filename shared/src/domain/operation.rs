@@ -10,7 +10,7 @@ string_id!(
 );
 
 lenient_enum! {
-    /// What an operation or webhook is about (reference §3.1, §4.3). `Subscribe` and `Transfer`
+    /// What an operation or webhook is about (docs/marketplace-api.md#operation-object, #webhook-actions). `Subscribe` and `Transfer`
     /// are outside the spec's enum but have been documented; anything else is kept as `Unknown`.
     pub enum OperationAction {
         Subscribe = "Subscribe",
@@ -50,7 +50,7 @@ lenient_enum! {
     }
 }
 
-/// An operation of the Operations API (`SaaSOperation`, reference §3.1); also the body of a webhook.
+/// An operation of the Operations API (`SaaSOperation`, docs/marketplace-api.md#operation-object); also the body of a webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Operation {

@@ -10,7 +10,7 @@ pub struct AvailablePlans {
     pub plans: Vec<Plan>,
 }
 
-/// A plan of the offer (reference §2.0.3).
+/// A plan of the offer (docs/marketplace-api.md#plan-object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {

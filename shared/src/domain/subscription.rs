@@ -13,7 +13,7 @@ string_id!(
 );
 
 lenient_enum! {
-    /// `saasSubscriptionStatus` (reference §2.0.1, §6.1).
+    /// `saasSubscriptionStatus` (docs/marketplace-api.md#subscription-object, #states).
     pub enum SubscriptionStatus {
         /// In the spec's enum only; never seen in practice.
         NotStarted = "NotStarted",
@@ -89,7 +89,7 @@ pub struct Term {
     pub charge_duration: Option<String>,
 }
 
-/// A SaaS subscription as Microsoft describes it (reference §2.0.1).
+/// A SaaS subscription as Microsoft describes it (docs/marketplace-api.md#subscription-object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
@@ -172,7 +172,7 @@ impl Subscription {
     }
 }
 
-/// The answer to `resolve` (reference §2.0.2). The 2019 API lacked `subscription`.
+/// The answer to `resolve` (docs/marketplace-api.md#resolvedsubscription-object). The 2019 API lacked `subscription`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedSubscription {

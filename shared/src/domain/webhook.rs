@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use super::lenient;
 use super::{Operation, Subscription};
 
-/// The body Microsoft POSTs to the webhook (reference §4.2): an operation, plus (in the full shape)
+/// The body Microsoft POSTs to the webhook (docs/marketplace-api.md#webhook-payload): an operation, plus (in the full shape)
 /// the subscription as Microsoft saw it when it sent the notification. Only `id`, `subscriptionId`
 /// and `action` can be relied on; everything else is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

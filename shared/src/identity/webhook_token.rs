@@ -1,4 +1,4 @@
-//! The webhook's bearer token (reference §4.5, §9.4 items 3 and 5): an Entra access token that
+//! The webhook's bearer token (docs/marketplace-api.md#webhook-authentication, #known-pitfalls items 3 and 5): an Entra access token that
 //! Microsoft's marketplace app obtains from the publisher's tenant for the publisher's app.
 //!
 //! The order matters: the RS256 signature is verified against the tenant's keys first (header →
@@ -10,7 +10,7 @@
 //! `https://sts.windows.net/{tid}/` or v2 issuer `https://login.microsoftonline.com/{tid}/v2.0`),
 //! and `appid` / `azp` are accepted whichever is present (both must match when both are). A
 //! genuine token never disagrees with itself, a signed one cannot be forged, and refusing a genuine
-//! webhook with 401 would reject a customer's plan or seat change (§4.4).
+//! webhook with 401 would reject a customer's plan or seat change (docs/marketplace-api.md#webhook-responses).
 //!
 //! The token itself never appears in an error or a log line.
 
@@ -22,14 +22,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
-use url::Url;
 
 use super::jwks::{JwksCache, JwksError};
-use crate::marketplace::{ConfigError, MARKETPLACE_RESOURCE_ID};
-use crate::settings::Environment;
 
-/// Where the tenant's keys are when `ENTRA_AUTHORITY` is not set.
-const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Clock skew tolerated on `exp` and `nbf` by default.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 /// The largest leeway used, whatever the settings say.
@@ -44,85 +39,22 @@ const QUOTE_CHARS: usize = 64;
 
 const V1_ISSUER: (&str, &str) = ("https://sts.windows.net/", "/");
 const V2_ISSUER: (&str, &str) = ("https://login.microsoftonline.com/", "/v2.0");
-/// How some libraries name `tid` (reference §4.5).
+/// How some libraries name `tid` (docs/marketplace-api.md#webhook-authentication).
 const TENANT_ID_URI_CLAIM: &str = "http://schemas.microsoft.com/identity/claims/tenantid";
 
-/// What a webhook's token must say (reference §4.5).
+/// What a webhook's token must say (docs/marketplace-api.md#webhook-authentication).
 #[derive(Debug, Clone)]
 pub struct WebhookTokenSettings {
     /// The publisher's tenant (`tid`; in both issuers).
     pub tenant_id: String,
     /// The publisher's app id: `aud` must be it or `api://<it>`.
     pub app_id: String,
-    /// `appid` (v1) or `azp` (v2) must be it: [`MARKETPLACE_RESOURCE_ID`].
+    /// `appid` (v1) or `azp` (v2) must be it: [`crate::marketplace::MARKETPLACE_RESOURCE_ID`].
     pub marketplace_app_id: String,
     /// The tenant's keys: `{authority}/{tenant}/discovery/v2.0/keys`.
     pub jwks_url: String,
     /// Clock skew tolerated on `exp`/`nbf` (default 60 s; at most 10 minutes are used).
     pub leeway: Duration,
-}
-
-impl WebhookTokenSettings {
-    /// From `ENTRA_TENANT_ID` and `ENTRA_CLIENT_ID` (both GUIDs: they are compared with the
-    /// token's `tid` and `aud`, so a tenant's domain name would refuse every webhook),
-    /// `ENTRA_AUTHORITY` (default `https://login.microsoftonline.com`; the JWKS URL is derived from
-    /// it) and `WEBHOOK_JWKS_URL` (optional override).
-    pub fn from_environment(environment: &Environment) -> Result<Self, ConfigError> {
-        let tenant_id = guid(environment, "ENTRA_TENANT_ID")?;
-        let app_id = guid(environment, "ENTRA_CLIENT_ID")?;
-        let jwks_url = match http_url(environment, "WEBHOOK_JWKS_URL")? {
-            Some(url) => url.to_string(),
-            None => {
-                let authority = match http_url(environment, "ENTRA_AUTHORITY")? {
-                    Some(url) => url,
-                    None => Url::parse(DEFAULT_AUTHORITY).map_err(|e| ConfigError::Invalid {
-                        name: "ENTRA_AUTHORITY",
-                        reason: e.to_string(),
-                    })?,
-                };
-                jwks_url(&authority, &tenant_id).ok_or(ConfigError::Invalid {
-                    name: "ENTRA_AUTHORITY",
-                    reason: "cannot have a path appended".into(),
-                })?
-            }
-        };
-        Ok(Self {
-            tenant_id,
-            app_id,
-            marketplace_app_id: MARKETPLACE_RESOURCE_ID.into(),
-            jwks_url,
-            leeway: DEFAULT_LEEWAY,
-        })
-    }
-}
-
-/// `{authority}/{tenant}/discovery/v2.0/keys`.
-fn jwks_url(authority: &Url, tenant_id: &str) -> Option<String> {
-    let mut url = authority.clone();
-    url.path_segments_mut().ok()?.pop_if_empty().extend([tenant_id, "discovery", "v2.0", "keys"]);
-    Some(url.to_string())
-}
-
-fn guid(environment: &Environment, name: &'static str) -> Result<String, ConfigError> {
-    let value = environment.required(name)?;
-    if value.len() == 36 && uuid::Uuid::try_parse(&value).is_ok() {
-        Ok(value)
-    } else {
-        Err(ConfigError::Invalid {
-            name,
-            reason: "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), as the token's claims carry it"
-                .into(),
-        })
-    }
-}
-
-fn http_url(environment: &Environment, name: &'static str) -> Result<Option<Url>, ConfigError> {
-    match environment.url(name)? {
-        Some(url) if !matches!(url.scheme(), "http" | "https") => {
-            Err(ConfigError::Invalid { name, reason: "must be an http(s) URL".into() })
-        }
-        other => Ok(other),
-    }
 }
 
 /// The Entra access-token version of a webhook token, as its `iss` says.
@@ -437,77 +369,10 @@ fn quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn environment(pairs: &[(&str, &str)]) -> Environment {
-        Environment::from_pairs(pairs.iter().copied())
-    }
+    use crate::marketplace::MARKETPLACE_RESOURCE_ID;
 
     const TENANT: &str = "72f988bf-0000-4000-8000-00000000e001";
     const APP: &str = "a1b2c3d4-0000-4000-8000-00000000a991";
-
-    #[test]
-    fn settings_default_to_the_public_cloud() {
-        let settings = WebhookTokenSettings::from_environment(&environment(&[
-            ("ENTRA_TENANT_ID", TENANT),
-            ("ENTRA_CLIENT_ID", APP),
-        ]))
-        .expect("settings");
-        assert_eq!(settings.tenant_id, TENANT);
-        assert_eq!(settings.app_id, APP);
-        assert_eq!(settings.marketplace_app_id, MARKETPLACE_RESOURCE_ID);
-        assert_eq!(
-            settings.jwks_url,
-            format!("https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys")
-        );
-        assert_eq!(settings.leeway, Duration::from_secs(60));
-    }
-
-    #[test]
-    fn the_keys_follow_the_authority_unless_overridden() {
-        for authority in ["http://127.0.0.1:9/entra", "http://127.0.0.1:9/entra/"] {
-            let settings = WebhookTokenSettings::from_environment(&environment(&[
-                ("ENTRA_TENANT_ID", TENANT),
-                ("ENTRA_CLIENT_ID", APP),
-                ("ENTRA_AUTHORITY", authority),
-            ]))
-            .expect("settings");
-            assert_eq!(settings.jwks_url, format!("http://127.0.0.1:9/entra/{TENANT}/discovery/v2.0/keys"));
-        }
-        let settings = WebhookTokenSettings::from_environment(&environment(&[
-            ("ENTRA_TENANT_ID", TENANT),
-            ("ENTRA_CLIENT_ID", APP),
-            ("ENTRA_AUTHORITY", "http://127.0.0.1:9/entra"),
-            ("WEBHOOK_JWKS_URL", "https://keys.example/jwks"),
-        ]))
-        .expect("settings");
-        assert_eq!(settings.jwks_url, "https://keys.example/jwks");
-    }
-
-    #[test]
-    fn settings_refuse_what_would_refuse_every_webhook() {
-        let read = |pairs: &[(&str, &str)]| WebhookTokenSettings::from_environment(&environment(pairs));
-        assert_eq!(read(&[("ENTRA_CLIENT_ID", APP)]).unwrap_err(), ConfigError::Missing("ENTRA_TENANT_ID"));
-        assert_eq!(
-            read(&[("ENTRA_TENANT_ID", TENANT)]).unwrap_err(),
-            ConfigError::Missing("ENTRA_CLIENT_ID")
-        );
-        for (name, value) in [
-            ("ENTRA_TENANT_ID", "contoso.onmicrosoft.com"),
-            ("ENTRA_TENANT_ID", "72f988bf00004000800000000000e001"),
-            ("ENTRA_CLIENT_ID", "api://a1b2c3d4-0000-4000-8000-00000000a991"),
-            ("ENTRA_AUTHORITY", "not a url"),
-            ("ENTRA_AUTHORITY", "mailto:keys@example.com"),
-            ("WEBHOOK_JWKS_URL", "ftp://keys.example/jwks"),
-        ] {
-            let mut pairs = vec![("ENTRA_TENANT_ID", TENANT), ("ENTRA_CLIENT_ID", APP)];
-            pairs.retain(|(n, _)| *n != name);
-            pairs.push((name, value));
-            match read(&pairs) {
-                Err(ConfigError::Invalid { name: reported, .. }) => assert_eq!(reported, name, "{value}"),
-                other => panic!("{name}={value}: {other:?}"),
-            }
-        }
-    }
 
     #[test]
     fn bearer_tokens_are_read_from_the_header() {

@@ -9,17 +9,8 @@ use super::retry::RetryPolicy;
 pub const MARKETPLACE_RESOURCE_ID: &str = "20e940b3-4c77-4b0b-9a53-9e16a1b010a7";
 const API_BASE: &str = "https://marketplaceapi.microsoft.com/api";
 const API_VERSION: &str = "2018-08-31";
-const AUTHORITY: &str = "https://login.microsoftonline.com";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    #[error("{name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
-
-/// Which Entra token endpoint to use (reference §5.2): v2 `…/oauth2/v2.0/token` with a `scope`, or
+/// Which Entra token endpoint to use (docs/marketplace-api.md#token-request): v2 `…/oauth2/v2.0/token` with a `scope`, or
 /// v1 `…/oauth2/token` with a `resource`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenEndpointVersion {
@@ -43,9 +34,10 @@ impl EntraConfig {
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
         client_secret: SecretString,
+        authority: Url,
     ) -> Self {
         Self {
-            authority: Url::parse(AUTHORITY).expect("the default authority is a URL"),
+            authority,
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
             client_secret,
@@ -95,60 +87,5 @@ impl MarketplaceConfig {
             call_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
         }
-    }
-
-    /// Reads the configuration through `lookup` (the environment, or a map in tests).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
-        let url = |name: &'static str, value: String| {
-            Url::parse(&value).map_err(|e| ConfigError::Invalid { name, reason: e.to_string() })
-        };
-        let millis = |name: &'static str, default: Duration| match get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|e| ConfigError::Invalid { name, reason: e.to_string() }),
-        };
-
-        let mut entra = EntraConfig::new(
-            required("ENTRA_TENANT_ID")?,
-            required("ENTRA_CLIENT_ID")?,
-            SecretString::from(required("ENTRA_CLIENT_SECRET")?),
-        );
-        if let Some(authority) = get("ENTRA_AUTHORITY") {
-            entra.authority = url("ENTRA_AUTHORITY", authority)?;
-        }
-        if let Some(resource) = get("MARKETPLACE_RESOURCE_ID") {
-            entra.resource = resource;
-        }
-        entra.version = match get("ENTRA_TOKEN_VERSION").as_deref() {
-            None | Some("v2") | Some("2") => TokenEndpointVersion::V2,
-            Some("v1") | Some("1") => TokenEndpointVersion::V1,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "ENTRA_TOKEN_VERSION",
-                    reason: format!("{other:?} is not v1 or v2"),
-                });
-            }
-        };
-
-        let mut config = Self::new(entra);
-        if let Some(base) = get("MARKETPLACE_API_BASE") {
-            config.api_base = url("MARKETPLACE_API_BASE", base)?;
-        }
-        if let Some(version) = get("MARKETPLACE_API_VERSION") {
-            config.api_version = version;
-        }
-        config.connect_timeout = millis("MARKETPLACE_CONNECT_TIMEOUT_MS", config.connect_timeout)?;
-        config.attempt_timeout = millis("MARKETPLACE_ATTEMPT_TIMEOUT_MS", config.attempt_timeout)?;
-        config.call_timeout = millis("MARKETPLACE_CALL_TIMEOUT_MS", config.call_timeout)?;
-        if let Some(retries) = get("MARKETPLACE_MAX_RETRIES") {
-            config.retry.max_retries = retries.parse().map_err(|e: std::num::ParseIntError| {
-                ConfigError::Invalid { name: "MARKETPLACE_MAX_RETRIES", reason: e.to_string() }
-            })?;
-        }
-        Ok(config)
     }
 }

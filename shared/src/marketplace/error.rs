@@ -26,7 +26,7 @@ impl std::fmt::Display for ResponseMeta {
     }
 }
 
-/// Microsoft's error body in any of its shapes (reference §9.2): `{"error":{"code","message"}}`,
+/// Microsoft's error body in any of its shapes (docs/marketplace-api.md#error-bodies): `{"error":{"code","message"}}`,
 /// `{"code","message","target","details"}`, `{"Error":{"Code","Message"}}`, or nothing at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiError {

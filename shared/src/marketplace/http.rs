@@ -486,7 +486,7 @@ impl MarketplaceApi for HttpMarketplaceClient {
     ) -> Result<Operation, MarketplaceError> {
         const ACTION: &str = "get operation";
         let url = self.url(&["saas", "subscriptions", id.as_str(), "operations", operation.as_str()]);
-        // The real service answers 400 for an unknown operation (reference §3.3), but a 400 may be
+        // The real service answers 400 for an unknown operation (docs/marketplace-api.md#get-operation), but a 400 may be
         // something else too: it stays `BadRequest`, and the callers decide.
         let answer = self.send(self.request(ACTION, Method::GET, url), call).await?;
         let mut value: Value = answer.json(ACTION)?;

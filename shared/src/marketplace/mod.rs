@@ -14,9 +14,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use auth::{EntraTokenProvider, TokenError};
-pub use config::{
-    ConfigError, EntraConfig, MARKETPLACE_RESOURCE_ID, MarketplaceConfig, TokenEndpointVersion,
-};
+pub use config::{EntraConfig, MARKETPLACE_RESOURCE_ID, MarketplaceConfig, TokenEndpointVersion};
 pub use error::{ApiError, MarketplaceError, ResponseMeta};
 pub use http::HttpMarketplaceClient;
 pub use retry::RetryPolicy;
@@ -107,7 +105,7 @@ pub enum UsageOutcome {
     Duplicate(Option<UsageEventResult>),
 }
 
-/// Microsoft's SaaS Fulfillment, Operations and Metering APIs v2 (reference §2, §3, §8).
+/// Microsoft's SaaS Fulfillment, Operations and Metering APIs v2 (docs/marketplace-api.md#subscription-api, #operations-api, #metering-api).
 pub trait MarketplaceApi: Send + Sync {
     /// Resolves a landing-page purchase token (already URL-decoded once) to its subscription.
     fn resolve(

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// Exponential backoff with jitter for 408, 429, 5xx and lost connections (reference §9.1: Mona
+/// Exponential backoff with jitter for 408, 429, 5xx and lost connections (docs/marketplace-api.md#throttling-and-limits: Mona
 /// retries 3 times, 2, 4, 8 s), always cut short by the call's deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {

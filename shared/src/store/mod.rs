@@ -28,10 +28,7 @@ pub mod page_token {
 
     /// The key a token goes on after; a token we did not make is refused.
     pub fn parse(token: &str) -> Result<(String, String), StoreError> {
-        let refused = || StoreError::Refused {
-            action: "list subscriptions",
-            source: "the page token is not valid".into(),
-        };
+        let refused = || StoreError::InvalidPageToken;
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
         let [partition, sort]: [String; 2] = serde_json::from_slice(&json).map_err(|_| refused())?;
         let ours =
@@ -69,7 +66,7 @@ pub struct SubscriptionRecord {
     #[serde(default)]
     pub view_as_of: Option<Timestamp>,
     pub updated_at: Timestamp,
-    /// Once unsubscribed: the customer's data must be kept until then (7 days, reference §6.6).
+    /// Once unsubscribed: the customer's data must be kept until then (7 days, docs/marketplace-api.md#data-retention).
     #[serde(default)]
     pub retain_data_until: Option<Timestamp>,
     /// A change the publisher asked Microsoft for that has not completed yet.
@@ -271,6 +268,9 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// A listing's page token that the store did not make (or that names no place to go on from).
+    #[error("the page token is not valid")]
+    InvalidPageToken,
     /// An item could not be read back into a record.
     #[error("the stored item {key} cannot be decoded")]
     Corrupt {

@@ -13,14 +13,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::admin::{ChangeRequest, Entitlement, Publisher};
 use crate::domain::{OperationAction, SubscriptionId, SubscriptionStatus, WebhookPayload};
 use crate::marketplace::Call;
-use crate::notifications::{ChangePolicy, Webhook};
 use crate::onboarding::Onboarding;
-use crate::publisher::{ChangeRequest, Entitlement, Publisher};
 use crate::reconcile::Reconciler;
 use crate::store::{ListFilter, Outcome, SubscriptionStore};
 use crate::testing::{FakeMarketplace, ManualClock, MarketFault, ScriptedStore, StoreStep};
+use crate::webhook::{ChangePolicy, Webhook};
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};

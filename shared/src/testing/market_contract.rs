@@ -1,5 +1,5 @@
 //! The Marketplace contract: what the in-memory [`super::FakeMarketplace`] must do like Microsoft
-//! (as our emulator and the reference describe it), run against the fake
+//! (as our emulator and docs/marketplace-api.md describe it), run against the fake
 //! (`shared/tests/market_contract.rs`) and against the emulator through the production HTTP
 //! client (`tests/integration/tests/marketplace_client.rs`), so the model cannot drift from it.
 //! Only what is decided at once is checked (no operation timers).

@@ -1,6 +1,6 @@
 //! A model of Microsoft's side in memory: subscriptions, operations, the customer's actions and
-//! the webhooks they cause, and scripted faults. It follows the reference's rules (§2, §3, §4,
-//! §6) closely enough for the core's flows; the Marketplace emulator (an HTTP server) is the
+//! the webhooks they cause, and scripted faults. It follows Microsoft's rules (docs/marketplace-api.md#subscription-api, #operations-api, #webhook,
+//! docs/marketplace-api.md#subscription-lifecycle) closely enough for the core's flows; the Marketplace emulator (an HTTP server) is the
 //! faithful one for end-to-end tests.
 
 // The port's error type is large by design (it keeps Microsoft's answer); the model returns it as is.
@@ -32,6 +32,10 @@ pub enum MarketFault {
     LostAnswer,
     /// 400, as the real service answers now and then.
     BadRequest,
+    /// 403: the publisher's app is not the offer's (a configuration error).
+    Forbidden,
+    /// 404: Microsoft does not know what was asked for.
+    NotFound,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +45,7 @@ struct Market {
     tokens: HashMap<String, SubscriptionId>,
     plans: Vec<PlanId>,
     faults: HashMap<&'static str, VecDeque<MarketFault>>,
-    /// Microsoft has been seen to apply a change the publisher refused (reference §13).
+    /// Microsoft has been seen to apply a change the publisher refused (docs/marketplace-api.md#webhook-responses).
     refusals_ignored: bool,
     page_size: usize,
     counter: u64,
@@ -78,6 +82,8 @@ fn failed(fault: MarketFault) -> MarketplaceError {
             MarketplaceError::Server { error: ApiError::default(), meta: meta(500) }
         }
         MarketFault::BadRequest => bad("scripted"),
+        MarketFault::Forbidden => MarketplaceError::Forbidden { error: error("scripted"), meta: meta(403) },
+        MarketFault::NotFound => not_found("scripted"),
     }
 }
 

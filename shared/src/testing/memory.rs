@@ -89,14 +89,12 @@ impl SubscriptionStore for MemoryStore {
         limit: u32,
     ) -> Result<ListPage, StoreError> {
         let after = match page.map(page_token::parse).transpose()? {
-            Some((partition, _)) => {
-                Some(partition.strip_prefix("SUB#").and_then(SubscriptionId::parse).ok_or(
-                    StoreError::Refused {
-                        action: "list subscriptions",
-                        source: "the page token is not valid".into(),
-                    },
-                )?)
-            }
+            Some((partition, _)) => Some(
+                partition
+                    .strip_prefix("SUB#")
+                    .and_then(SubscriptionId::parse)
+                    .ok_or(StoreError::InvalidPageToken)?,
+            ),
             None => None,
         };
         let limit = limit.clamp(1, 1000) as usize;

@@ -41,6 +41,8 @@ struct Script<S> {
     steps: BTreeMap<usize, StoreStep<S>>,
     /// Every call fails while set.
     down: bool,
+    /// Every call is refused (as a missing table or permission would) while set.
+    refusing: bool,
 }
 
 /// Wraps `S` (cloned for each interleaved writer); clones share the script.
@@ -58,7 +60,12 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            script: Arc::new(Mutex::new(Script { applies: 0, steps: BTreeMap::new(), down: false })),
+            script: Arc::new(Mutex::new(Script {
+                applies: 0,
+                steps: BTreeMap::new(),
+                down: false,
+                refusing: false,
+            })),
         }
     }
 
@@ -78,6 +85,7 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
         let mut script = self.script.lock().expect("script");
         script.steps.clear();
         script.down = false;
+        script.refusing = false;
     }
 
     /// While down, every call fails as unavailable.
@@ -90,8 +98,17 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
         self.script.lock().expect("script").applies
     }
 
+    /// While refusing, every call fails as refused (not retryable).
+    pub fn set_refusing(&self, refusing: bool) {
+        self.script.lock().expect("script").refusing = refusing;
+    }
+
     fn check(&self, action: &'static str) -> Result<(), StoreError> {
-        if self.script.lock().expect("script").down { Err(outage(action)) } else { Ok(()) }
+        let script = self.script.lock().expect("script");
+        if script.refusing {
+            return Err(StoreError::Refused { action, source: "scripted refusal".into() });
+        }
+        if script.down { Err(outage(action)) } else { Ok(()) }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Reading the landing page's query string as Microsoft sends it (reference §7.3).
+//! Reading the landing page's query string as Microsoft sends it (docs/marketplace-api.md#token-decoding).
 
 /// The longest purchase token we pass on to Microsoft; real ones are a few hundred characters.
 pub const MAX_TOKEN_LENGTH: usize = 8 * 1024;

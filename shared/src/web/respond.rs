@@ -53,3 +53,9 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<String> {
         .body(value.to_string())
         .expect("a valid response")
 }
+
+/// The one JSON error body of every function: `{"error": {"code", "message"}}`, the shape
+/// Microsoft's own APIs answer with. `code` is stable for tooling; `message` is for people.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<String> {
+    json(status, &serde_json::json!({ "error": { "code": code, "message": message } }))
+}

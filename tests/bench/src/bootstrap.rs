@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fulfillment::settings::Environment;
+use fulfillment::config::Environment;
 
 use crate::runtime_api::{Answer, RuntimeApi};
 

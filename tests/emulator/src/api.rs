@@ -110,7 +110,7 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// The 400 body of §9.2.
+/// The 400 body of docs/marketplace-api.md#error-bodies.
 pub(crate) fn bad_request_body(code: &str, message: &str, target: &str) -> Value {
     json!({
         "code": code,
@@ -198,7 +198,7 @@ fn push_record(shared: &Shared, record: RecordedRequest) {
     shared.changed();
 }
 
-/// Checks `api-version` (§1.1).
+/// Checks `api-version` (docs/marketplace-api.md#base-url-and-headers).
 fn check_api_version(raw_query: &str, path: &str) -> Option<Response> {
     match query_param(raw_query, "api-version") {
         None => Some(json_response(

@@ -211,7 +211,7 @@ pub(crate) fn resolve(shared: &Shared, token: Option<&str>) -> Result<Value, Rej
     Ok(sub.to_resolved_json(&state.quirks))
 }
 
-/// Activate (§2.2).
+/// Activate (docs/marketplace-api.md#activate).
 pub(crate) fn activate(shared: &Shared, subscription_id: &str, body: &Value) -> Result<(), Reject> {
     let plan_id = match body.get("planId") {
         Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),

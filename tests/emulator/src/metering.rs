@@ -1,4 +1,4 @@
-//! The Metering API (§8): single and batch usage events, and retrieval.
+//! The Metering API (docs/marketplace-api.md#metering-api): single and batch usage events, and retrieval.
 
 use std::collections::BTreeMap;
 

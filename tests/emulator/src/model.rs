@@ -1,7 +1,7 @@
-//! The emulator's records and their rendering in Microsoft's exact JSON shapes (§2.0, §3.1, §4.2).
+//! The emulator's records and their rendering in Microsoft's exact JSON shapes (docs/marketplace-api.md#subscription-object, #operation-object, #webhook-payload).
 //!
 //! Deliberately independent of the product's `fulfillment` crate, so both are checked against
-//! the reference rather than only against each other.
+//! docs/marketplace-api.md rather than only against each other.
 
 use std::collections::HashSet;
 
@@ -147,7 +147,7 @@ impl Sub {
         self.start_term(next_start);
     }
 
-    /// The `Subscription` object of §2.0.1.
+    /// The `Subscription` object of docs/marketplace-api.md#subscription-object.
     pub(crate) fn to_json(&self, quirks: &HashSet<Quirk>) -> Value {
         let status = if quirks.contains(&Quirk::PaddedStatus) {
             format!(" {} ", self.status.as_str())
@@ -189,7 +189,7 @@ impl Sub {
         v
     }
 
-    /// The `ResolvedSubscription` object of §2.0.2.
+    /// The `ResolvedSubscription` object of docs/marketplace-api.md#resolvedsubscription-object.
     pub(crate) fn to_resolved_json(&self, quirks: &HashSet<Quirk>) -> Value {
         let mut v = json!({
             "id": self.id,
@@ -210,7 +210,7 @@ pub(crate) fn quantity_json(q: u32, quirks: &HashSet<Quirk>) -> Value {
     if quirks.contains(&Quirk::QuantityAsString) { Value::String(q.to_string()) } else { json!(q) }
 }
 
-/// Operation action (§3.1).
+/// Operation action (docs/marketplace-api.md#operation-object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     Unsubscribe,
@@ -239,7 +239,7 @@ impl Action {
     }
 }
 
-/// Operation status (§3.1).
+/// Operation status (docs/marketplace-api.md#operation-object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpStatus {
     InProgress,
@@ -310,7 +310,7 @@ pub(crate) struct Op {
 }
 
 impl Op {
-    /// The `SaaSOperation` object of §3.1.
+    /// The `SaaSOperation` object of docs/marketplace-api.md#operation-object.
     pub(crate) fn to_json(&self, quirks: &HashSet<Quirk>) -> Value {
         let mut map = Map::new();
         map.insert("id".into(), json!(self.id));
@@ -331,7 +331,7 @@ impl Op {
         Value::Object(map)
     }
 
-    /// The webhook payload of §4.2, with `status` as sent and the subscription as given.
+    /// The webhook payload of docs/marketplace-api.md#webhook-payload, with `status` as sent and the subscription as given.
     pub(crate) fn webhook_json(&self, status: &str, subscription: Value, quirks: &HashSet<Quirk>) -> Value {
         let mut map = Map::new();
         map.insert("id".into(), json!(self.id));
@@ -366,7 +366,7 @@ fn source_key(quirks: &HashSet<Quirk>) -> &'static str {
     }
 }
 
-/// The `Plan` object of §2.0.3.
+/// The `Plan` object of docs/marketplace-api.md#plan-object.
 pub(crate) fn plan_json(plan: &PlanSpec) -> Value {
     let term_description = match plan.term_unit.as_str() {
         "P1M" => "1 month subscription".to_string(),

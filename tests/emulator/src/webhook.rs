@@ -26,7 +26,7 @@ pub(crate) fn outgoing(op: &Op, status: &str, subscription: Value, quirks: &Hash
     }
 }
 
-/// The claims of the Entra access token Microsoft sends with a webhook (§4.5).
+/// The claims of the Entra access token Microsoft sends with a webhook (docs/marketplace-api.md#webhook-authentication).
 pub(crate) fn webhook_claims(shared: &Shared) -> Value {
     let cfg = &shared.config;
     let tid = &cfg.publisher_tenant_id;

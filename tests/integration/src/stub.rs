@@ -1,5 +1,5 @@
 //! A stub HTTP server that answers with canned responses and records every request: for replaying
-//! the reference's JSON samples to the client and checking exactly what the client sends.
+//! Microsoft's documented JSON samples to the client and checking exactly what the client sends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

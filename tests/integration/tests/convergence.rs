@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use fulfillment::admin::{ChangeRequest, Entitlement, Publisher};
 use fulfillment::clock::SystemClock;
 use fulfillment::domain::{Subscription, SubscriptionId, SubscriptionStatus};
-use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
-use fulfillment::publisher::{ChangeRequest, Entitlement, Publisher};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, RetryPolicy};
 use fulfillment::reconcile::Reconciler;
 use fulfillment::store::{Outcome, SubscriptionStore};
 use integration_tests::dynamodb_endpoint;
@@ -59,7 +59,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn client(stack: &LocalStack) -> HttpMarketplaceClient {
-    let mut config = MarketplaceConfig::from_lookup(stack.environment.lookup()).expect("config");
+    let mut config = stack.environment.marketplace().expect("config");
     config.retry = RetryPolicy {
         max_retries: 2,
         base_delay: Duration::from_millis(20),

@@ -1,4 +1,4 @@
-//! The emulator's answers have Microsoft's shapes: every field of the reference's samples, with
+//! The emulator's answers have Microsoft's shapes: every field of Microsoft's documented samples, with
 //! the same JSON types. (The client's tests check that we read them; these check that the emulator
 //! does not drift into a dialect only our client understands.)
 
@@ -6,7 +6,7 @@ use marketplace_emulator::{Emulator, EmulatorConfig, Purchase};
 use serde_json::{Value, json};
 
 /// Every key of `sample` is in `actual` with the same JSON type (a `null` on either side matches
-/// anything: the reference marks those fields optional or nullable). Arrays are checked by their
+/// anything: Microsoft's documentation marks those fields optional or nullable). Arrays are checked by their
 /// first element.
 fn assert_shape(sample: &Value, actual: &Value, path: &str) {
     match (sample, actual) {
@@ -25,11 +25,11 @@ fn assert_shape(sample: &Value, actual: &Value, path: &str) {
         (Value::Number(_), Value::Number(_))
         | (Value::String(_), Value::String(_))
         | (Value::Bool(_), Value::Bool(_)) => {}
-        _ => panic!("{path}: the reference has {sample}, the emulator {actual}"),
+        _ => panic!("{path}: Microsoft documents {sample}, the emulator {actual}"),
     }
 }
 
-/// §2.0.1.
+/// docs/marketplace-api.md#subscription-object.
 fn subscription_sample() -> Value {
     json!({
       "id": "3f9c1b7e-0000-4000-8000-00000000a001", "publisherId": "ourpublisher", "offerId": "our-saas-offer",
@@ -43,7 +43,7 @@ fn subscription_sample() -> Value {
     })
 }
 
-/// §3.1.
+/// docs/marketplace-api.md#operation-object.
 fn operation_sample() -> Value {
     json!({
       "id": "g", "activityId": "g", "subscriptionId": "g", "offerId": "o", "publisherId": "p", "planId": "p",
@@ -68,7 +68,7 @@ async fn token(emulator: &Emulator) -> String {
         .json()
         .await
         .expect("token json");
-    // §5.2, v2 answer.
+    // docs/marketplace-api.md#token-request, v2 answer.
     assert_shape(
         &json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": "x"}),
         &answer,
@@ -135,7 +135,7 @@ async fn subscriptions_resolve_and_list_have_microsofts_shape() {
         &[("x-ms-marketplace-token", &bought.token)],
     )
     .await;
-    // §2.0.2.
+    // docs/marketplace-api.md#resolvedsubscription-object.
     assert_shape(
         &json!({"id": "g", "subscriptionName": "n", "offerId": "o", "planId": "p", "quantity": 25, "subscription": subscription_sample()}),
         &resolved,
@@ -169,7 +169,7 @@ async fn plans_have_microsofts_shape() {
         &[],
     )
     .await;
-    // §2.0.3.
+    // docs/marketplace-api.md#plan-object.
     let plan = json!({
         "planId": "basic", "displayName": "Basic", "isPrivate": false, "description": "d", "minQuantity": null, "maxQuantity": null,
         "hasFreeTrials": false, "isPricePerSeat": false, "isStopSell": false, "market": "US",
@@ -206,7 +206,7 @@ async fn operations_and_webhooks_have_microsofts_shape() {
             .await;
     assert_shape(&json!({"operations": [operation_sample()]}), &outstanding, "outstanding");
 
-    // §4.2: the full webhook shape, with the new seats in the payload and the old in `subscription`.
+    // docs/marketplace-api.md#webhook-payload: the full webhook shape, with the new seats in the payload and the old in `subscription`.
     let delivery = emulator
         .wait_webhook(std::time::Duration::from_secs(5), |d| d.operation_id == handle.operation_id)
         .await
@@ -231,7 +231,7 @@ async fn usage_answers_have_microsofts_shape() {
     let hour = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:00:00Z").to_string();
     let event = json!({"resourceId": id, "quantity": 5.0, "dimension": "api-calls", "effectiveStartTime": hour, "planId": "basic"});
     let accepted = call(&emulator, reqwest::Method::POST, "/usageEvent", Some(event.clone()), &[]).await;
-    // §8.1.
+    // docs/marketplace-api.md#single-usage-event.
     let result = json!({"usageEventId": "g", "status": "Accepted", "messageTime": "t", "resourceId": "g", "quantity": 5.0, "dimension": "d", "effectiveStartTime": "t", "planId": "p"});
     assert_shape(&result, &accepted, "usageEvent");
     let earlier = (chrono::Utc::now() - chrono::Duration::hours(2)).format("%Y-%m-%dT%H:00:00Z").to_string();
@@ -244,7 +244,7 @@ async fn usage_answers_have_microsofts_shape() {
         &[],
     )
     .await;
-    // §8.2: each item has its own status; the repeat is a Duplicate inside the 200, with the
+    // docs/marketplace-api.md#batch-usage-events: each item has its own status; the repeat is a Duplicate inside the 200, with the
     // accepted event in its error, as in Microsoft's sample.
     assert_shape(&json!({"count": 2, "result": [result]}), &batch, "batchUsageEvent");
     assert_eq!(batch["result"][1]["status"], "Duplicate");

@@ -34,12 +34,12 @@ async fn emulator_with(config: EmulatorConfig) -> Emulator {
 
 fn client_of(emulator: &Emulator) -> HttpMarketplaceClient {
     let settings = emulator.config();
-    let mut entra = EntraConfig::new(
+    let entra = EntraConfig::new(
         &settings.publisher_tenant_id,
         &settings.publisher_app_id,
         SecretString::from(settings.publisher_client_secret.clone()),
+        emulator.authority().parse().expect("authority url"),
     );
-    entra.authority = emulator.authority().parse().expect("authority url");
     let mut config = MarketplaceConfig::new(entra);
     config.api_base = emulator.api_base().parse().expect("api url");
     config.retry = FAST;
@@ -711,8 +711,12 @@ async fn stub_and_client() -> (Stub, HttpMarketplaceClient) {
         &format!("/entra/{STUB_TENANT}/oauth2/v2.0/token"),
         Canned::json(200, r#"{"token_type":"Bearer","expires_in":3599,"access_token":"stub-token"}"#),
     );
-    let mut entra = EntraConfig::new(STUB_TENANT, "app-id", SecretString::from("secret"));
-    entra.authority = format!("{}/entra", stub.url).parse().expect("authority url");
+    let entra = EntraConfig::new(
+        STUB_TENANT,
+        "app-id",
+        SecretString::from("secret"),
+        format!("{}/entra", stub.url).parse().expect("authority url"),
+    );
     let mut config = MarketplaceConfig::new(entra);
     config.api_base = format!("{}/api", stub.url).parse().expect("api url");
     config.retry = FAST;

@@ -1,4 +1,4 @@
-//! The client against the reference's own JSON samples (replayed by a stub server), so that it
+//! The client against Microsoft's documented JSON samples (replayed by a stub server), so that it
 //! agrees with Microsoft and not only with our emulator; and exactly what it sends.
 
 use std::time::Duration;
@@ -20,8 +20,12 @@ const V2_TOKEN_PATH: &str = "/entra/7a2d0000-0000-4000-8000-0000000000aa/oauth2/
 const V1_TOKEN_PATH: &str = "/entra/7a2d0000-0000-4000-8000-0000000000aa/oauth2/token";
 
 fn config(stub: &Stub, version: TokenEndpointVersion) -> MarketplaceConfig {
-    let mut entra = EntraConfig::new(TENANT, "app-id", SecretString::from("s3cret+&=value"));
-    entra.authority = format!("{}/entra", stub.url).parse().expect("url");
+    let mut entra = EntraConfig::new(
+        TENANT,
+        "app-id",
+        SecretString::from("s3cret+&=value"),
+        format!("{}/entra", stub.url).parse().expect("url"),
+    );
     entra.version = version;
     let mut config = MarketplaceConfig::new(entra);
     config.api_base = format!("{}/api", stub.url).parse().expect("url");

@@ -129,13 +129,7 @@ async fn forged_expired_and_misbound_forms_are_refused() {
         assert!(page.contains("confirmation has expired"), "{page}");
     }
     // An expired form: sealed with the stack's key, but an hour ago.
-    let web = fulfillment::settings::WebSettings::from_environment(
-        &fulfillment::settings::Environment::from_pairs([
-            ("FORM_SIGNING_KEY", "local-stack-form-signing-key-0123456789abcdef"),
-            ("LANDING_URL", "http://127.0.0.1/landing"),
-        ]),
-    )
-    .expect("settings");
+    let web = stack.environment.web().expect("settings");
     let old = chrono::Utc::now() - chrono::Duration::hours(1);
     let expired = fulfillment::web::session::form_token(
         &web.sealer,

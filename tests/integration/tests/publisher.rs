@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use fulfillment::admin::{ChangeRequest, Publisher, PublisherError, Refusal};
 use fulfillment::clock::SystemClock;
 use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus};
-use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
-use fulfillment::publisher::{ChangeRequest, Publisher, PublisherError, Refusal};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient};
 use fulfillment::reconcile::Reconciler;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::{ChangeSource, Outcome, PendingOperation};
@@ -36,23 +36,14 @@ async fn stack_with(options: Options) -> LocalStack {
     LocalStack::start(options).await.expect("the local stack starts")
 }
 
-/// The publisher's client of the emulator, with fast retries.
-fn client(stack: &LocalStack) -> HttpMarketplaceClient {
-    let mut config = MarketplaceConfig::from_lookup(stack.environment.lookup()).expect("config");
-    config.retry = RetryPolicy {
-        base_delay: Duration::from_millis(50),
-        max_delay: Duration::from_millis(100),
-        ..RetryPolicy::default()
-    };
-    HttpMarketplaceClient::new(config).expect("client")
+/// The admin API's core as the deployed function builds it.
+fn publisher(stack: &LocalStack) -> &Core {
+    &stack.functions.subscriptions.publisher
 }
 
-fn publisher(stack: &LocalStack) -> Core {
-    Publisher::new(stack.store.clone(), client(stack), SystemClock)
-}
-
-fn reconciler(stack: &LocalStack) -> Reconciler<DynamoDbStore, HttpMarketplaceClient, SystemClock> {
-    Reconciler::new(stack.store.clone(), client(stack), SystemClock)
+/// The reconciliation as the deployed function builds it.
+fn reconciler(stack: &LocalStack) -> &Reconciler<DynamoDbStore, HttpMarketplaceClient, SystemClock> {
+    &stack.functions.reconcile.reconciler
 }
 
 fn run_id() -> String {
@@ -157,18 +148,18 @@ async fn seats_plan_and_cancel_complete_through_the_partner_webhook() {
         }
     };
 
-    let seats = requested(&core, &stack, &sub, ChangeRequest::Seats(12)).await;
+    let seats = requested(core, &stack, &sub, ChangeRequest::Seats(12)).await;
     assert_eq!((seats.quantity, seats.plan_id.clone()), (Some(12), None));
     assert_eq!(record(&stack, &sub).await.subscription.quantity, Some(10), "not before Microsoft is done");
     let ours = complete(seats).await;
     assert_eq!(ours.subscription.quantity, Some(12));
 
-    let new_plan = requested(&core, &stack, &sub, ChangeRequest::Plan(plan("team-yearly"))).await;
+    let new_plan = requested(core, &stack, &sub, ChangeRequest::Plan(plan("team-yearly"))).await;
     assert_eq!(new_plan.plan_id, Some(plan("team-yearly")));
     let ours = complete(new_plan).await;
     assert_eq!(ours.subscription.plan_id, Some(plan("team-yearly")));
 
-    let cancel = requested(&core, &stack, &sub, ChangeRequest::Cancel).await;
+    let cancel = requested(core, &stack, &sub, ChangeRequest::Cancel).await;
     let ours = complete(cancel).await;
     assert_eq!(ours.status(), SubscriptionStatus::Unsubscribed);
     assert!(ours.retain_data_until.is_some(), "the data is kept for a while");
@@ -230,15 +221,15 @@ async fn seats_plan_and_cancel_complete_through_reconcile_when_the_partner_webho
         }
     };
 
-    let seats = requested(&core, &stack, &sub, ChangeRequest::Seats(12)).await;
+    let seats = requested(core, &stack, &sub, ChangeRequest::Seats(12)).await;
     let ours = complete(seats).await;
     assert_eq!(ours.subscription.quantity, Some(12));
 
-    let new_plan = requested(&core, &stack, &sub, ChangeRequest::Plan(plan("team-yearly"))).await;
+    let new_plan = requested(core, &stack, &sub, ChangeRequest::Plan(plan("team-yearly"))).await;
     let ours = complete(new_plan).await;
     assert_eq!(ours.subscription.plan_id, Some(plan("team-yearly")));
 
-    let cancel = requested(&core, &stack, &sub, ChangeRequest::Cancel).await;
+    let cancel = requested(core, &stack, &sub, ChangeRequest::Cancel).await;
     let ours = complete(cancel).await;
     assert_eq!(ours.status(), SubscriptionStatus::Unsubscribed);
     assert!(ours.retain_data_until.is_some());
@@ -256,21 +247,21 @@ async fn changes_microsoft_would_refuse_are_refused_before_asking_it() {
     let sub = buy_and_activate(&stack, Purchase::plan("team-monthly").quantity(10)).await;
 
     assert_eq!(
-        refused(&core, &stack, &sub, ChangeRequest::Plan(plan("team-monthly"))).await,
+        refused(core, &stack, &sub, ChangeRequest::Plan(plan("team-monthly"))).await,
         Refusal::SamePlan(plan("team-monthly"))
     );
-    assert_eq!(refused(&core, &stack, &sub, ChangeRequest::Seats(10)).await, Refusal::SameSeats(10));
+    assert_eq!(refused(core, &stack, &sub, ChangeRequest::Seats(10)).await, Refusal::SameSeats(10));
     assert_eq!(
-        refused(&core, &stack, &sub, ChangeRequest::Plan(plan("no-such-plan"))).await,
+        refused(core, &stack, &sub, ChangeRequest::Plan(plan("no-such-plan"))).await,
         Refusal::PlanNotAvailable(plan("no-such-plan"))
     );
     // team-monthly admits 1 to 500 seats.
     assert_eq!(
-        refused(&core, &stack, &sub, ChangeRequest::Seats(501)).await,
+        refused(core, &stack, &sub, ChangeRequest::Seats(501)).await,
         Refusal::SeatsOutOfBounds { seats: 501, min: Some(1), max: Some(500) }
     );
     assert_eq!(
-        refused(&core, &stack, &sub, ChangeRequest::Seats(0)).await,
+        refused(core, &stack, &sub, ChangeRequest::Seats(0)).await,
         Refusal::SeatsOutOfBounds { seats: 0, min: Some(1), max: Some(500) }
     );
     assert_eq!(changes_sent(&stack, &sub).await, 0);
@@ -288,7 +279,7 @@ async fn a_resellers_customer_may_only_read() {
 
     for change in [ChangeRequest::Seats(12), ChangeRequest::Plan(plan("team-yearly")), ChangeRequest::Cancel]
     {
-        assert_eq!(refused(&core, &stack, &sub, change).await, Refusal::ReadOnly);
+        assert_eq!(refused(core, &stack, &sub, change).await, Refusal::ReadOnly);
     }
     assert_eq!(changes_sent(&stack, &sub).await, 0);
 }
@@ -309,7 +300,7 @@ async fn a_second_change_is_refused_while_one_is_pending() {
     let expected = Refusal::Pending(pending.id.to_string());
     for change in [ChangeRequest::Seats(20), ChangeRequest::Plan(plan("team-yearly")), ChangeRequest::Cancel]
     {
-        assert_eq!(refused(&core, &stack, &sub, change).await, expected);
+        assert_eq!(refused(core, &stack, &sub, change).await, expected);
     }
     assert_eq!(changes_sent(&stack, &sub).await, 1, "only the first change reached Microsoft");
 
@@ -328,14 +319,14 @@ async fn only_a_subscribed_subscription_changes_and_a_cancelled_one_is_not_cance
     let suspend = stack.emulator.suspend(&sub).await.expect("suspended");
     assert_eq!(delivered(&stack, &suspend.operation_id).await.status, Some(200));
     let not_subscribed = Refusal::NotSubscribed(SubscriptionStatus::Suspended);
-    assert_eq!(refused(&core, &stack, &sub, ChangeRequest::Seats(12)).await, not_subscribed);
-    assert_eq!(refused(&core, &stack, &sub, ChangeRequest::Plan(plan("team-yearly"))).await, not_subscribed);
+    assert_eq!(refused(core, &stack, &sub, ChangeRequest::Seats(12)).await, not_subscribed);
+    assert_eq!(refused(core, &stack, &sub, ChangeRequest::Plan(plan("team-yearly"))).await, not_subscribed);
 
     let unsubscribe = stack.emulator.unsubscribe(&sub).await.expect("cancelled");
     assert_eq!(delivered(&stack, &unsubscribe.operation_id).await.status, Some(200));
-    assert_eq!(refused(&core, &stack, &sub, ChangeRequest::Cancel).await, Refusal::AlreadyCancelled);
+    assert_eq!(refused(core, &stack, &sub, ChangeRequest::Cancel).await, Refusal::AlreadyCancelled);
     assert_eq!(
-        refused(&core, &stack, &sub, ChangeRequest::Seats(12)).await,
+        refused(core, &stack, &sub, ChangeRequest::Seats(12)).await,
         Refusal::NotSubscribed(SubscriptionStatus::Unsubscribed)
     );
     assert_eq!(changes_sent(&stack, &sub).await, 0);

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use fulfillment::admin::{ChangeRequest, Publisher};
 use fulfillment::changes::{Recorded, record_event};
 use fulfillment::clock::SystemClock;
 use fulfillment::domain::{
     OperationAction, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus,
 };
 use fulfillment::lifecycle::LifecycleEvent;
-use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
-use fulfillment::publisher::{ChangeRequest, Publisher};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, RetryPolicy};
 use fulfillment::reconcile::{Reconciler, Summary};
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::{
@@ -45,7 +45,7 @@ async fn stack_with(options: Options) -> LocalStack {
 
 /// The publisher's client of the emulator, with fast retries (3 retries: 4 attempts per call).
 fn client(stack: &LocalStack) -> HttpMarketplaceClient {
-    let mut config = MarketplaceConfig::from_lookup(stack.environment.lookup()).expect("config");
+    let mut config = stack.environment.marketplace().expect("config");
     config.retry = RetryPolicy {
         max_retries: 3,
         base_delay: Duration::from_millis(50),

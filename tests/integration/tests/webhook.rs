@@ -2,19 +2,12 @@
 //! stack), against DynamoDB Local; every action, both sources, both policy answers, duplicates,
 //! reordering, replays and faults.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fulfillment::clock::SystemClock;
 use fulfillment::domain::{OperationId, PlanId, SubscriptionId, SubscriptionStatus};
-use fulfillment::identity::{WebhookAuthenticator, WebhookTokenSettings};
-use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, MarketplaceConfig, RetryPolicy};
-use fulfillment::notifications::{ChangePolicy, Webhook};
-use fulfillment::store::dynamodb::DynamoDbStore;
-use fulfillment::store::{
-    Applied, Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, RejectedDelivery, StoreError,
-    SubscriptionRecord, SubscriptionStore,
-};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, RetryPolicy};
+use fulfillment::store::{ChangeSource, HistoryEntry, Outcome, RejectedDelivery, SubscriptionStore};
+use fulfillment::webhook::ChangePolicy;
 use integration_tests::dynamodb_endpoint;
 use integration_tests::flows::buy_and_activate;
 use integration_tests::flows::{delivered, history, record};
@@ -22,7 +15,6 @@ use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, Purchase, WebhookFaults};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use webhook::WebhookFunction;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -158,7 +150,7 @@ async fn a_customer_change_outside_the_policy_is_rejected_and_the_old_seats_kept
 // Publisher-initiated changes -------------------------------------------------------------------
 
 fn publisher(stack: &LocalStack) -> HttpMarketplaceClient {
-    let mut config = MarketplaceConfig::from_lookup(stack.environment.lookup()).expect("config");
+    let mut config = stack.environment.marketplace().expect("config");
     config.retry = RetryPolicy {
         base_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(100),
@@ -442,118 +434,6 @@ async fn a_thirty_minute_old_replay_changes_nothing() {
 }
 
 // Faults ------------------------------------------------------------------------------------------
-
-/// A store that is down for the first `failures` writes.
-struct DownStore {
-    inner: DynamoDbStore,
-    failures: AtomicU32,
-}
-
-impl SubscriptionStore for DownStore {
-    async fn get(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn apply(&self, change: &Change) -> Result<Applied, StoreError> {
-        if self.failures.load(Ordering::SeqCst) > 0 {
-            self.failures.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable {
-                action: "apply change",
-                source: "the store is down".into(),
-            });
-        }
-        self.inner.apply(change).await
-    }
-    async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        self.inner.get_many(ids).await
-    }
-    async fn list(
-        &self,
-        filter: &fulfillment::store::ListFilter,
-        page: Option<&str>,
-        limit: u32,
-    ) -> Result<fulfillment::store::ListPage, StoreError> {
-        self.inner.list(filter, page, limit).await
-    }
-    async fn operation(
-        &self,
-        s: &SubscriptionId,
-        o: &OperationId,
-    ) -> Result<Option<OperationRecord>, StoreError> {
-        self.inner.operation(s, o).await
-    }
-    async fn history(&self, id: &SubscriptionId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.history(id).await
-    }
-    async fn record_rejected(&self, d: &RejectedDelivery) -> Result<(), StoreError> {
-        self.inner.record_rejected(d).await
-    }
-    async fn rejected_on(&self, day: chrono::NaiveDate) -> Result<Vec<RejectedDelivery>, StoreError> {
-        self.inner.rejected_on(day).await
-    }
-    async fn by_beneficiary_tenant(&self, tenant: &str) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        self.inner.by_beneficiary_tenant(tenant).await
-    }
-}
-
-fn lambda_request(payload: &Value, jwt: &str) -> lambda_http::Request {
-    lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("/webhook")
-        .header("authorization", format!("Bearer {jwt}"))
-        .header("content-type", "application/json")
-        .body(lambda_http::Body::Text(payload.to_string()))
-        .expect("request")
-}
-
-#[tokio::test]
-async fn a_store_outage_answers_5xx_and_the_retry_applies_once() {
-    let stack = stack_with(Options {
-        emulator: EmulatorConfig {
-            webhook_url: Some("http://127.0.0.1:9/none".into()),
-            ..options().emulator
-        },
-        ..options()
-    })
-    .await;
-    let sub = buy_and_activate(&stack, Purchase::plan("team-monthly").quantity(5)).await;
-    let function = WebhookFunction {
-        webhook: Webhook::new(
-            DownStore { inner: stack.store.clone(), failures: AtomicU32::new(1) },
-            publisher(&stack),
-            SystemClock,
-            ChangePolicy::default(),
-        ),
-        authenticator: WebhookAuthenticator::new(
-            reqwest::Client::new(),
-            WebhookTokenSettings::from_environment(&stack.environment).expect("settings"),
-        ),
-        clock: SystemClock,
-    };
-    let suspend = stack.emulator.suspend(&sub).await.expect("suspended");
-    let payload = stack
-        .emulator
-        .wait_webhook(WAIT, |d| d.operation_id == suspend.operation_id)
-        .await
-        .expect("recorded")
-        .payload;
-
-    let first = function.handle(lambda_request(&payload, &token(&stack))).await;
-    assert_eq!(first.status(), 503, "Microsoft will retry");
-    assert_eq!(record(&stack, &sub).await.status(), SubscriptionStatus::Subscribed, "nothing half-written");
-    let retry = function.handle(lambda_request(&payload, &token(&stack))).await;
-    assert_eq!(retry.status(), 200);
-    let again = function.handle(lambda_request(&payload, &token(&stack))).await;
-    assert_eq!(again.status(), 200);
-    assert_eq!(record(&stack, &sub).await.status(), SubscriptionStatus::Suspended);
-    assert_eq!(
-        history(&stack, &sub)
-            .await
-            .iter()
-            .filter(|h| h.operation_id.as_str() == suspend.operation_id)
-            .count(),
-        1
-    );
-}
 
 #[tokio::test]
 async fn microsoft_failing_inside_the_window_ends_right_or_in_a_5xx() {

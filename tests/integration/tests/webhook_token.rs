@@ -1,4 +1,4 @@
-//! The webhook's bearer-token check (reference §4.5, §9.4 items 3 and 5) against the emulator's
+//! The webhook's bearer-token check (docs/marketplace-api.md#webhook-authentication, #known-pitfalls items 3 and 5) against the emulator's
 //! publisher tenant: its keys, its webhook claims and tokens forged from them.
 
 use std::sync::{Arc, LazyLock};

@@ -8,27 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use activate::ActivatePage;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use fulfillment::clock::SystemClock;
-use fulfillment::identity::{OidcClient, WebhookAuthenticator, WebhookTokenSettings};
-use fulfillment::marketplace::{HttpMarketplaceClient, MarketplaceConfig, RetryPolicy};
-use fulfillment::notifications::{ChangePolicy, Webhook};
-use fulfillment::onboarding::Onboarding;
-use fulfillment::publisher::Publisher;
-use fulfillment::reconcile::Reconciler;
-use fulfillment::settings::{Environment, WebSettings};
+use fulfillment::config::Environment;
 use fulfillment::store::dynamodb::DynamoDbStore;
-use landing::LandingPage;
+use fulfillment::webhook::ChangePolicy;
+use fulfillment::wiring::StartupError;
 use marketplace_emulator::{Emulator, EmulatorConfig};
-use reconcile::ReconcileJob;
-use subscriptions::AdminApi;
-use webhook::WebhookFunction;
 
 /// A client of the DynamoDB at `endpoint` (DynamoDB Local), with dummy credentials and short timeouts.
 pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
@@ -86,19 +76,13 @@ impl Options {
 /// The landing page's app registration in the emulator's identity provider.
 pub const SIGNIN_CLIENT_ID: &str = "5ce10000-0000-4000-8000-00000000c11e";
 
-pub type Landing = LandingPage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
-pub type Activate = ActivatePage<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
-pub type WebhookHandler = WebhookFunction<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
-pub type Admin = AdminApi<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
-pub type Reconcile = ReconcileJob<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
-
-/// The functions' handlers, wired as their `main.rs` wires them.
+/// The functions, each built by the constructor its `main.rs` calls.
 pub struct Functions {
-    pub landing: Landing,
-    pub activate: Activate,
-    pub webhook: WebhookHandler,
-    pub subscriptions: Admin,
-    pub reconcile: Reconcile,
+    pub landing: landing::Deployed,
+    pub activate: activate::Deployed,
+    pub webhook: webhook::Deployed,
+    pub subscriptions: subscriptions::Deployed,
+    pub reconcile: reconcile::Deployed,
 }
 
 /// A running stack; stops when dropped.
@@ -125,10 +109,8 @@ impl Drop for LocalStack {
 pub enum StartError {
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
-    #[error("invalid configuration: {0}")]
-    Config(#[from] fulfillment::marketplace::ConfigError),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error("a function cannot start")]
+    Function(#[from] StartupError),
 }
 
 impl LocalStack {
@@ -147,41 +129,14 @@ impl LocalStack {
 
         let environment = environment(&options, &url, &emulator);
         let store = DynamoDbStore::new(dynamodb, &options.table_name);
-        // Each function gets its own client, as each Lambda has its own process.
-        let marketplace = || -> Result<_, StartError> {
-            let mut config = MarketplaceConfig::from_lookup(environment.lookup())?;
-            config.retry = RetryPolicy {
-                base_delay: Duration::from_millis(200),
-                max_delay: Duration::from_secs(1),
-                ..RetryPolicy::default()
-            };
-            config.attempt_timeout = Duration::from_secs(3);
-            Ok(HttpMarketplaceClient::new(config)?)
-        };
-        let onboarding = || -> Result<_, StartError> {
-            Ok(Onboarding::new(store.clone(), marketplace()?, SystemClock, options.auto_activate))
-        };
-        let web = WebSettings::from_environment(&environment)?;
+        // Each function is built as its `main.rs` builds it: its own clients, as each Lambda has
+        // its own process.
         let functions = Arc::new(Functions {
-            landing: LandingPage {
-                onboarding: onboarding()?,
-                signin: web.signin.clone().map(|s| OidcClient::new(reqwest::Client::new(), s)),
-                web: web.clone(),
-                clock: SystemClock,
-            },
-            activate: ActivatePage { onboarding: onboarding()?, web, clock: SystemClock },
-            webhook: WebhookFunction {
-                webhook: Webhook::new(store.clone(), marketplace()?, SystemClock, options.policy.clone()),
-                authenticator: WebhookAuthenticator::new(
-                    reqwest::Client::new(),
-                    WebhookTokenSettings::from_environment(&environment)?,
-                ),
-                clock: SystemClock,
-            },
-            subscriptions: AdminApi { publisher: Publisher::new(store.clone(), marketplace()?, SystemClock) },
-            reconcile: ReconcileJob {
-                reconciler: Reconciler::new(store.clone(), marketplace()?, SystemClock),
-            },
+            landing: landing::Deployed::from_environment(environment.clone()).await?,
+            activate: activate::Deployed::from_environment(environment.clone()).await?,
+            webhook: webhook::Deployed::from_environment(environment.clone()).await?,
+            subscriptions: subscriptions::Deployed::from_environment(environment.clone()).await?,
+            reconcile: reconcile::Deployed::from_environment(environment.clone()).await?,
         });
 
         let app = axum::Router::new()
@@ -212,6 +167,10 @@ impl LocalStack {
 fn environment(options: &Options, url: &str, emulator: &Emulator) -> Environment {
     let settings = emulator.config();
     let mut pairs = vec![
+        // What Lambda sets; DynamoDB Local takes any credentials.
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "local".into()),
+        ("AWS_SECRET_ACCESS_KEY", "local".into()),
         ("TABLE_NAME", options.table_name.clone()),
         ("DYNAMODB_ENDPOINT", options.dynamodb_endpoint.clone()),
         ("ENTRA_TENANT_ID", settings.publisher_tenant_id.clone()),
@@ -229,6 +188,18 @@ fn environment(options: &Options, url: &str, emulator: &Emulator) -> Environment
         ("AUTO_ACTIVATE", options.auto_activate.to_string()),
         ("SECURE_COOKIES", "false".into()),
     ];
+    // The webhook's policy, as the template's parameters would set it.
+    let policy = &options.policy;
+    pairs.push(("ACCEPT_CUSTOMER_CHANGES", policy.accept_changes.to_string()));
+    if let Some(plans) = &policy.allowed_plans {
+        pairs.push(("ALLOWED_PLANS", plans.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")));
+    }
+    if let Some(min) = policy.min_seats {
+        pairs.push(("MIN_SEATS", min.to_string()));
+    }
+    if let Some(max) = policy.max_seats {
+        pairs.push(("MAX_SEATS", max.to_string()));
+    }
     if options.signin {
         pairs.push((
             "OIDC_CLIENT_ID",

@@ -6,39 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use fulfillment::clock::SystemClock;
-use fulfillment::identity::{WebhookAuthenticator, WebhookTokenSettings};
-use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, MarketplaceConfig, RetryPolicy};
-use fulfillment::notifications::{ChangePolicy, Webhook};
-use local_stack::{LocalStack, Options, WebhookHandler};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi};
+use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, Purchase, WebhookFaults};
 use serde_json::Value;
-use webhook::WebhookFunction;
 
 const WARM_DELIVERIES: usize = 200;
 
 /// A webhook function as a fresh Lambda instance would have it: nothing cached.
-fn fresh_function(stack: &LocalStack) -> WebhookHandler {
-    let mut config = MarketplaceConfig::from_lookup(stack.environment.lookup()).expect("config");
-    config.attempt_timeout = Duration::from_secs(3);
-    config.retry = RetryPolicy {
-        base_delay: Duration::from_millis(200),
-        max_delay: Duration::from_secs(1),
-        ..RetryPolicy::default()
-    };
-    WebhookFunction {
-        webhook: Webhook::new(
-            stack.store.clone(),
-            HttpMarketplaceClient::new(config).expect("client"),
-            SystemClock,
-            ChangePolicy::default(),
-        ),
-        authenticator: WebhookAuthenticator::new(
-            reqwest::Client::new(),
-            WebhookTokenSettings::from_environment(&stack.environment).expect("settings"),
-        ),
-        clock: SystemClock,
-    }
+async fn fresh_function(stack: &LocalStack) -> webhook::Deployed {
+    webhook::Deployed::from_environment(stack.environment.clone()).await.expect("the webhook starts")
 }
 
 fn request(payload: &Value, jwt: &str) -> lambda_http::Request {
@@ -67,7 +44,7 @@ async fn notification(stack: &LocalStack, subscription: &str, suspend: bool) -> 
         .payload
 }
 
-async fn timed(function: &WebhookHandler, payload: &Value, jwt: &str) -> Duration {
+async fn timed(function: &webhook::Deployed, payload: &Value, jwt: &str) -> Duration {
     let started = Instant::now();
     let response = function.handle(request(payload, jwt)).await;
     let elapsed = started.elapsed();
@@ -93,7 +70,7 @@ async fn main() {
     stack.emulator.webhook_faults(WebhookFaults { drop: true, ..WebhookFaults::default() }).await;
     let bought = stack.emulator.purchase(Purchase::plan("team-monthly").quantity(5)).await;
     // Activate as the landing page would (the API directly: this measures the webhook).
-    let config = MarketplaceConfig::from_lookup(stack.environment.lookup()).expect("config");
+    let config = stack.environment.marketplace().expect("config");
     let marketplace = HttpMarketplaceClient::new(config).expect("client");
     let id = fulfillment::domain::SubscriptionId::parse(&bought.subscription_id).expect("id");
     marketplace
@@ -107,11 +84,14 @@ async fn main() {
         .expect("activated");
 
     let jwt = stack.emulator.sign_jwt(&stack.emulator.webhook_claims());
-    let cold =
-        timed(&fresh_function(&stack), &notification(&stack, &bought.subscription_id, true).await, &jwt)
-            .await;
+    let cold = timed(
+        &fresh_function(&stack).await,
+        &notification(&stack, &bought.subscription_id, true).await,
+        &jwt,
+    )
+    .await;
 
-    let function = fresh_function(&stack);
+    let function = fresh_function(&stack).await;
     timed(&function, &notification(&stack, &bought.subscription_id, false).await, &jwt).await;
     let mut warm = Vec::with_capacity(WARM_DELIVERIES);
     for n in 0..WARM_DELIVERIES {

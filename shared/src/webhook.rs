@@ -1,7 +1,7 @@
 //! Microsoft's webhook: every change made on its side (plan and seat changes, suspension,
 //! reinstatement, renewal, cancellation) arrives here. Confirm it with the Operations API, decide
 //! (accept or reject a customer's plan or seat change), apply it exactly once, all inside the
-//! 10-second window (reference §4).
+//! 10-second window (docs/marketplace-api.md#webhook).
 
 use std::time::Instant;
 
@@ -12,8 +12,7 @@ use crate::domain::{
     SubscriptionId, SubscriptionStatus, WebhookPayload,
 };
 use crate::lifecycle::LifecycleEvent;
-use crate::marketplace::{AckStatus, Call, ConfigError, MarketplaceApi, MarketplaceError};
-use crate::settings::Environment;
+use crate::marketplace::{AckStatus, Call, MarketplaceApi, MarketplaceError};
 use crate::store::{
     ChangeSource, Outcome, RejectedDelivery, StoreError, SubscriptionRecord, SubscriptionStore,
 };
@@ -36,24 +35,6 @@ impl Default for ChangePolicy {
 }
 
 impl ChangePolicy {
-    /// From `ACCEPT_CUSTOMER_CHANGES`, `ALLOWED_PLANS` (comma-separated), `MIN_SEATS`, `MAX_SEATS`.
-    pub fn from_environment(environment: &Environment) -> Result<Self, ConfigError> {
-        let seats = |name: &'static str| {
-            environment
-                .get(name)
-                .map(|v| v.parse::<u32>().map_err(|e| ConfigError::Invalid { name, reason: e.to_string() }))
-                .transpose()
-        };
-        Ok(Self {
-            accept_changes: environment.flag("ACCEPT_CUSTOMER_CHANGES", true)?,
-            allowed_plans: environment
-                .get("ALLOWED_PLANS")
-                .map(|plans| plans.split(',').filter_map(PlanId::parse).collect()),
-            min_seats: seats("MIN_SEATS")?,
-            max_seats: seats("MAX_SEATS")?,
-        })
-    }
-
     /// `Err(reason)` when the change to `plan`/`seats` is refused.
     pub fn judge(&self, plan: Option<&PlanId>, seats: Option<u32>) -> Result<(), String> {
         if !self.accept_changes {
@@ -104,6 +85,18 @@ pub enum WebhookError {
     Store(#[from] StoreError),
 }
 
+impl WebhookError {
+    /// Whether a redelivery may succeed as things are (503), rather than only after someone fixes
+    /// something on our side (500). Microsoft delivers again after either.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Marketplace(error) => error.is_retryable(),
+            Self::NotFinal(_) => true,
+            Self::Store(error) => error.is_retryable(),
+        }
+    }
+}
+
 /// Handles webhook deliveries over the store, the Marketplace API and the clock.
 pub struct Webhook<S, M, C> {
     store: S,
@@ -147,7 +140,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         let action = delivered.action.clone().unwrap_or_else(|| OperationAction::Unknown(String::new()));
         let ackable = matches!(action, OperationAction::ChangePlan | OperationAction::ChangeQuantity);
 
-        // Confirm with Microsoft (reference §4.6); its operation is the source of truth.
+        // Confirm with Microsoft (docs/marketplace-api.md#webhook-confirmation); its operation is the source of truth.
         let confirmed = match self.marketplace.get_operation(subscription_id, operation_id, &call).await {
             Ok(operation) => {
                 if let Err(mismatch) = matches(delivered, &operation) {
@@ -228,7 +221,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 } else {
                     (None, operation.quantity.or(payload.operation.quantity))
                 };
-                // Already what Microsoft shows ("revert"): accept, never reject (reference §4.3).
+                // Already what Microsoft shows ("revert"): accept, never reject (docs/marketplace-api.md#webhook-actions).
                 let revert = (is_plan && plan.is_some() && plan == before.plan_id)
                     || (!is_plan && seats.is_some() && seats == before.quantity);
                 if let (false, Err(reason)) = (revert, self.policy.judge(plan.as_ref(), seats)) {
@@ -295,7 +288,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         tracing::info!(subscription_id = %id, %operation_id, %reason, "rejecting the change");
         let acknowledged = match self.acknowledge(operation, AckStatus::Failure, call).await {
             Ok(acknowledged) => acknowledged,
-            // Our 4xx inside the window is itself the rejection (reference §4.4): answer it.
+            // Our 4xx inside the window is itself the rejection (docs/marketplace-api.md#webhook-responses): answer it.
             Err(error) => {
                 tracing::warn!(subscription_id = %id, error = %error, "Failure not acknowledged; rejecting by the answer");
                 Acknowledged::Done
@@ -492,7 +485,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         self.observe_as(payload, operation, resync, call).await
     }
 
-    /// Microsoft's view of the subscription now (reference §2.4: the source of truth), and when
+    /// Microsoft's view of the subscription now (docs/marketplace-api.md#get-subscription: the source of truth), and when
     /// it was read.
     async fn view(
         &self,

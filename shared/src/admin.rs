@@ -1,6 +1,6 @@
 //! What the publisher's own systems do: ask whether a customer may use the product now
 //! (entitlement), list and inspect subscriptions, and change a plan or seat count or cancel
-//! (reference §2.3 to §2.8). Changes are checked first as Microsoft would check them, then
+//! (docs/marketplace-api.md#subscription-api). Changes are checked first as Microsoft would check them, then
 //! requested; the pending operation is recorded and settled by the `Partner` webhook or by the
 //! reconciliation.
 
@@ -109,10 +109,33 @@ pub enum PublisherError {
     NotFound(SubscriptionId),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("the marketplace is unavailable")]
+    /// The listing's page token is not one the listing gave out.
+    #[error("the page token is not valid")]
+    InvalidPageToken,
+    #[error("the Marketplace API call failed")]
     Marketplace(#[source] MarketplaceError),
     #[error("the subscription store failed")]
-    Store(#[from] StoreError),
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for PublisherError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::InvalidPageToken => Self::InvalidPageToken,
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl PublisherError {
+    /// Whether the same request may succeed later as things are.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Marketplace(error) => error.is_retryable(),
+            Self::Store(error) => error.is_retryable(),
+            _ => false,
+        }
+    }
 }
 
 /// A subscription with everything that happened to it.

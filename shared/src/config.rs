@@ -1,0 +1,260 @@
+//! Configuration: every setting the functions read, parsed here and nowhere else, once per
+//! execution environment. The settings come from the process environment and, in AWS, from the
+//! fields of one Secrets Manager secret (the composition root, [`crate::wiring`], adds those).
+//! Values are never logged: [`Environment`]'s `Debug` shows names only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::aws::AwsSettings;
+use crate::domain::PlanId;
+use crate::identity::{DEFAULT_LEEWAY, OidcSettings, WebhookTokenSettings};
+use crate::marketplace::{EntraConfig, MARKETPLACE_RESOURCE_ID, MarketplaceConfig, TokenEndpointVersion};
+use crate::web::seal::{MIN_KEY_BYTES, Sealer};
+use crate::web::{FORM_LIFETIME, WebSettings};
+use crate::webhook::ChangePolicy;
+
+/// Names a Secrets Manager secret holding a JSON object of settings (e.g. `ENTRA_CLIENT_SECRET`,
+/// `FORM_SIGNING_KEY`, `OIDC_CLIENT_SECRET`); its values fill in what the environment lacks.
+pub const SECRETS_VARIABLE: &str = "APP_SECRETS_ARN";
+
+/// Entra ID's public cloud: the publisher's tenant, its keys, and the landing page's sign-in.
+pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+fn invalid(name: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.to_string() }
+}
+
+/// Settings by name: the process environment plus the secret's fields.
+#[derive(Clone, Default)]
+pub struct Environment {
+    values: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values may be secrets.
+        f.debug_struct("Environment").field("names", &self.values.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Environment {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self { values: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    }
+
+    /// The process's environment variables.
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Adds `fields` (a secret's), without overriding what is already set.
+    pub fn with_defaults(mut self, fields: HashMap<String, String>) -> Self {
+        for (name, value) in fields {
+            self.values.entry(name).or_insert(value);
+        }
+        self
+    }
+
+    /// Every setting, e.g. to hand on to a child process (local runs and benchmarks only).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The trimmed value of `name`; `None` when unset or blank.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.values.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(other) => Err(invalid(name, format!("{other:?} is not true or false"))),
+        }
+    }
+
+    fn number<T: std::str::FromStr<Err: std::fmt::Display>>(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(name).map(|v| v.parse::<T>().map_err(|e| invalid(name, e))).transpose()
+    }
+
+    fn millis(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        Ok(self.number::<u64>(name)?.map_or(default, Duration::from_millis))
+    }
+
+    /// An http(s) URL.
+    fn url(&self, name: &'static str) -> Result<Option<Url>, ConfigError> {
+        match self.get(name).map(|v| Url::parse(&v).map_err(|e| invalid(name, e))).transpose()? {
+            Some(url) if !matches!(url.scheme(), "http" | "https") => {
+                Err(invalid(name, "must be an http(s) URL"))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A GUID, as Entra's token claims carry it (a tenant's domain name would never match one).
+    fn guid(&self, name: &'static str) -> Result<String, ConfigError> {
+        let value = self.required(name)?;
+        match uuid::Uuid::try_parse(&value) {
+            Ok(_) if value.len() == 36 => Ok(value),
+            _ => Err(invalid(name, "must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")),
+        }
+    }
+
+    fn authority(&self) -> Result<Url, ConfigError> {
+        Ok(self.url("ENTRA_AUTHORITY")?.unwrap_or_else(|| Url::parse(ENTRA_AUTHORITY).expect("a URL")))
+    }
+
+    /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`: what Lambda
+    /// sets for the function's execution role.
+    pub fn aws(&self) -> Result<AwsSettings, ConfigError> {
+        Ok(AwsSettings::new(
+            self.required("AWS_REGION")?,
+            self.required("AWS_ACCESS_KEY_ID")?,
+            self.required("AWS_SECRET_ACCESS_KEY")?,
+            self.get("AWS_SESSION_TOKEN"),
+        ))
+    }
+
+    /// `TABLE_NAME`, and `DYNAMODB_ENDPOINT` for DynamoDB Local.
+    pub fn store(&self) -> Result<StoreSettings, ConfigError> {
+        Ok(StoreSettings {
+            table_name: self.required("TABLE_NAME")?,
+            endpoint: self.url("DYNAMODB_ENDPOINT")?,
+        })
+    }
+
+    /// The publisher's app registration (`ENTRA_*`) and Microsoft's API (`MARKETPLACE_*`).
+    pub fn marketplace(&self) -> Result<MarketplaceConfig, ConfigError> {
+        let mut entra = EntraConfig::new(
+            self.required("ENTRA_TENANT_ID")?,
+            self.required("ENTRA_CLIENT_ID")?,
+            SecretString::from(self.required("ENTRA_CLIENT_SECRET")?),
+            self.authority()?,
+        );
+        if let Some(resource) = self.get("MARKETPLACE_RESOURCE_ID") {
+            entra.resource = resource;
+        }
+        entra.version = match self.get("ENTRA_TOKEN_VERSION").as_deref() {
+            None | Some("v2" | "2") => TokenEndpointVersion::V2,
+            Some("v1" | "1") => TokenEndpointVersion::V1,
+            Some(other) => return Err(invalid("ENTRA_TOKEN_VERSION", format!("{other:?} is not v1 or v2"))),
+        };
+        let mut config = MarketplaceConfig::new(entra);
+        if let Some(base) = self.url("MARKETPLACE_API_BASE")? {
+            config.api_base = base;
+        }
+        if let Some(version) = self.get("MARKETPLACE_API_VERSION") {
+            config.api_version = version;
+        }
+        config.connect_timeout = self.millis("MARKETPLACE_CONNECT_TIMEOUT_MS", config.connect_timeout)?;
+        config.attempt_timeout = self.millis("MARKETPLACE_ATTEMPT_TIMEOUT_MS", config.attempt_timeout)?;
+        config.call_timeout = self.millis("MARKETPLACE_CALL_TIMEOUT_MS", config.call_timeout)?;
+        if let Some(retries) = self.number("MARKETPLACE_MAX_RETRIES")? {
+            config.retry.max_retries = retries;
+        }
+        Ok(config)
+    }
+
+    /// What a webhook's bearer token must say: `ENTRA_TENANT_ID` and `ENTRA_CLIENT_ID` (GUIDs:
+    /// they are compared with the token's `tid` and `aud`), the keys under `ENTRA_AUTHORITY`, or
+    /// at `WEBHOOK_JWKS_URL`.
+    pub fn webhook_token(&self) -> Result<WebhookTokenSettings, ConfigError> {
+        let tenant_id = self.guid("ENTRA_TENANT_ID")?;
+        let jwks_url = match self.url("WEBHOOK_JWKS_URL")? {
+            Some(url) => url,
+            None => {
+                let mut url = self.authority()?;
+                url.path_segments_mut()
+                    .map_err(|()| invalid("ENTRA_AUTHORITY", "cannot have a path appended"))?
+                    .pop_if_empty()
+                    .extend([tenant_id.as_str(), "discovery", "v2.0", "keys"]);
+                url
+            }
+        };
+        Ok(WebhookTokenSettings {
+            tenant_id,
+            app_id: self.guid("ENTRA_CLIENT_ID")?,
+            marketplace_app_id: MARKETPLACE_RESOURCE_ID.into(),
+            jwks_url: jwks_url.to_string(),
+            leeway: DEFAULT_LEEWAY,
+        })
+    }
+
+    /// Which customer changes the webhook accepts: `ACCEPT_CUSTOMER_CHANGES`, `ALLOWED_PLANS`
+    /// (comma-separated), `MIN_SEATS`, `MAX_SEATS`.
+    pub fn change_policy(&self) -> Result<ChangePolicy, ConfigError> {
+        let defaults = ChangePolicy::default();
+        Ok(ChangePolicy {
+            accept_changes: self.flag("ACCEPT_CUSTOMER_CHANGES", defaults.accept_changes)?,
+            allowed_plans: self
+                .get("ALLOWED_PLANS")
+                .map(|plans| plans.split(',').filter_map(PlanId::parse).collect()),
+            min_seats: self.number("MIN_SEATS")?,
+            max_seats: self.number("MAX_SEATS")?,
+        })
+    }
+
+    /// The buyer-facing pages: `FORM_SIGNING_KEY`, `LANDING_URL`, `ACTIVATE_URL`, `PRODUCT_NAME`,
+    /// `PRODUCT_URL`, `AUTO_ACTIVATE`, `SECURE_COOKIES`, and sign-in with `OIDC_*`.
+    pub fn web(&self) -> Result<WebSettings, ConfigError> {
+        let key = self.required("FORM_SIGNING_KEY")?;
+        let sealer = Sealer::new(key.as_bytes())
+            .ok_or_else(|| invalid("FORM_SIGNING_KEY", format!("must be at least {MIN_KEY_BYTES} bytes")))?;
+        let landing_url = self.url("LANDING_URL")?.ok_or(ConfigError::Missing("LANDING_URL"))?;
+        let activate_url = match self.url("ACTIVATE_URL")? {
+            Some(url) => url,
+            None => landing_url.join("activate").map_err(|e| invalid("LANDING_URL", e))?,
+        };
+        let signin = match self.get("OIDC_CLIENT_ID") {
+            None => None,
+            Some(client_id) => Some(OidcSettings {
+                authority: match self.url("OIDC_AUTHORITY")? {
+                    Some(url) => url,
+                    None => Url::parse(&format!("{ENTRA_AUTHORITY}/organizations/v2.0")).expect("a URL"),
+                },
+                client_id,
+                client_secret: self.get("OIDC_CLIENT_SECRET").map(SecretString::from),
+                redirect_uri: self.url("OIDC_REDIRECT_URI")?.unwrap_or_else(|| landing_url.clone()),
+            }),
+        };
+        Ok(WebSettings {
+            sealer,
+            product_name: self.get("PRODUCT_NAME").unwrap_or_else(|| "Our product".into()),
+            product_url: self.get("PRODUCT_URL"),
+            landing_url,
+            activate_url,
+            auto_activate: self.flag("AUTO_ACTIVATE", false)?,
+            secure_cookies: self.flag("SECURE_COOKIES", true)?,
+            signin,
+            form_lifetime: FORM_LIFETIME,
+        })
+    }
+}
+
+/// Where the subscriptions live.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub table_name: String,
+    /// DynamoDB Local's URL for local runs; unset in AWS.
+    pub endpoint: Option<Url>,
+}

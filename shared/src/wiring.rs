@@ -1,0 +1,76 @@
+//! The composition root's shared half: from a function's settings to the adapters every function
+//! uses (the DynamoDB store, the Marketplace API client's configuration, an HTTP client for Entra
+//! ID). Each function's own constructor (`from_environment` in its crate) starts here, adds what
+//! only it needs, and is what its `main.rs`, the local stack, the benchmarks and the tests call.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::aws::AwsClients;
+use crate::config::{ConfigError, Environment, SECRETS_VARIABLE};
+use crate::marketplace::{HttpMarketplaceClient, MarketplaceConfig};
+use crate::store::dynamodb::DynamoDbStore;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a function could not start (Lambda reports it as an init error).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    #[error("cannot read the secret named by {SECRETS_VARIABLE}")]
+    Secret(#[source] BoxError),
+    #[error("the secret named by {SECRETS_VARIABLE} is not a JSON object of strings")]
+    SecretFormat(#[source] serde_json::Error),
+    #[error("cannot build an HTTP client")]
+    Http(#[from] reqwest::Error),
+}
+
+/// What every function builds once per execution environment.
+pub struct Services {
+    /// The settings, with the secret's fields.
+    pub environment: Environment,
+    pub store: DynamoDbStore,
+    /// Microsoft's API, as configured; a function may tune it before building its client.
+    pub marketplace: MarketplaceConfig,
+    /// For Entra ID's keys and sign-in: short timeouts.
+    pub http: reqwest::Client,
+}
+
+impl Services {
+    /// Reads the secret (if `APP_SECRETS_ARN` names one) and builds the clients.
+    pub async fn load(environment: Environment) -> Result<Self, StartupError> {
+        let aws = AwsClients::new(environment.aws()?)?;
+        let environment = match environment.get(SECRETS_VARIABLE) {
+            None => environment,
+            Some(arn) => environment.with_defaults(read_secret(&aws, &arn).await?),
+        };
+        let settings = environment.store()?;
+        // A stuck call must not eat the webhook's 10 seconds (connecting gives up after a second:
+        // see `aws::sdk_http_client`).
+        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(Duration::from_secs(2))
+            .operation_timeout(Duration::from_secs(5))
+            .build();
+        let dynamodb = aws.dynamodb(settings.endpoint.as_ref().map(|u| u.as_str()), timeouts);
+        let store = DynamoDbStore::new(dynamodb, settings.table_name);
+        let marketplace = environment.marketplace()?;
+        Ok(Self { environment, store, marketplace, http: crate::http::client()? })
+    }
+
+    /// The Marketplace API client, as configured.
+    pub fn marketplace_client(&self) -> Result<HttpMarketplaceClient, StartupError> {
+        Ok(HttpMarketplaceClient::new(self.marketplace.clone())?)
+    }
+}
+
+async fn read_secret(aws: &AwsClients, arn: &str) -> Result<HashMap<String, String>, StartupError> {
+    let secret = aws
+        .secrets_manager()
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| StartupError::Secret(e.into()))?;
+    serde_json::from_str(secret.secret_string().unwrap_or("{}")).map_err(StartupError::SecretFormat)
+}

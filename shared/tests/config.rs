@@ -1,0 +1,212 @@
+//! Every setting is read in one place: defaults, overrides, and a named error for what is missing
+//! or invalid.
+
+use std::time::Duration;
+
+use fulfillment::config::{ConfigError, Environment};
+use fulfillment::domain::PlanId;
+use fulfillment::marketplace::{MARKETPLACE_RESOURCE_ID, TokenEndpointVersion};
+use fulfillment::webhook::ChangePolicy;
+use secrecy::ExposeSecret;
+
+fn environment(pairs: &[(&str, &str)]) -> Environment {
+    Environment::from_pairs(pairs.iter().copied())
+}
+
+/// `pairs` with `name` set to `value` (replacing it if present).
+fn with(pairs: &[(&'static str, &'static str)], name: &'static str, value: &'static str) -> Environment {
+    let mut pairs = pairs.to_vec();
+    pairs.retain(|(n, _)| *n != name);
+    pairs.push((name, value));
+    environment(&pairs)
+}
+
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, ConfigError>, name: &str, value: &str) {
+    match result {
+        Err(ConfigError::Invalid { name: reported, .. }) => assert_eq!(reported, name, "{value}"),
+        other => panic!("{name}={value}: {other:?}"),
+    }
+}
+
+const TENANT: &str = "72f988bf-0000-4000-8000-00000000e001";
+const APP: &str = "a1b2c3d4-0000-4000-8000-00000000a991";
+const MARKETPLACE: [(&str, &str); 3] =
+    [("ENTRA_TENANT_ID", TENANT), ("ENTRA_CLIENT_ID", APP), ("ENTRA_CLIENT_SECRET", "secret")];
+
+#[test]
+fn the_marketplace_defaults_point_at_microsoft() {
+    let config = environment(&MARKETPLACE).marketplace().expect("valid");
+    assert_eq!(config.api_base.as_str(), "https://marketplaceapi.microsoft.com/api");
+    assert_eq!(config.api_version, "2018-08-31");
+    assert_eq!(config.entra.resource, MARKETPLACE_RESOURCE_ID);
+    assert_eq!(config.entra.version, TokenEndpointVersion::V2);
+    assert_eq!(
+        config.entra.token_url().as_str(),
+        format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token")
+    );
+    assert_eq!(config.entra.client_secret.expose_secret(), "secret");
+    assert!(!format!("{config:?}").contains("secret\""), "the secret is not printed");
+}
+
+#[test]
+fn every_marketplace_setting_can_be_overridden() {
+    let mut pairs = MARKETPLACE.to_vec();
+    pairs.extend([
+        ("MARKETPLACE_API_BASE", "http://127.0.0.1:8600/api"),
+        ("MARKETPLACE_API_VERSION", "2018-09-15"),
+        ("ENTRA_AUTHORITY", "http://127.0.0.1:8600/entra"),
+        ("ENTRA_TOKEN_VERSION", "v1"),
+        ("MARKETPLACE_RESOURCE_ID", "62d94f6c-d599-489b-a797-3e10e42fbe22"),
+        ("MARKETPLACE_CONNECT_TIMEOUT_MS", "500"),
+        ("MARKETPLACE_ATTEMPT_TIMEOUT_MS", "2500"),
+        ("MARKETPLACE_CALL_TIMEOUT_MS", "8000"),
+        ("MARKETPLACE_MAX_RETRIES", "1"),
+    ]);
+    let config = environment(&pairs).marketplace().expect("valid");
+    assert_eq!(config.api_base.as_str(), "http://127.0.0.1:8600/api");
+    assert_eq!(config.api_version, "2018-09-15");
+    assert_eq!(
+        config.entra.token_url().as_str(),
+        format!("http://127.0.0.1:8600/entra/{TENANT}/oauth2/token")
+    );
+    assert_eq!(config.entra.resource, "62d94f6c-d599-489b-a797-3e10e42fbe22");
+    assert_eq!(
+        (config.connect_timeout, config.attempt_timeout, config.call_timeout),
+        (Duration::from_millis(500), Duration::from_millis(2500), Duration::from_secs(8))
+    );
+    assert_eq!(config.retry.max_retries, 1);
+}
+
+#[test]
+fn missing_or_invalid_marketplace_settings_are_named() {
+    assert_eq!(
+        environment(&MARKETPLACE[..2]).marketplace().err(),
+        Some(ConfigError::Missing("ENTRA_CLIENT_SECRET"))
+    );
+    assert_eq!(
+        with(&MARKETPLACE, "ENTRA_TENANT_ID", " ").marketplace().err(),
+        Some(ConfigError::Missing("ENTRA_TENANT_ID"))
+    );
+    for (name, value) in [
+        ("ENTRA_TOKEN_VERSION", "v3"),
+        ("ENTRA_AUTHORITY", "mailto:keys@example.com"),
+        ("MARKETPLACE_API_BASE", "not a url"),
+        ("MARKETPLACE_CALL_TIMEOUT_MS", "ten"),
+        ("MARKETPLACE_MAX_RETRIES", "-1"),
+    ] {
+        assert_invalid(with(&MARKETPLACE, name, value).marketplace(), name, value);
+    }
+}
+
+#[test]
+fn webhook_tokens_are_checked_against_the_public_cloud_by_default() {
+    let settings = environment(&MARKETPLACE).webhook_token().expect("settings");
+    assert_eq!((settings.tenant_id.as_str(), settings.app_id.as_str()), (TENANT, APP));
+    assert_eq!(settings.marketplace_app_id, MARKETPLACE_RESOURCE_ID);
+    assert_eq!(settings.jwks_url, format!("https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys"));
+    assert_eq!(settings.leeway, Duration::from_secs(60));
+}
+
+#[test]
+fn the_webhook_keys_follow_the_authority_unless_overridden() {
+    for authority in ["http://127.0.0.1:9/entra", "http://127.0.0.1:9/entra/"] {
+        let settings = with(&MARKETPLACE, "ENTRA_AUTHORITY", authority).webhook_token().expect("settings");
+        assert_eq!(settings.jwks_url, format!("http://127.0.0.1:9/entra/{TENANT}/discovery/v2.0/keys"));
+    }
+    let mut pairs = MARKETPLACE.to_vec();
+    pairs.extend([
+        ("ENTRA_AUTHORITY", "http://127.0.0.1:9/entra"),
+        ("WEBHOOK_JWKS_URL", "https://keys.example/jwks"),
+    ]);
+    assert_eq!(environment(&pairs).webhook_token().expect("settings").jwks_url, "https://keys.example/jwks");
+}
+
+#[test]
+fn webhook_settings_refuse_what_would_refuse_every_webhook() {
+    let read = |pairs: &[(&str, &str)]| environment(pairs).webhook_token();
+    assert_eq!(read(&[("ENTRA_CLIENT_ID", APP)]).unwrap_err(), ConfigError::Missing("ENTRA_TENANT_ID"));
+    assert_eq!(read(&[("ENTRA_TENANT_ID", TENANT)]).unwrap_err(), ConfigError::Missing("ENTRA_CLIENT_ID"));
+    for (name, value) in [
+        ("ENTRA_TENANT_ID", "contoso.onmicrosoft.com"),
+        ("ENTRA_TENANT_ID", "72f988bf00004000800000000000e001"),
+        ("ENTRA_CLIENT_ID", "api://a1b2c3d4-0000-4000-8000-00000000a991"),
+        ("ENTRA_AUTHORITY", "not a url"),
+        ("ENTRA_AUTHORITY", "mailto:keys@example.com"),
+        ("WEBHOOK_JWKS_URL", "ftp://keys.example/jwks"),
+    ] {
+        assert_invalid(with(&MARKETPLACE, name, value).webhook_token(), name, value);
+    }
+}
+
+#[test]
+fn the_change_policy_is_read_from_the_environment() {
+    let policy = environment(&[
+        ("ACCEPT_CUSTOMER_CHANGES", "true"),
+        ("ALLOWED_PLANS", "gold, silver ,"),
+        ("MIN_SEATS", "2"),
+        ("MAX_SEATS", "200"),
+    ])
+    .change_policy()
+    .expect("valid");
+    let plan = |p| PlanId::parse(p).expect("a plan");
+    assert_eq!(policy.allowed_plans, Some(vec![plan("gold"), plan("silver")]));
+    assert_eq!((policy.min_seats, policy.max_seats), (Some(2), Some(200)));
+    assert_eq!(Environment::default().change_policy().expect("defaults"), ChangePolicy::default());
+    assert_invalid(environment(&[("MAX_SEATS", "many")]).change_policy(), "MAX_SEATS", "many");
+    assert_invalid(
+        environment(&[("ACCEPT_CUSTOMER_CHANGES", "maybe")]).change_policy(),
+        "ACCEPT_CUSTOMER_CHANGES",
+        "maybe",
+    );
+}
+
+const WEB: [(&str, &str); 2] = [
+    ("FORM_SIGNING_KEY", "a-form-signing-key-of-at-least-32-bytes"),
+    ("LANDING_URL", "https://saas.example/landing"),
+];
+
+#[test]
+fn the_pages_default_to_secure_cookies_and_the_confirmation_step() {
+    let web = environment(&WEB).web().expect("valid");
+    assert_eq!(web.activate_url.as_str(), "https://saas.example/activate");
+    assert!(web.secure_cookies && !web.auto_activate && web.signin.is_none());
+    let signin = with(&WEB, "OIDC_CLIENT_ID", APP).web().expect("valid").signin.expect("sign-in");
+    assert_eq!(signin.authority.as_str(), "https://login.microsoftonline.com/organizations/v2.0");
+    assert_eq!(signin.redirect_uri.as_str(), "https://saas.example/landing");
+}
+
+#[test]
+fn invalid_page_settings_are_named() {
+    assert_eq!(
+        environment(&WEB[1..]).web().err().map(|e| e.to_string()),
+        Some("FORM_SIGNING_KEY is not set".into())
+    );
+    for (name, value) in [
+        ("FORM_SIGNING_KEY", "short"),
+        ("LANDING_URL", "not a url"),
+        ("AUTO_ACTIVATE", "sometimes"),
+        ("SECURE_COOKIES", "2"),
+    ] {
+        assert_invalid(with(&WEB, name, value).web(), name, value);
+    }
+}
+
+#[test]
+fn aws_settings_come_from_the_lambda_environment() {
+    let lambda = [("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "AKIA"), ("AWS_SECRET_ACCESS_KEY", "s")];
+    let aws = environment(&lambda).aws().expect("valid");
+    assert_eq!(aws.region.as_ref(), "eu-west-1");
+    assert!(!format!("{aws:?}").contains("\"s\""), "the secret key is not printed");
+    assert_eq!(environment(&lambda[..2]).aws().err(), Some(ConfigError::Missing("AWS_SECRET_ACCESS_KEY")));
+    let store = with(&[("TABLE_NAME", "subscriptions")], "DYNAMODB_ENDPOINT", "http://127.0.0.1:8000")
+        .store()
+        .expect("valid");
+    assert_eq!(store.table_name, "subscriptions");
+    assert_eq!(environment(&[]).store().err(), Some(ConfigError::Missing("TABLE_NAME")));
+}
+
+#[test]
+fn values_are_never_printed() {
+    let printed = format!("{:?}", environment(&MARKETPLACE));
+    assert!(printed.contains("ENTRA_CLIENT_SECRET") && !printed.contains("secret\""), "{printed}");
+}

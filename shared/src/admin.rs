@@ -294,7 +294,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
         let outstanding = match self.marketplace.list_outstanding_operations(id, call).await {
             Ok(operations) => operations,
             Err(lookup) => {
-                tracing::warn!(subscription_id = %id, error = %lookup, "could not look for the operation a failed request may have started");
+                tracing::warn!(subscription_id = %id, error = %crate::error_chain(&lookup), "could not look for the operation a failed request may have started");
                 return None;
             }
         };
@@ -309,7 +309,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
             .filter(|o| plan_id.is_none() || o.plan_id.as_ref() == plan_id)
             .filter(|o| quantity.is_none() || o.quantity == quantity)
             .max_by_key(|o| o.time_stamp)?;
-        tracing::warn!(subscription_id = %id, operation_id = %found.id, error = %error, "the request failed but Microsoft started the change");
+        tracing::warn!(subscription_id = %id, operation_id = %found.id, error = %crate::error_chain(&error), "the request failed but Microsoft started the change");
         Some(found.id)
     }
 
@@ -376,7 +376,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
                 },
             };
             match self.store.apply(&change).await {
-                Ok(Applied::Recorded { .. } | Applied::Duplicate) => return Ok(()),
+                Ok(Applied::Written { .. } | Applied::Duplicate) => return Ok(()),
                 // A webhook changed the record meanwhile: keep the request on the newer record.
                 Err(StoreError::Conflict { .. }) => current = self.record(&current.subscription.id).await?,
                 Err(error) => return Err(error.into()),

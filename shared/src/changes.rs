@@ -327,7 +327,7 @@ fn fmt_time(at: Option<Timestamp>) -> String {
 
 /// What recording an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
+pub enum Effect {
     /// Written; the record is at `version`.
     Written { version: u64 },
     /// This operation was recorded before.
@@ -347,7 +347,7 @@ pub async fn record_event(
     store: &impl SubscriptionStore,
     event: &Event,
     now: Timestamp,
-) -> Result<Recorded, StoreError> {
+) -> Result<Effect, StoreError> {
     let current = store.get(&event.subscription_id).await?;
     record_event_on(store, event, now, current).await
 }
@@ -358,7 +358,7 @@ pub async fn record_event_on(
     event: &Event,
     now: Timestamp,
     mut current: Option<SubscriptionRecord>,
-) -> Result<Recorded, StoreError> {
+) -> Result<Effect, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -367,12 +367,12 @@ pub async fn record_event_on(
         }
         let change = match plan_change(current.as_ref(), event.clone(), now) {
             Decision::Apply(change) => change,
-            Decision::Resync => return Ok(Recorded::Resync),
-            Decision::Nothing => return Ok(Recorded::Nothing),
+            Decision::Resync => return Ok(Effect::Resync),
+            Decision::Nothing => return Ok(Effect::Nothing),
         };
         match store.apply(&change).await {
-            Ok(Applied::Recorded { version }) => return Ok(Recorded::Written { version }),
-            Ok(Applied::Duplicate) => return Ok(Recorded::Duplicate),
+            Ok(Applied::Written { version }) => return Ok(Effect::Written { version }),
+            Ok(Applied::Duplicate) => return Ok(Effect::Duplicate),
             Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
             Err(error) => return Err(error),
         }
@@ -387,7 +387,7 @@ pub async fn record_kept(
     outcome: Outcome,
     detail: &str,
     now: Timestamp,
-) -> Result<Recorded, StoreError> {
+) -> Result<Effect, StoreError> {
     for attempt in 1..=CONFLICT_ATTEMPTS {
         let current = store.get(&event.subscription_id).await?;
         // The publisher's change that failed at Microsoft is no longer pending.
@@ -399,8 +399,8 @@ pub async fn record_kept(
         let change =
             build(event.clone(), current.as_ref(), state, outcome.clone(), Some(detail.to_owned()), now);
         match store.apply(&change).await {
-            Ok(Applied::Recorded { version }) => return Ok(Recorded::Written { version }),
-            Ok(Applied::Duplicate) => return Ok(Recorded::Duplicate),
+            Ok(Applied::Written { version }) => return Ok(Effect::Written { version }),
+            Ok(Applied::Duplicate) => return Ok(Effect::Duplicate),
             Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {}
             Err(error) => return Err(error),
         }

@@ -5,7 +5,7 @@
 //! (a missed webhook), ask for the truth from Microsoft. [`decide`] adds ordering: an event older
 //! than the last one applied never moves the state back (docs/marketplace-api.md#webhook-delivery).
 
-use crate::domain::{OperationAction, SubscriptionStatus, Timestamp};
+use crate::domain::{OperationAction, SubscriptionStatus};
 
 /// Something that happened to a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,20 +103,5 @@ pub fn transition(from: &SubscriptionStatus, event: &LifecycleEvent) -> Transiti
             E::Activated | E::PlanChanged | E::QuantityChanged | E::Renewed | E::Suspended | E::Reinstated,
             _,
         ) => Resync,
-    }
-}
-
-/// [`transition`] with ordering: an event that happened before the last applied one is [`Stale`].
-///
-/// [`Stale`]: Transition::Stale
-pub fn decide(
-    from: &SubscriptionStatus,
-    last_applied_at: Option<Timestamp>,
-    event: &LifecycleEvent,
-    occurred_at: Option<Timestamp>,
-) -> Transition {
-    match (last_applied_at, occurred_at) {
-        (Some(last), Some(at)) if at < last => Transition::Stale,
-        _ => transition(from, event),
     }
 }

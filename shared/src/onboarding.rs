@@ -217,7 +217,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
         match self.marketplace.list_available_plans(&subscription.id, Some(plan_id), call).await {
             Ok(plans) => plans.into_iter().find(|p| &p.plan_id == plan_id),
             Err(error) => {
-                tracing::warn!(subscription_id = %subscription.id, error = %error, "plan details unavailable");
+                tracing::warn!(subscription_id = %subscription.id, error = %crate::error_chain(&error), "plan details unavailable");
                 None
             }
         }

@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::admin::drop_pending;
-use crate::changes::{Event, Recorded, record_event};
+use crate::changes::{Effect, Event, record_event};
 use crate::clock::Clock;
 use crate::domain::{OperationId, OperationStatus, Subscription, SubscriptionId, Timestamp};
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError, PageToken};
@@ -93,7 +93,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
             let page = match self.marketplace.list_subscriptions(next.as_ref(), &call).await {
                 Ok(page) => page,
                 Err(error) => {
-                    tracing::error!(run_id, error = %error, "listing subscriptions failed; the run is incomplete");
+                    tracing::error!(run_id, error = %crate::error_chain(&error), "listing subscriptions failed; the run is incomplete");
                     summary.errors += 1;
                     break;
                 }
@@ -136,7 +136,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         let stored: HashMap<SubscriptionId, SubscriptionRecord> = match self.store.get_many(&ids).await {
             Ok(records) => records.into_iter().map(|r| (r.subscription.id.clone(), r)).collect(),
             Err(error) => {
-                tracing::error!(run_id, error = %error, "reading a page of records failed");
+                tracing::error!(run_id, error = %crate::error_chain(&error), "reading a page of records failed");
                 summary.errors += ids.len() as u64;
                 return;
             }
@@ -164,7 +164,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                     summary.operations_dropped += dropped;
                 }
                 Err(error) => {
-                    tracing::warn!(run_id, subscription_id = %id, error = %error, "not reconciled this time");
+                    tracing::warn!(run_id, subscription_id = %id, error = %crate::error_chain(&error), "not reconciled this time");
                     summary.errors += 1;
                 }
             }
@@ -193,7 +193,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                     Some(OperationStatus::Failed)
                 }
                 Err(error @ MarketplaceError::BadRequest { .. }) => {
-                    tracing::warn!(run_id, subscription_id = %listed.id, operation_id = %pending.id, error = %error, "pending operation not confirmed; kept for the next run");
+                    tracing::warn!(run_id, subscription_id = %listed.id, operation_id = %pending.id, error = %crate::error_chain(&error), "pending operation not confirmed; kept for the next run");
                     None
                 }
                 Err(error) => return Err(error.into()),
@@ -205,7 +205,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                     let now = self.marketplace.get_subscription(&listed.id, &call).await?;
                     // A webhook may have settled it meanwhile: then nothing is written here.
                     return Ok(match self.observe(&now, read_at, &pending.id).await? {
-                        Recorded::Written { .. } => (Reconciled::Changed, 1, dropped),
+                        Effect::Written { .. } => (Reconciled::Changed, 1, dropped),
                         _ => (Reconciled::Unchanged, 0, dropped),
                     });
                 }
@@ -232,7 +232,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         let operation = reconcile_operation(run_id, &listed.id);
         let Some(record) = record else {
             return Ok(match self.observe(&listed, listed_at, &operation).await? {
-                Recorded::Written { .. } => (Reconciled::Added, finished, dropped),
+                Effect::Written { .. } => (Reconciled::Added, finished, dropped),
                 _ => (Reconciled::Unchanged, finished, dropped),
             });
         };
@@ -242,7 +242,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         // Decided on the record as it is when written: a webhook that wrote a view read after the
         // listing wins (the listing is stale), whenever it got in.
         match self.observe(&listed, listed_at, &operation).await? {
-            Recorded::Written { .. } => Ok((Reconciled::Changed, finished, dropped)),
+            Effect::Written { .. } => Ok((Reconciled::Changed, finished, dropped)),
             _ => Ok((Reconciled::Unchanged, finished, dropped)),
         }
     }
@@ -252,7 +252,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         subscription: &Subscription,
         read_at: Timestamp,
         operation_id: &OperationId,
-    ) -> Result<Recorded, StoreError> {
+    ) -> Result<Effect, StoreError> {
         let event =
             Event::observed(subscription.clone(), read_at, operation_id.clone(), ChangeSource::Reconcile);
         record_event(&self.store, &event, self.clock.now()).await

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::changes::{Event, Recorded, Seen, record_event, record_event_on, record_kept};
+use crate::changes::{Effect, Event, Seen, record_event, record_event_on, record_kept};
 use crate::clock::Clock;
 use crate::domain::{
     Operation, OperationAction, OperationId, OperationStatus, PlanId, RequestSource, Subscription,
@@ -66,7 +66,7 @@ pub enum Handled {
     /// refused change is refused again.
     Rejected(String),
     /// The delivery does not match what Microsoft says happened, or contradicts itself: 4xx.
-    Refused(String),
+    Mismatched(String),
     /// Microsoft confirms neither the operation nor the subscription: no record changed; the
     /// delivery is kept aside for investigation and answered 200 (asking again cannot change
     /// Microsoft's answer; the reconciliation picks up whatever Microsoft does list).
@@ -126,7 +126,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         {
             let reason = format!("subscription.id {} is not subscriptionId {subscription_id}", snapshot.id);
             tracing::warn!(%subscription_id, %operation_id, %reason, "delivery contradicts itself");
-            return Ok(Handled::Refused(reason));
+            return Ok(Handled::Mismatched(reason));
         }
         let call = Call::correlated(operation_id.as_str()).until(deadline);
         if let Some(recorded) = self.store.operation(subscription_id, operation_id).await? {
@@ -145,13 +145,13 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             Ok(operation) => {
                 if let Err(mismatch) = matches(delivered, &operation) {
                     tracing::warn!(%subscription_id, %operation_id, %mismatch, "delivery does not match Microsoft's operation");
-                    return Ok(Handled::Refused(mismatch));
+                    return Ok(Handled::Mismatched(mismatch));
                 }
                 Some(operation)
             }
             Err(MarketplaceError::NotFound { .. }) if ackable => {
                 tracing::warn!(%subscription_id, %operation_id, "Microsoft knows no such operation");
-                return Ok(Handled::Refused("Microsoft knows no such operation".into()));
+                return Ok(Handled::Mismatched("Microsoft knows no such operation".into()));
             }
             // Some notify-only actions have no operation (404, or 400 from the real service): act
             // on Microsoft's view of the subscription instead.
@@ -290,7 +290,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             Ok(acknowledged) => acknowledged,
             // Our 4xx inside the window is itself the rejection (docs/marketplace-api.md#webhook-responses): answer it.
             Err(error) => {
-                tracing::warn!(subscription_id = %id, error = %error, "Failure not acknowledged; rejecting by the answer");
+                tracing::warn!(subscription_id = %id, error = %crate::error_chain(&error), "Failure not acknowledged; rejecting by the answer");
                 Acknowledged::Done
             }
         };
@@ -298,7 +298,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Failed) => {
                 if let Err(error) = self.keep(payload, operation, Outcome::Rejected, &reason).await {
                     // Still a rejection: Microsoft keeps the old plan and seats either way.
-                    tracing::error!(subscription_id = %id, error = %error, "refusal not recorded");
+                    tracing::error!(subscription_id = %id, error = %crate::error_chain(&error), "refusal not recorded");
                 }
                 // Microsoft has been seen to apply a change the publisher refused: look.
                 match self.view(id, call).await {
@@ -310,12 +310,12 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                         let recorded =
                             self.record_view(payload, Some(operation), drift, Some(read), call).await;
                         if let Err(error) = recorded {
-                            tracing::error!(subscription_id = %id, error = %error, "the drift was not recorded; the reconciliation will");
+                            tracing::error!(subscription_id = %id, error = %crate::error_chain(&error), "the drift was not recorded; the reconciliation will");
                         }
                     }
                     Ok(_) => {}
                     Err(error) => {
-                        tracing::warn!(subscription_id = %id, error = %error, "could not check that the refusal held; the reconciliation will")
+                        tracing::warn!(subscription_id = %id, error = %crate::error_chain(&error), "could not check that the refusal held; the reconciliation will")
                     }
                 }
                 Ok(Handled::Rejected(reason))
@@ -390,7 +390,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         stored: Option<SubscriptionRecord>,
     ) -> Result<bool, WebhookError> {
         let event = self.event(payload, Some(operation), lifecycle, seen);
-        Ok(!matches!(record_event_on(&self.store, &event, self.clock.now(), stored).await?, Recorded::Resync))
+        Ok(!matches!(record_event_on(&self.store, &event, self.clock.now(), stored).await?, Effect::Resync))
     }
 
     /// Records Microsoft's view of the subscription now, under `operation_id`.
@@ -432,7 +432,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             let mut event =
                 self.event(payload, confirmed, lifecycle, Seen::View { subscription: view, as_of });
             event.operation_id = operation_id.clone();
-            if !matches!(record_event(&self.store, &event, self.clock.now()).await?, Recorded::Resync) {
+            if !matches!(record_event(&self.store, &event, self.clock.now()).await?, Effect::Resync) {
                 return Ok(());
             }
         }

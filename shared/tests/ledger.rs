@@ -123,7 +123,7 @@ async fn a_payload_naming_two_subscriptions_is_refused_before_any_call() {
     .expect("payload");
     let handled = world.deliver(ChangePolicy::default(), &forged).await.expect("answered");
     assert!(
-        matches!(handled, Handled::Refused(ref reason) if reason.contains("is not subscriptionId")),
+        matches!(handled, Handled::Mismatched(ref reason) if reason.contains("is not subscriptionId")),
         "{handled:?}"
     );
     assert_eq!(world.market.calls().len(), calls, "Microsoft was not asked");

@@ -7,7 +7,7 @@ use fulfillment::changes::{Decision, Event, Seen, plan_change};
 use fulfillment::domain::{
     OperationAction, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus, Timestamp,
 };
-use fulfillment::lifecycle::{LifecycleEvent as E, Transition, decide, transition};
+use fulfillment::lifecycle::{LifecycleEvent as E, Transition, transition};
 use fulfillment::store::{ChangeSource, Outcome, StateWrite, SubscriptionRecord};
 
 fn unknown() -> SubscriptionStatus {
@@ -72,27 +72,6 @@ fn every_state_and_event_pair_has_the_defined_outcome() {
 
 fn at(minute: u32) -> Option<Timestamp> {
     Utc.with_ymd_and_hms(2026, 5, 20, 14, minute, 0).single()
-}
-
-#[test]
-fn an_event_older_than_the_last_applied_is_stale_whatever_it_is() {
-    for from in states() {
-        for event in
-            [E::Suspended, E::Reinstated, E::Unsubscribed, E::Observed(SubscriptionStatus::Subscribed)]
-        {
-            assert_eq!(decide(&from, at(30), &event, at(20)), Transition::Stale, "{event:?} while {from}");
-        }
-    }
-}
-
-#[test]
-fn an_event_at_or_after_the_last_applied_or_without_time_is_decided_normally() {
-    let from = SubscriptionStatus::Subscribed;
-    let expected = Transition::Move(SubscriptionStatus::Suspended);
-    assert_eq!(decide(&from, at(30), &E::Suspended, at(30)), expected, "same instant");
-    assert_eq!(decide(&from, at(30), &E::Suspended, at(40)), expected, "later");
-    assert_eq!(decide(&from, None, &E::Suspended, at(10)), expected, "nothing applied yet");
-    assert_eq!(decide(&from, at(30), &E::Suspended, None), expected, "no time given");
 }
 
 #[test]

@@ -125,6 +125,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ActivatePage<S, M, C> {
                         (StatusCode::ACCEPTED, "ActivatedNotRecorded")
                     }
                     e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+                    OnboardingError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StoreRefused"),
                     _ => (StatusCode::BAD_GATEWAY, "MarketplaceRefused"),
                 };
                 respond::error(status, code, &error.to_string())

@@ -121,7 +121,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
             Ok(Handled::Rejected(reason)) => {
                 respond::error(StatusCode::BAD_REQUEST, "ChangeRejected", &reason)
             }
-            Ok(Handled::Refused(reason)) => {
+            Ok(Handled::Mismatched(reason)) => {
                 respond::error(StatusCode::BAD_REQUEST, "OperationMismatch", &reason)
             }
             Err(failure) => {

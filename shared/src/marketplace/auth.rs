@@ -151,7 +151,7 @@ impl EntraTokenProvider {
             if retry > self.retry.max_retries || Instant::now() + delay >= deadline {
                 return Err(TokenError::Unavailable { source: failure });
             }
-            tracing::warn!(retry, error = %failure, "token endpoint failed, retrying");
+            tracing::warn!(retry, error = %crate::error_chain(failure.as_ref()), "token endpoint failed, retrying");
             tokio::time::sleep(delay).await;
         }
     }

@@ -156,7 +156,7 @@ impl HttpMarketplaceClient {
                 Ok(Err(error)) => {
                     // A request that may have reached Microsoft is sent again only when that is safe.
                     let may_resend = request.idempotent || error.is_connect();
-                    tracing::warn!(action, %request_id, correlation_id = %call.correlation_id, error = %error, "no answer");
+                    tracing::warn!(action, %request_id, correlation_id = %call.correlation_id, error = %crate::error_chain(&error), "no answer");
                     if may_resend && self.pause_before_retry(&mut retries, None, deadline).await {
                         continue;
                     }

@@ -157,7 +157,7 @@ impl SubscriptionStore for DynamoDbStore {
         writes.push(self.put(history_item(&partition, &change.history)?, "attribute_not_exists(pk)"));
 
         match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
-            Ok(_) => Ok(Applied::Recorded { version }),
+            Ok(_) => Ok(Applied::Written { version }),
             Err(error) => {
                 let reasons: Vec<Option<String>> = match error.as_service_error() {
                     Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {

@@ -244,7 +244,7 @@ impl Change {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// Written; the record is now at `version`.
-    Recorded { version: u64 },
+    Written { version: u64 },
     /// This operation id was applied before: nothing was written.
     Duplicate,
 }

@@ -73,7 +73,7 @@ impl SubscriptionStore for MemoryStore {
             }
             t.operations.insert(operation_key, change.operation.clone());
             t.history.insert(history_key, change.history.clone());
-            Ok(Applied::Recorded { version })
+            Ok(Applied::Written { version })
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fulfillment::admin::{ChangeRequest, Publisher};
-use fulfillment::changes::{Recorded, record_event};
+use fulfillment::changes::{Effect, record_event};
 use fulfillment::clock::SystemClock;
 use fulfillment::domain::{
     OperationAction, OperationId, PlanId, Subscription, SubscriptionId, SubscriptionStatus,
@@ -138,7 +138,7 @@ async fn write_ours(store: &DynamoDbStore, subscription: Subscription) {
     let status = subscription.status.clone().expect("a status");
     let event = fixtures::event(LifecycleEvent::Observed(status), ChangeSource::Landing, subscription, None);
     let written = record_event(store, &event, Utc::now()).await.expect("written");
-    assert_eq!(written, Recorded::Written { version: 1 });
+    assert_eq!(written, Effect::Written { version: 1 });
 }
 
 // A thousand subscriptions, a hundred drifted -------------------------------------------------

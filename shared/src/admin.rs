@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::marketplace::{ApiError, Call, MarketplaceApi, MarketplaceError};
 use crate::store::{
-    Applied, Change, ChangeSource, HistoryEntry, ListFilter, ListPage, OperationRecord, Outcome,
+    Change, ChangeSource, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, Outcome,
     PendingOperation, Snapshot, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 
@@ -376,7 +376,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
                 },
             };
             match self.store.apply(&change).await {
-                Ok(Applied::Written { .. } | Applied::Duplicate) => return Ok(()),
+                Ok(Committed::Written { .. } | Committed::Duplicate) => return Ok(()),
                 // A webhook changed the record meanwhile: keep the request on the newer record.
                 Err(StoreError::Conflict { .. }) => current = self.record(&current.subscription.id).await?,
                 Err(error) => return Err(error.into()),

@@ -7,8 +7,8 @@ use crate::domain::{
 };
 use crate::lifecycle::{LifecycleEvent, Transition, transition};
 use crate::store::{
-    Applied, Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite, StoreError,
-    SubscriptionRecord, SubscriptionStore,
+    Change, ChangeSource, Committed, HistoryEntry, OperationRecord, Outcome, Snapshot, StateWrite,
+    StoreError, SubscriptionRecord, SubscriptionStore,
 };
 
 /// What the flow learned of Microsoft's side.
@@ -371,8 +371,8 @@ pub async fn record_event_on(
             Decision::Nothing => return Ok(Effect::Nothing),
         };
         match store.apply(&change).await {
-            Ok(Applied::Written { version }) => return Ok(Effect::Written { version }),
-            Ok(Applied::Duplicate) => return Ok(Effect::Duplicate),
+            Ok(Committed::Written { version }) => return Ok(Effect::Written { version }),
+            Ok(Committed::Duplicate) => return Ok(Effect::Duplicate),
             Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
             Err(error) => return Err(error),
         }
@@ -399,8 +399,8 @@ pub async fn record_kept(
         let change =
             build(event.clone(), current.as_ref(), state, outcome.clone(), Some(detail.to_owned()), now);
         match store.apply(&change).await {
-            Ok(Applied::Written { version }) => return Ok(Effect::Written { version }),
-            Ok(Applied::Duplicate) => return Ok(Effect::Duplicate),
+            Ok(Committed::Written { version }) => return Ok(Effect::Written { version }),
+            Ok(Committed::Duplicate) => return Ok(Effect::Duplicate),
             Err(StoreError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {}
             Err(error) => return Err(error),
         }

@@ -2,8 +2,9 @@
 //!
 //! Microsoft owns the lifecycle; our record follows it. [`transition`] says what an event does to
 //! the status we hold: move it, leave it, or, when the event cannot follow from what we hold
-//! (a missed webhook), ask for the truth from Microsoft. [`decide`] adds ordering: an event older
-//! than the last one applied never moves the state back (docs/marketplace-api.md#webhook-delivery).
+//! (a missed webhook), ask for the truth from Microsoft. The ledger ([`crate::changes`]) adds the
+//! ordering: an event older than the last one applied never moves the state back
+//! (docs/marketplace-api.md#webhook-delivery).
 
 use crate::domain::{OperationAction, SubscriptionStatus};
 

@@ -143,7 +143,15 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Onboarding<S, M, C> {
         let current = self.read(id, call).await?;
         match current.status.clone() {
             Some(SubscriptionStatus::Subscribed) => {
-                self.observe(&current, read_at, ChangeSource::Activation, operation_id).await?;
+                // Active at Microsoft already (an earlier request, maybe one whose record was lost).
+                self.observe(&current, read_at, ChangeSource::Activation, operation_id).await.map_err(
+                    |error| match error {
+                        OnboardingError::Store(source) => {
+                            OnboardingError::ActivatedNotRecorded { id: id.clone(), source }
+                        }
+                        other => other,
+                    },
+                )?;
                 let plan = self.plan_of(&current, call).await;
                 return Ok(Activation { subscription: current, plan, activated_now: false });
             }

@@ -83,6 +83,14 @@ pub enum WebhookError {
     NotFinal(OperationId),
     #[error("the subscription store failed")]
     Store(#[from] StoreError),
+    /// Microsoft answered 400 for a plan or seat change's operation, which it has been seen to do
+    /// in passing: the customer is not refused on it; answer 5xx, Microsoft delivers again.
+    #[error("Microsoft could not confirm operation {operation_id} now")]
+    Unconfirmed {
+        operation_id: OperationId,
+        #[source]
+        source: MarketplaceError,
+    },
 }
 
 impl WebhookError {
@@ -91,7 +99,7 @@ impl WebhookError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Marketplace(error) => error.is_retryable(),
-            Self::NotFinal(_) => true,
+            Self::NotFinal(_) | Self::Unconfirmed { .. } => true,
             Self::Store(error) => error.is_retryable(),
         }
     }
@@ -157,6 +165,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             // on Microsoft's view of the subscription instead.
             Err(MarketplaceError::NotFound { .. } | MarketplaceError::BadRequest { .. }) if !ackable => None,
             // A 400 for a change may be passing: never refuse a customer on it; Microsoft retries.
+            Err(source @ MarketplaceError::BadRequest { .. }) => {
+                return Err(WebhookError::Unconfirmed { operation_id: operation_id.clone(), source });
+            }
             Err(error) => return Err(WebhookError::Marketplace(error)),
         };
         tracing::info!(
@@ -191,18 +202,8 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         let id = &operation.subscription_id;
         let is_plan = action == OperationAction::ChangePlan;
         let stored = self.store.get(id).await?;
-        // The publisher's own change is never judged: by Microsoft's word, the delivery's, or
-        // because it is the operation we are waiting for.
-        let source = operation
-            .operation_request_source
-            .as_ref()
-            .or(payload.operation.operation_request_source.as_ref());
-        let ours = source == Some(&RequestSource::Partner)
-            || stored
-                .as_ref()
-                .and_then(|r| r.pending_operation.as_ref())
-                .is_some_and(|p| p.id == operation.id);
-        let from_customer = !ours;
+        // The publisher's own change is never judged.
+        let from_customer = !publishers_own(payload, operation, stored.as_ref());
         match &operation.status {
             Some(OperationStatus::Failed | OperationStatus::Conflict) => {
                 let note = "the change did not happen at Microsoft";
@@ -365,9 +366,9 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
             let recent = !superseded && happened_at.is_some_and(|at| self.clock.now() - at < VIEW_LAG);
             let unfinished = confirmed.and_then(|o| o.status.as_ref()).is_some_and(|s| !s.is_terminal());
             // The publisher's own (its cancellation): kept apart, the reconciliation finishes it.
-            let ours =
-                confirmed.and_then(|o| o.operation_request_source.as_ref()) == Some(&RequestSource::Partner);
-            if let (true, true, Some(operation)) = (unfinished, ours, confirmed) {
+            if let (true, Some(operation)) = (unfinished, confirmed)
+                && publishers_own(payload, operation, self.store.get(id).await?.as_ref())
+            {
                 return self.early(payload, operation).await;
             }
             // Microsoft's (a Reinstate arrives InProgress): delivered again until the view shows it.
@@ -555,6 +556,19 @@ fn shows_effect(action: &OperationAction, view: &Subscription) -> bool {
         _ => return true,
     };
     view.status.as_ref() == Some(&expected)
+}
+
+/// The publisher's own operation, by Microsoft's word, the delivery's, or because it is the
+/// operation our record waits for (Microsoft does not always say who asked).
+fn publishers_own(
+    payload: &WebhookPayload,
+    operation: &Operation,
+    stored: Option<&SubscriptionRecord>,
+) -> bool {
+    let source =
+        operation.operation_request_source.as_ref().or(payload.operation.operation_request_source.as_ref());
+    source == Some(&RequestSource::Partner)
+        || stored.and_then(|r| r.pending_operation.as_ref()).is_some_and(|p| p.id == operation.id)
 }
 
 enum Acknowledged {

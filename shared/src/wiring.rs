@@ -13,8 +13,10 @@ use crate::store::dynamodb::DynamoDbStore;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why a function could not start (Lambda reports it as an init error).
-#[derive(Debug, thiserror::Error)]
+/// Why a function could not start (Lambda reports it as an init error). Its `Debug`, which is what
+/// `main` prints for an error it returns, is the whole chain in words, e.g. "invalid configuration:
+/// ENTRA_CLIENT_SECRET is not set".
+#[derive(thiserror::Error)]
 pub enum StartupError {
     #[error("invalid configuration")]
     Config(#[from] ConfigError),
@@ -26,6 +28,12 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
 }
 
+impl std::fmt::Debug for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::error_chain(self))
+    }
+}
+
 /// What every function builds once per execution environment.
 pub struct Services {
     /// The settings, with the secret's fields.
@@ -33,8 +41,6 @@ pub struct Services {
     pub store: DynamoDbStore,
     /// Microsoft's API, as configured; a function may tune it before building its client.
     pub marketplace: MarketplaceConfig,
-    /// For Entra ID's keys and sign-in: short timeouts.
-    pub http: reqwest::Client,
 }
 
 impl Services {
@@ -55,7 +61,7 @@ impl Services {
         let dynamodb = aws.dynamodb(settings.endpoint.as_ref().map(|u| u.as_str()), timeouts);
         let store = DynamoDbStore::new(dynamodb, settings.table_name);
         let marketplace = environment.marketplace()?;
-        Ok(Self { environment, store, marketplace, http: crate::http::client()? })
+        Ok(Self { environment, store, marketplace })
     }
 
     /// The Marketplace API client, as configured.

@@ -453,6 +453,25 @@ async fn the_publishers_cancellation_is_not_settled_before_microsoft_finishes_it
 }
 
 #[tokio::test]
+async fn the_publishers_unfinished_cancellation_is_known_by_our_pending_operation_without_a_source() {
+    let world = World::new();
+    let id = world.active(5).await;
+    let publisher = Publisher::new(world.store.clone(), world.market.clone(), world.clock.clone());
+    let pending = publisher.request(&id, ChangeRequest::Cancel, &Call::new()).await.expect("requested");
+    // Microsoft's operation and its delivery do not say who asked: it is still ours.
+    let mut operation = world.market.operation(&pending.id).expect("operation");
+    operation.operation_request_source = None;
+    world.market.insert_operation(operation.clone());
+    let early = WebhookPayload { operation, subscription: Some(world.microsoft(&id)), purchase_token: None };
+    assert_eq!(world.deliver(ChangePolicy::default(), &early).await.expect("kept apart"), Handled::Recorded);
+    let record = world.record(&id).await;
+    assert_eq!(
+        (record.status(), record.pending_operation.map(|p| p.id)),
+        (SubscriptionStatus::Subscribed, Some(pending.id))
+    );
+}
+
+#[tokio::test]
 async fn a_seat_change_delivered_after_a_later_renewal_is_still_applied() {
     let world = World::new();
     let id = world.active(5).await;

@@ -37,11 +37,18 @@ impl Deployed {
     /// The one way to build the deployed activation (its `main.rs`, the local stack, the benchmarks).
     pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
         let services = Services::load(environment).await?;
-        let web = services.environment.web()?;
         let marketplace = services.marketplace_client()?;
-        // Activation is what this function does when asked: never again on its own.
-        let onboarding = Onboarding::new(services.store, marketplace, SystemClock, false);
-        Ok(Self { onboarding, web, clock: SystemClock })
+        Self::new(services.store, marketplace, SystemClock, &services.environment)
+    }
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock + Clone> ActivatePage<S, M, C> {
+    /// Activation over these ports, with the pages' settings from `environment`: what the
+    /// deployed function and the tests build.
+    pub fn new(store: S, marketplace: M, clock: C, environment: &Environment) -> Result<Self, StartupError> {
+        // Activation is what this function does when asked: never on its own.
+        let onboarding = Onboarding::new(store, marketplace, clock.clone(), false);
+        Ok(Self { onboarding, web: environment.web()?, clock })
     }
 }
 
@@ -125,7 +132,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ActivatePage<S, M, C> {
                         (StatusCode::ACCEPTED, "ActivatedNotRecorded")
                     }
                     e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
-                    OnboardingError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StoreRefused"),
+                    OnboardingError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StoreFailed"),
                     _ => (StatusCode::BAD_GATEWAY, "MarketplaceRefused"),
                 };
                 respond::error(status, code, &error.to_string())

@@ -5,12 +5,11 @@ use lambda_http::{Error, Request, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON).
+    // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON). A
+    // start-up error is printed once, as its whole chain in words (`StartupError`'s `Debug`).
     lambda_http::tracing::init_default_subscriber();
 
-    let function = activate::Deployed::from_environment(Environment::from_process())
-        .await
-        .inspect_err(|e| tracing::error!(error = %fulfillment::error_chain(e), "cannot start"))?;
+    let function = activate::Deployed::from_environment(Environment::from_process()).await?;
     let function = &function;
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(function.handle(request).await)

@@ -3,16 +3,12 @@
 //! tooling's IAM route activates once and answers JSON; a repeat is idempotent. Milliseconds; end
 //! to end: tests/integration/tests/events.rs.
 
-use std::time::Duration;
-
 use activate::ActivatePage;
 use chrono::{TimeZone, Utc};
+use fulfillment::config::Environment;
 use fulfillment::domain::{Subscription, SubscriptionId, SubscriptionStatus};
-use fulfillment::onboarding::Onboarding;
 use fulfillment::store::SubscriptionStore;
 use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore, ScriptedStore, StoreStep};
-use fulfillment::web::WebSettings;
-use fulfillment::web::seal::Sealer;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 
@@ -41,19 +37,13 @@ fn fixture() -> (Page, ScriptedStore<MemoryStore>, FakeMarketplace) {
     .expect("subscription");
     market.insert_subscription(subscription);
     let store = ScriptedStore::new(MemoryStore::new());
-    let web = WebSettings {
-        sealer: Sealer::new(&[5u8; 32]).expect("a key"),
-        product_name: "Contoso Cloud".into(),
-        product_url: None,
-        landing_url: "https://app.example/landing".parse().expect("a URL"),
-        activate_url: "https://app.example/activate".parse().expect("a URL"),
-        auto_activate: false,
-        secure_cookies: true,
-        signin: None,
-        form_lifetime: Duration::from_secs(1800),
-    };
-    let onboarding = Onboarding::new(store.clone(), market.clone(), clock.clone(), false);
-    (ActivatePage { onboarding, web, clock }, store, market)
+    // The pages' settings, as the deployed function reads them.
+    let environment = Environment::from_pairs([
+        ("FORM_SIGNING_KEY", "a-form-signing-key-of-at-least-32-bytes"),
+        ("LANDING_URL", "https://app.example/landing"),
+        ("PRODUCT_NAME", "Contoso Cloud"),
+    ]);
+    (ActivatePage::new(store.clone(), market.clone(), clock, &environment).expect("the page"), store, market)
 }
 
 #[tokio::test]
@@ -66,6 +56,12 @@ async fn an_activation_microsoft_made_but_we_could_not_record_says_so() {
     assert!(text(&response).contains("ActivatedNotRecorded"), "{}", text(&response));
     assert_eq!(market.subscription(&id).and_then(|s| s.status), Some(SubscriptionStatus::Subscribed));
     assert!(store.get(&id).await.expect("read").is_none(), "not recorded");
+
+    // Asking again while the store is still failing says the same: it is active.
+    store.at_apply(1, StoreStep::Outage);
+    let response = page.handle(event("admin.json")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", text(&response));
+    assert!(text(&response).contains("ActivatedNotRecorded"), "{}", text(&response));
 
     // Asking again records what Microsoft did, without activating twice.
     let again = page.handle(event("admin.json")).await;

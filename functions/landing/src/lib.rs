@@ -37,11 +37,22 @@ impl Deployed {
     /// The one way to build the deployed landing page (its `main.rs`, the local stack, the benchmarks).
     pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
         let services = Services::load(environment).await?;
-        let web = services.environment.web()?;
-        let signin = web.signin.clone().map(|settings| OidcClient::new(services.http.clone(), settings));
         let marketplace = services.marketplace_client()?;
-        let onboarding = Onboarding::new(services.store, marketplace, SystemClock, web.auto_activate);
-        Ok(Self { onboarding, web, signin, clock: SystemClock })
+        Self::new(services.store, marketplace, SystemClock, &services.environment)
+    }
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock + Clone> LandingPage<S, M, C> {
+    /// The landing page over these ports, with its settings (the pages, sign-in, automatic
+    /// activation) from `environment`: what the deployed function and the tests build.
+    pub fn new(store: S, marketplace: M, clock: C, environment: &Environment) -> Result<Self, StartupError> {
+        let web = environment.web()?;
+        let signin = match &web.signin {
+            Some(settings) => Some(OidcClient::new(fulfillment::http::client()?, settings.clone())),
+            None => None,
+        };
+        let onboarding = Onboarding::new(store, marketplace, clock.clone(), web.auto_activate);
+        Ok(Self { onboarding, web, signin, clock })
     }
 }
 

@@ -2,15 +2,11 @@
 //! Marketplace model: the token decoded exactly once whatever the link did to it, every page, and
 //! the subscription recorded, in milliseconds. End to end: tests/integration/tests/events.rs.
 
-use std::time::Duration;
-
 use chrono::{TimeZone, Utc};
+use fulfillment::config::Environment;
 use fulfillment::domain::{Subscription, SubscriptionId, SubscriptionStatus};
-use fulfillment::onboarding::Onboarding;
 use fulfillment::store::SubscriptionStore;
 use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
-use fulfillment::web::WebSettings;
-use fulfillment::web::seal::Sealer;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use landing::LandingPage;
@@ -37,19 +33,8 @@ fn page() -> (LandingPage<MemoryStore, FakeMarketplace, ManualClock>, MemoryStor
     market.insert_subscription(subscription);
     market.insert_token(TOKEN, &id);
     let store = MemoryStore::new();
-    let web = WebSettings {
-        sealer: Sealer::new(&[5u8; 32]).expect("a key"),
-        product_name: "Contoso Cloud".into(),
-        product_url: None,
-        landing_url: "https://app.example/landing".parse().expect("a URL"),
-        activate_url: "https://app.example/activate".parse().expect("a URL"),
-        auto_activate: false,
-        secure_cookies: true,
-        signin: None,
-        form_lifetime: Duration::from_secs(1800),
-    };
-    let onboarding = Onboarding::new(store.clone(), market, clock.clone(), false);
-    (LandingPage { onboarding, web, signin: None, clock }, store)
+    let page = LandingPage::new(store.clone(), market, clock, &environment()).expect("the page");
+    (page, store)
 }
 
 #[tokio::test]
@@ -73,4 +58,13 @@ async fn the_landing_events_get_their_pages() {
     let record = store.get(&id).await.expect("read").expect("recorded by the visit");
     assert_eq!(record.status(), SubscriptionStatus::PendingFulfillmentStart);
     assert_eq!(record.version, 1, "visits that change nothing write nothing");
+}
+
+/// The pages' settings, as the deployed function reads them.
+fn environment() -> Environment {
+    Environment::from_pairs([
+        ("FORM_SIGNING_KEY", "a-form-signing-key-of-at-least-32-bytes"),
+        ("LANDING_URL", "https://app.example/landing"),
+        ("PRODUCT_NAME", "Contoso Cloud"),
+    ])
 }

@@ -3,7 +3,6 @@
 //! subscriptions is an error for Lambda (its metric and alarms see it).
 
 use chrono::{TimeZone, Utc};
-use fulfillment::reconcile::Reconciler;
 use fulfillment::store::SubscriptionStore;
 use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore};
 use reconcile::ReconcileJob;
@@ -17,14 +16,14 @@ fn scheduled() -> Value {
 fn job() -> (ReconcileJob<MemoryStore, FakeMarketplace, ManualClock>, MemoryStore, FakeMarketplace) {
     let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("time"));
     let (store, market) = (MemoryStore::new(), FakeMarketplace::new(clock.clone(), &["basic"]));
-    (ReconcileJob { reconciler: Reconciler::new(store.clone(), market.clone(), clock) }, store, market)
+    (ReconcileJob::new(store.clone(), market.clone(), clock), store, market)
 }
 
 #[tokio::test]
 async fn a_scheduled_run_records_what_microsoft_lists_and_is_named_by_the_event() {
     let (job, store, market) = job();
     let (id, _) = market.purchase("basic", Some(3), "tenant");
-    let summary = job.handle(&scheduled()).await.into_result().expect("complete");
+    let summary = job.handle(&scheduled()).await.expect("complete");
     assert_eq!((summary.seen, summary.added, summary.errors), (1, 1, 0));
     let history = store.history(&id).await.expect("history");
     let event_id = scheduled()["id"].as_str().expect("an id").to_owned();
@@ -36,7 +35,7 @@ async fn a_run_that_cannot_list_microsofts_subscriptions_is_an_error() {
     let (job, _, market) = job();
     market.purchase("basic", Some(3), "tenant");
     market.fail_next("list_subscriptions", MarketFault::Server, 1);
-    let failure = job.handle(&scheduled()).await.into_result().expect_err("incomplete");
+    let failure = job.handle(&scheduled()).await.expect_err("incomplete");
     assert!(failure.to_string().contains("incomplete"), "{failure}");
     assert!(!failure.0.complete);
 }

@@ -42,7 +42,15 @@ impl Deployed {
     pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
         let services = Services::load(environment).await?;
         let marketplace = services.marketplace_client()?;
-        Ok(Self { publisher: Publisher::new(services.store, marketplace, SystemClock) })
+        Ok(Self::new(services.store, marketplace, SystemClock))
+    }
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
+    /// The admin API over these ports (it has no settings of its own): what the deployed
+    /// function and the tests build.
+    pub fn new(store: S, marketplace: M, clock: C) -> Self {
+        Self { publisher: Publisher::new(store, marketplace, clock) }
     }
 }
 
@@ -189,12 +197,16 @@ fn failure_response(failure: &PublisherError) -> Response<String> {
                 PublisherError::Marketplace(MarketplaceError::NotFound { .. }) => {
                     respond::error(StatusCode::NOT_FOUND, "NotFoundAtMicrosoft", &message)
                 }
+                PublisherError::Marketplace(MarketplaceError::Conflict { .. }) => {
+                    respond::error(StatusCode::CONFLICT, "ConflictAtMicrosoft", &message)
+                }
                 // Our configuration or Microsoft's answer is wrong (403 wrong app, an unexpected
                 // answer): retrying will not help.
                 PublisherError::Marketplace(_) => {
                     respond::error(StatusCode::BAD_GATEWAY, "MarketplaceRefused", &message)
                 }
-                _ => respond::error(StatusCode::INTERNAL_SERVER_ERROR, "StoreRefused", &message),
+                // The table refused the call (a missing table or permission) or holds what we cannot read.
+                _ => respond::error(StatusCode::INTERNAL_SERVER_ERROR, "StoreFailed", &message),
             };
         }
     };

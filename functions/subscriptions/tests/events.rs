@@ -2,7 +2,6 @@
 //! Marketplace model: every answer in milliseconds. End to end: tests/integration/tests/events.rs.
 
 use chrono::{TimeZone, Utc};
-use fulfillment::admin::Publisher;
 use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
 use fulfillment::domain::{OperationId, Subscription};
@@ -48,7 +47,7 @@ async fn fixture() -> (Api, ScriptedStore<MemoryStore>, FakeMarketplace) {
     );
     record_event(&store, &seen, clock.now()).await.expect("seeded");
     let store = ScriptedStore::new(store);
-    (AdminApi { publisher: Publisher::new(store.clone(), market.clone(), clock) }, store, market)
+    (AdminApi::new(store.clone(), market.clone(), clock), store, market)
 }
 
 /// The answer's status and its error code.
@@ -75,7 +74,7 @@ async fn failures_are_reported_as_what_they_are() {
         let (status, code, body) = answer(&api, file).await;
         assert_eq!(
             (status, code.as_str()),
-            (StatusCode::INTERNAL_SERVER_ERROR, "StoreRefused"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "StoreFailed"),
             "{file}: {body}"
         );
         assert!(body.contains("the store refused"), "{file}: {body}");

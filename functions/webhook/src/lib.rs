@@ -42,15 +42,19 @@ impl Deployed {
         marketplace.attempt_timeout = marketplace.attempt_timeout.min(Duration::from_secs(3));
         marketplace.retry.base_delay = Duration::from_millis(200);
         marketplace.retry.max_delay = Duration::from_secs(1);
-        let policy = services.environment.change_policy()?;
-        let authenticator =
-            WebhookAuthenticator::new(services.http.clone(), services.environment.webhook_token()?);
         let marketplace = services.marketplace_client()?;
-        Ok(Self {
-            webhook: Webhook::new(services.store, marketplace, SystemClock, policy),
-            authenticator,
-            clock: SystemClock,
-        })
+        Self::new(services.store, marketplace, SystemClock, &services.environment)
+    }
+}
+
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock + Clone> WebhookFunction<S, M, C> {
+    /// The webhook over these ports, with its settings (the token's issuer and keys, the policy
+    /// for customers' changes) from `environment`: what the deployed function and the tests build.
+    pub fn new(store: S, marketplace: M, clock: C, environment: &Environment) -> Result<Self, StartupError> {
+        let authenticator =
+            WebhookAuthenticator::new(fulfillment::http::client()?, environment.webhook_token()?);
+        let webhook = Webhook::new(store, marketplace, clock.clone(), environment.change_policy()?);
+        Ok(Self { webhook, authenticator, clock })
     }
 }
 
@@ -126,12 +130,20 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
             }
             Err(failure) => {
                 tracing::error!(%subscription_id, %operation_id, error = %fulfillment::error_chain(&failure), "webhook failed; Microsoft will retry");
-                let status = if failure.is_retryable() {
-                    StatusCode::SERVICE_UNAVAILABLE
+                // Microsoft delivers again after either; the status tells an alarm which it was.
+                if failure.is_retryable() {
+                    respond::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Unavailable",
+                        "the notification could not be processed now",
+                    )
                 } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                respond::error(status, "TryAgain", "the notification could not be processed now")
+                    respond::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalError",
+                        "the notification cannot be processed until the publisher fixes its side",
+                    )
+                }
             }
         }
     }

@@ -9,12 +9,12 @@ mod support;
 use chrono::{TimeZone, Utc};
 use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
+use fulfillment::config::Environment;
 use fulfillment::domain::{
     OperationId, OperationStatus, Subscription, SubscriptionId, SubscriptionStatus, WebhookPayload,
 };
 use fulfillment::store::{ChangeSource, SubscriptionStore};
 use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore, ScriptedStore, StoreStep};
-use fulfillment::webhook::{ChangePolicy, Webhook};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use serde_json::Value;
@@ -56,11 +56,14 @@ async fn fixture() -> Fixture {
     );
     record_event(&store, &seen, clock.now()).await.expect("seeded");
     let scripted = ScriptedStore::new(store.clone());
-    let function = WebhookFunction {
-        webhook: Webhook::new(scripted.clone(), market.clone(), clock.clone(), ChangePolicy::default()),
-        authenticator: support::authenticator(&keys),
-        clock,
-    };
+    // The token's issuer and keys as the deployed function reads them.
+    let environment = Environment::from_pairs([
+        ("ENTRA_TENANT_ID", support::TENANT),
+        ("ENTRA_CLIENT_ID", support::APP),
+        ("WEBHOOK_JWKS_URL", keys.url.as_str()),
+    ]);
+    let function =
+        WebhookFunction::new(scripted.clone(), market.clone(), clock, &environment).expect("the webhook");
     Fixture {
         function,
         store,

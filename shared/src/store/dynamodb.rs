@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    Applied, BoxError, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery,
+    BoxError, Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery,
     StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 use crate::domain::{OperationId, SubscriptionId};
@@ -134,7 +134,7 @@ impl SubscriptionStore for DynamoDbStore {
         output.item.map(|item| decode(&item)).transpose()
     }
 
-    async fn apply(&self, change: &Change) -> Result<Applied, StoreError> {
+    async fn apply(&self, change: &Change) -> Result<Committed, StoreError> {
         let id = change.subscription_id();
         let partition = layout::partition(id);
         let mut writes = Vec::with_capacity(3);
@@ -157,7 +157,7 @@ impl SubscriptionStore for DynamoDbStore {
         writes.push(self.put(history_item(&partition, &change.history)?, "attribute_not_exists(pk)"));
 
         match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
-            Ok(_) => Ok(Applied::Written { version }),
+            Ok(_) => Ok(Committed::Written { version }),
             Err(error) => {
                 let reasons: Vec<Option<String>> = match error.as_service_error() {
                     Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
@@ -169,7 +169,7 @@ impl SubscriptionStore for DynamoDbStore {
                     |index: usize, code: &str| reasons.get(index).and_then(Option::as_deref) == Some(code);
                 if failed(state_writes, "ConditionalCheckFailed") {
                     // The operation id is already recorded: this change was applied before.
-                    Ok(Applied::Duplicate)
+                    Ok(Committed::Duplicate)
                 } else if reasons
                     .iter()
                     .flatten()

@@ -240,9 +240,9 @@ impl Change {
     }
 }
 
-/// The result of applying a change.
+/// What applying a change committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub enum Committed {
     /// Written; the record is now at `version`.
     Written { version: u64 },
     /// This operation id was applied before: nothing was written.
@@ -296,7 +296,7 @@ pub trait SubscriptionStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<SubscriptionRecord>, StoreError>> + Send;
 
     /// Applies a change atomically (see the module documentation).
-    fn apply(&self, change: &Change) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+    fn apply(&self, change: &Change) -> impl Future<Output = Result<Committed, StoreError>> + Send;
 
     /// The current records of these subscriptions (those that exist), read consistently.
     fn get_many(

@@ -10,8 +10,8 @@ use crate::domain::{
 };
 use crate::lifecycle::LifecycleEvent;
 use crate::store::{
-    Applied, Change, ChangeSource, ListFilter, RejectedDelivery, StateWrite, StoreError, SubscriptionRecord,
-    SubscriptionStore,
+    Change, ChangeSource, Committed, ListFilter, RejectedDelivery, StateWrite, StoreError,
+    SubscriptionRecord, SubscriptionStore,
 };
 
 fn at(minute: i64) -> Timestamp {
@@ -54,7 +54,7 @@ async fn seeded(
 ) -> SubscriptionRecord {
     let id = fresh_id();
     let first = change(None, seen(subscription(&id, status, tenant), 0));
-    assert_eq!(store.apply(&first).await.expect("create"), Applied::Written { version: 1 });
+    assert_eq!(store.apply(&first).await.expect("create"), Committed::Written { version: 1 });
     store.get(&id).await.expect("read").expect("created")
 }
 
@@ -88,7 +88,7 @@ pub async fn a_record_reads_back_exactly_as_written(store: &impl SubscriptionSto
     });
     s.last_modified = Some(at(3) + Duration::nanoseconds(123_456_700));
     let first = change(None, seen(s.clone(), 1));
-    assert_eq!(store.apply(&first).await.expect("create"), Applied::Written { version: 1 });
+    assert_eq!(store.apply(&first).await.expect("create"), Committed::Written { version: 1 });
     let record = store.get(&id).await.expect("read").expect("created");
     assert_eq!(record.subscription, s);
     assert_eq!((record.version, record.view_as_of), (1, Some(at(1))));
@@ -102,12 +102,12 @@ pub async fn a_repeated_operation_is_a_duplicate_and_writes_nothing(store: &impl
     let mut suspended = record.subscription.clone();
     suspended.status = Some(SubscriptionStatus::Suspended);
     let suspend = change(Some(&record), seen(suspended, 5));
-    assert_eq!(store.apply(&suspend).await.expect("first"), Applied::Written { version: 2 });
+    assert_eq!(store.apply(&suspend).await.expect("first"), Committed::Written { version: 2 });
     // The same operation again, even decided on the newer record, is not applied twice.
     let now = store.get(&record.subscription.id).await.expect("read").expect("record");
     let again = Change { state: StateWrite::Keep { expected_version: Some(now.version) }, ..suspend.clone() };
-    assert_eq!(store.apply(&again).await.expect("again"), Applied::Duplicate);
-    assert_eq!(store.apply(&suspend).await.expect("replayed"), Applied::Duplicate);
+    assert_eq!(store.apply(&again).await.expect("again"), Committed::Duplicate);
+    assert_eq!(store.apply(&suspend).await.expect("replayed"), Committed::Duplicate);
     assert_eq!(store.get(&record.subscription.id).await.expect("read").expect("record").version, 2);
     assert_eq!(store.history(&record.subscription.id).await.expect("history").len(), 2);
 }
@@ -148,7 +148,7 @@ pub async fn keeping_the_state_is_conditional_on_the_version_read(store: &impl S
     // On the version it was decided on, it is recorded.
     let now = store.get(&id).await.expect("read").expect("record");
     let kept = change(Some(&now), seen(now.subscription.clone(), 7));
-    assert_eq!(store.apply(&kept).await.expect("kept"), Applied::Written { version: 2 });
+    assert_eq!(store.apply(&kept).await.expect("kept"), Committed::Written { version: 2 });
     // Keeping "no record" when one exists is a conflict too.
     let absent = Change {
         state: StateWrite::Keep { expected_version: None },

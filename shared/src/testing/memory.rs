@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::domain::{OperationId, SubscriptionId};
 use crate::store::dynamodb::layout;
 use crate::store::{
-    Applied, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StateWrite,
+    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StateWrite,
     StoreError, SubscriptionRecord, SubscriptionStore, page_token,
 };
 
@@ -46,13 +46,13 @@ impl SubscriptionStore for MemoryStore {
         Ok(self.with(|t| t.records.get(id).cloned()))
     }
 
-    async fn apply(&self, change: &Change) -> Result<Applied, StoreError> {
+    async fn apply(&self, change: &Change) -> Result<Committed, StoreError> {
         let id = change.subscription_id().clone();
         self.with(|t| {
             // As DynamoDB reports it: a known operation id wins over every other failed condition.
             let operation_key = (id.clone(), change.operation.id.clone());
             if t.operations.contains_key(&operation_key) {
-                return Ok(Applied::Duplicate);
+                return Ok(Committed::Duplicate);
             }
             let stored = t.records.get(&id).map(|r| r.version);
             let (state_holds, version) = match &change.state {
@@ -73,7 +73,7 @@ impl SubscriptionStore for MemoryStore {
             }
             t.operations.insert(operation_key, change.operation.clone());
             t.history.insert(history_key, change.history.clone());
-            Ok(Applied::Written { version })
+            Ok(Committed::Written { version })
         })
     }
 

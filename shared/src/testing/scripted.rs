@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::{OperationId, SubscriptionId};
 use crate::store::{
-    Applied, Change, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StoreError,
+    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StoreError,
     SubscriptionRecord, SubscriptionStore,
 };
 
@@ -118,7 +118,7 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
         self.inner.get(id).await
     }
 
-    async fn apply(&self, change: &Change) -> Result<Applied, StoreError> {
+    async fn apply(&self, change: &Change) -> Result<Committed, StoreError> {
         self.check("apply change")?;
         let step = {
             let mut script = self.script.lock().expect("script");

@@ -268,27 +268,28 @@ center</strong>, under <em>Billing</em> &gt; <em>Your products</em>, select the 
     )
 }
 
-/// Microsoft (or our store) could not be reached: nothing is lost, try again.
+/// Microsoft, Entra ID or our store did not answer in time: nothing is lost, try again.
 pub fn unavailable(frame: &Frame, retry_url: &str) -> String {
     page(
         frame,
         "Please try again in a moment",
         &format!(
-            "<p>We could not reach Microsoft's marketplace to look up your subscription. Nothing was \
-changed and nothing is lost.</p><p><a class=\"button\" href=\"{}\">Try again</a></p>",
+            "<p>We could not look up your subscription just now: a service it depends on did not answer \
+in time. Nothing is lost.</p><p><a class=\"button\" href=\"{}\">Try again</a></p>",
             escape(retry_url)
         ),
     )
 }
 
-/// Activation could not reach Microsoft: nothing changed; the same form, freshly signed, to retry.
+/// Activation did not finish (Microsoft or our store did not answer in time); the same form,
+/// freshly signed, to retry: a second press activates once.
 pub fn confirm_again(frame: &Frame, form: ConfirmForm) -> String {
     page(
         frame,
         "Please confirm again",
         &format!(
-            "<p>We could not reach Microsoft's marketplace to activate your subscription. Nothing was \
-changed and nothing is lost.</p>{}",
+            "<p>We could not finish activating your subscription just now: a service it depends on did \
+not answer in time. Nothing is lost: confirm again, and it is activated once.</p>{}",
             confirm_form(&form)
         ),
     )

@@ -167,7 +167,7 @@ impl<'a> Bench<'a> {
                     .collect();
                 self.stack.emulator.seed(listed).await;
                 let summary = self.stack.functions.reconcile.handle(&json!({})).await;
-                if summary.added != RECONCILED as u64 {
+                if summary.as_ref().map_or(true, |s| s.added != RECONCILED as u64) {
                     return Err(format!("set-up reconciliation: {summary:?}").into());
                 }
                 Ok((String::new(), String::new()))

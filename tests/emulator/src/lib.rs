@@ -1,6 +1,6 @@
 //! An emulator of Microsoft's commercial-marketplace SaaS Fulfillment, Operations and Metering
 //! APIs v2, of the Entra token endpoint and JWKS the publisher uses, and of the webhook sender —
-//! behaving as `shared/reference/marketplace-api-v2.md` describes Microsoft's service.
+//! behaving as our notes on Microsoft's API (`docs/marketplace-api.md`) describe Microsoft's service.
 //!
 //! One [`Emulator`] is one HTTP server on loopback:
 //!

@@ -20,6 +20,13 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("JSON expected ({e}): {text}"))
 }
 
+/// The value of the page's hidden form field `name`.
+fn hidden_field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} in {page}")) + marker.len();
+    page[start..].split('"').next().unwrap_or_default().to_owned()
+}
+
 #[tokio::test]
 async fn every_documented_local_route_answers_through_the_http_port() {
     use reqwest::Method as M;
@@ -38,8 +45,19 @@ async fn every_documented_local_route_answers_through_the_http_port() {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("form_token"), "the confirmation form: {page}");
 
+    // The buyer confirms with the page's form; the tooling's activation then finds it active.
+    let form_token = hidden_field(&page, "form_token");
+    let confirmed = reqwest::Client::new()
+        .post(format!("{}/activate", stack.url))
+        .form(&[("subscription_id", id.as_str()), ("form_token", form_token.as_str())])
+        .send()
+        .await
+        .expect("an answer");
+    let status = confirmed.status();
+    let page = confirmed.text().await.expect("a page");
+    assert_eq!(status, StatusCode::OK, "{page}");
     let (status, body) = call(M::POST, format!("{base}/subscriptions/{id}/activate"), None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((status, json(&body)["activatedNow"].clone()), (StatusCode::OK, json!(false)), "{body}");
 
     let (status, body) = call(M::GET, format!("{base}/subscriptions"), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -269,10 +269,15 @@ fn as_iam_caller(mut request: lambda_http::Request) -> lambda_http::Request {
     request
 }
 
-/// Runs the reconciliation now (in AWS an EventBridge schedule does): answers its summary.
+/// Runs the reconciliation now (in AWS an EventBridge schedule does): answers its summary, with
+/// 500 when the run is incomplete (Lambda would count an error).
 async fn reconcile_now(State(functions): State<Arc<Functions>>) -> axum::response::Response {
-    let summary = functions.reconcile.handle(&serde_json::json!({})).await;
-    axum::Json(summary).into_response()
+    match functions.reconcile.handle(&serde_json::json!({})).await {
+        Ok(summary) => axum::Json(summary).into_response(),
+        Err(incomplete) => {
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(incomplete.0)).into_response()
+        }
+    }
 }
 
 /// What API Gateway would hand the function: the same method, path, raw query, headers and body.

@@ -49,6 +49,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("Functions:           {}  (GET /landing, POST /activate, POST /webhook)", stack.url);
     println!(
+        "Admin API:           {}/admin/subscriptions  (also /{{id}}, /{{id}}/entitlement, /{{id}}/activate, /admin/tenants/{{tenant}}/entitlements; unsigned locally)",
+        stack.url
+    );
+    println!("Reconcile now:       curl -X POST {}/_local/reconcile", stack.url);
+    println!(
         "Marketplace emulator: {}  (API {}, Entra {})",
         stack.emulator.url(),
         stack.emulator.api_base(),

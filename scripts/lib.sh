@@ -183,6 +183,7 @@ free_port() {
 }
 
 # Starts DynamoDB Local (in memory) on PORT in the background and waits until it answers HTTP.
+# DYNAMODB_LOCAL_FLAGS adds options (e.g. -sharedDb).
 # Sets DYNAMODB_LOCAL_PID. DynamoDB Local has no bind-address option: it listens on all interfaces,
 # but every client here talks to it through 127.0.0.1.
 start_dynamodb_local() {
@@ -196,7 +197,7 @@ start_dynamodb_local() {
     # dynamodb-local-metadata.json into its working folder then): -disableTelemetry, and run it
     # from .tools/ so nothing it writes lands in the repository.
     (cd "$TOOLS_DIR" && exec java -Djava.library.path="$dir/DynamoDBLocal_lib" -jar "$dir/DynamoDBLocal.jar" \
-        -inMemory -disableTelemetry -port "$port") >"$log" 2>&1 &
+        -inMemory -disableTelemetry ${DYNAMODB_LOCAL_FLAGS:-} -port "$port") >"$log" 2>&1 &
     DYNAMODB_LOCAL_PID=$!
     echo "$DYNAMODB_LOCAL_PID" >"$TOOLS_DIR/dynamodb-local.pid"
 

@@ -158,6 +158,22 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
         Self { store, marketplace, clock }
     }
 
+    /// The self-check ([`crate::self_check`]): Entra ID and the Marketplace API as this function
+    /// calls them, the webhook's signing keys, the table, the secret's age.
+    pub async fn self_check(
+        &self,
+        keys: &crate::identity::JwksCache,
+        secret_changed: Result<Option<Timestamp>, String>,
+        call: &Call,
+    ) -> Vec<crate::self_check::Finding> {
+        use crate::self_check;
+        let mut findings = Vec::from(self_check::marketplace(&self.marketplace, call).await);
+        findings.push(self_check::signing_keys(keys).await);
+        findings.push(self_check::table(&self.store).await);
+        findings.push(self_check::secret_age(secret_changed, self.clock.now()));
+        findings
+    }
+
     pub async fn list(
         &self,
         filter: &ListFilter,

@@ -59,12 +59,46 @@ impl Environment {
         Self::from_pairs(std::env::vars())
     }
 
-    /// Adds `fields` (a secret's), without overriding what is already set.
+    /// Adds `fields` (a secret's) where nothing is set: a blank value is unset, so the template's
+    /// blank declarations never shadow the secret.
     pub fn with_defaults(mut self, fields: HashMap<String, String>) -> Self {
         for (name, value) in fields {
-            self.values.entry(name).or_insert(value);
+            if self.get(&name).is_none() {
+                self.values.insert(name, value);
+            }
         }
         self
+    }
+
+    /// The Secrets Manager secret to read, if any: an ARN, as the template passes it. Anything else
+    /// (e.g. `AppSecretsArn`, which is what `sam local` passes for a parameter nobody set) is
+    /// refused rather than looked up in the real Secrets Manager.
+    pub fn secrets_arn(&self) -> Result<Option<String>, ConfigError> {
+        match self.get(SECRETS_VARIABLE) {
+            Some(arn) if !arn.starts_with("arn:") => Err(invalid(
+                SECRETS_VARIABLE,
+                format!("{arn:?} is not a Secrets Manager ARN (leave it empty to run without a secret)"),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// Under `sam local` (which sets `AWS_SAM_LOCAL`), a function must be pointed at DynamoDB Local
+    /// and the emulator: without them it would reach the real AWS and Microsoft with the
+    /// developer's own credentials.
+    pub fn check_local_run(&self) -> Result<(), ConfigError> {
+        if !self.flag("AWS_SAM_LOCAL", false)? {
+            return Ok(());
+        }
+        for name in ["DYNAMODB_ENDPOINT", "MARKETPLACE_API_BASE", "ENTRA_AUTHORITY"] {
+            if self.get(name).is_none() {
+                return Err(invalid(
+                    name,
+                    "must be set under sam local (in the --env-vars file): unset, the function would call the real service",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every setting, e.g. to hand on to a child process (local runs and benchmarks only).

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod marketplace;
 pub mod onboarding;
 pub mod reconcile;
+pub mod self_check;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::aws::AwsClients;
 use crate::config::{ConfigError, Environment, SECRETS_VARIABLE};
+use crate::domain::Timestamp;
 use crate::marketplace::{HttpMarketplaceClient, MarketplaceConfig};
 use crate::store::dynamodb::DynamoDbStore;
 
@@ -41,15 +42,54 @@ pub struct Services {
     pub store: DynamoDbStore,
     /// Microsoft's API, as configured; a function may tune it before building its client.
     pub marketplace: MarketplaceConfig,
+    /// The secret the settings came from, for the self-check.
+    pub secret: SecretSource,
+}
+
+/// Where the settings' secret lives.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// None: every setting is in the environment (local runs).
+    Environment,
+    SecretsManager {
+        client: aws_sdk_secretsmanager::Client,
+        arn: String,
+    },
+}
+
+impl SecretSource {
+    /// When the secret last changed (`None` without one), or why that cannot be read.
+    pub async fn changed_at(&self) -> Result<Option<Timestamp>, String> {
+        match self {
+            Self::Environment => Ok(None),
+            Self::SecretsManager { client, arn } => {
+                let described = client.describe_secret().secret_id(arn).send().await.map_err(|e| {
+                    format!(
+                        "cannot describe the secret: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                })?;
+                let changed = described.last_changed_date().or(described.created_date());
+                Ok(changed.and_then(|at| Timestamp::from_timestamp(at.secs(), at.subsec_nanos())))
+            }
+        }
+    }
 }
 
 impl Services {
     /// Reads the secret (if `APP_SECRETS_ARN` names one) and builds the clients.
     pub async fn load(environment: Environment) -> Result<Self, StartupError> {
+        environment.check_local_run()?;
         let aws = AwsClients::new(environment.aws()?)?;
-        let environment = match environment.get(SECRETS_VARIABLE) {
-            None => environment,
-            Some(arn) => environment.with_defaults(read_secret(&aws, &arn).await?),
+        let (environment, secret) = match environment.secrets_arn()? {
+            None => (environment, SecretSource::Environment),
+            Some(arn) => {
+                let fields = read_secret(&aws, &arn).await?;
+                (
+                    environment.with_defaults(fields),
+                    SecretSource::SecretsManager { client: aws.secrets_manager(), arn },
+                )
+            }
         };
         let settings = environment.store()?;
         // A stuck call must not eat the webhook's 10 seconds (connecting gives up after a second:
@@ -61,7 +101,7 @@ impl Services {
         let dynamodb = aws.dynamodb(settings.endpoint.as_ref().map(|u| u.as_str()), timeouts);
         let store = DynamoDbStore::new(dynamodb, settings.table_name);
         let marketplace = environment.marketplace()?;
-        Ok(Self { environment, store, marketplace })
+        Ok(Self { environment, store, marketplace, secret })
     }
 
     /// The Marketplace API client, as configured.

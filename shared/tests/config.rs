@@ -210,3 +210,51 @@ fn values_are_never_printed() {
     let printed = format!("{:?}", environment(&MARKETPLACE));
     assert!(printed.contains("ENTRA_CLIENT_SECRET") && !printed.contains("secret\""), "{printed}");
 }
+
+#[test]
+fn a_blank_declaration_never_shadows_the_secret() {
+    let secret: std::collections::HashMap<String, String> = [
+        ("ENTRA_CLIENT_SECRET".to_owned(), "from-the-secret".to_owned()),
+        ("FORM_SIGNING_KEY".to_owned(), "also-from-the-secret-and-32-bytes-long".to_owned()),
+    ]
+    .into();
+    let environment = environment(&[
+        ("ENTRA_CLIENT_SECRET", ""),
+        ("FORM_SIGNING_KEY", "set-in-the-environment-itself-32b"),
+    ])
+    .with_defaults(secret);
+    assert_eq!(environment.get("ENTRA_CLIENT_SECRET").as_deref(), Some("from-the-secret"));
+    assert_eq!(environment.get("FORM_SIGNING_KEY").as_deref(), Some("set-in-the-environment-itself-32b"));
+}
+
+#[test]
+fn only_an_arn_names_the_secret() {
+    assert_eq!(environment(&[("APP_SECRETS_ARN", "")]).secrets_arn(), Ok(None));
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:saas-AbCdEf";
+    assert_eq!(environment(&[("APP_SECRETS_ARN", arn)]).secrets_arn(), Ok(Some(arn.to_owned())));
+    // What sam local passes for a parameter nobody set.
+    assert_invalid(
+        environment(&[("APP_SECRETS_ARN", "AppSecretsArn")]).secrets_arn(),
+        "APP_SECRETS_ARN",
+        "AppSecretsArn",
+    );
+}
+
+#[test]
+fn under_sam_local_a_function_never_falls_back_to_the_real_services() {
+    let local = [
+        ("AWS_SAM_LOCAL", "true"),
+        ("DYNAMODB_ENDPOINT", "http://host.docker.internal:8000"),
+        ("MARKETPLACE_API_BASE", "http://host.docker.internal:8600/api"),
+        ("ENTRA_AUTHORITY", "http://host.docker.internal:8600/entra"),
+    ];
+    assert_eq!(environment(&local).check_local_run(), Ok(()));
+    for name in ["DYNAMODB_ENDPOINT", "MARKETPLACE_API_BASE", "ENTRA_AUTHORITY"] {
+        assert_invalid(with(&local, name, "").check_local_run(), name, "blank");
+    }
+    assert_eq!(
+        environment(&local[1..]).check_local_run(),
+        Ok(()),
+        "in AWS the defaults are the real services"
+    );
+}

@@ -4,6 +4,7 @@
 //!
 //! | method and path | answer |
 //! | --- | --- |
+//! | `GET /admin/self-check` | Entra ID, the Marketplace API, the webhook's keys, the table, the secret: 200 or 500 |
 //! | `GET /admin/subscriptions?status=&offerId=&limit=&pageToken=` | a page of subscriptions |
 //! | `GET /admin/subscriptions/{id}` | the record, its entitlement and its history |
 //! | `GET /admin/subscriptions/{id}/entitlement` | may it be used now, on which plan, with how many seats |
@@ -17,11 +18,13 @@ use fulfillment::admin::{ChangeRequest, Publisher, PublisherError, Refusal};
 use fulfillment::clock::{Clock, SystemClock};
 use fulfillment::config::Environment;
 use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus};
+use fulfillment::identity::JwksCache;
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, MarketplaceError};
+use fulfillment::self_check;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::{ListFilter, SubscriptionStore};
 use fulfillment::web::{query, respond};
-use fulfillment::wiring::{Services, StartupError};
+use fulfillment::wiring::{SecretSource, Services, StartupError};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -32,6 +35,10 @@ const MAX_BODY: usize = 16 * 1024;
 
 pub struct AdminApi<S, M, C> {
     pub publisher: Publisher<S, M, C>,
+    /// The webhook's signing keys, for the self-check.
+    pub signing_keys: JwksCache,
+    /// The settings' secret, for the self-check.
+    pub secret: SecretSource,
 }
 
 /// The admin API as deployed: DynamoDB, Microsoft's API, the system clock.
@@ -42,19 +49,43 @@ impl Deployed {
     pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
         let services = Services::load(environment).await?;
         let marketplace = services.marketplace_client()?;
-        Ok(Self::new(services.store, marketplace, SystemClock))
+        let mut api = Self::new(services.store, marketplace, SystemClock, &services.environment)?;
+        api.secret = services.secret;
+        Ok(api)
+    }
+
+    /// The self-check as its command prints it: one line per check; `false` when one failed.
+    pub async fn self_check_report(&self) -> (String, bool) {
+        let findings = self.self_check().await;
+        (self_check::render(&findings), self_check::healthy(&findings))
     }
 }
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
-    /// The admin API over these ports (it has no settings of its own): what the deployed
-    /// function and the tests build.
-    pub fn new(store: S, marketplace: M, clock: C) -> Self {
-        Self { publisher: Publisher::new(store, marketplace, clock) }
+    /// The admin API over these ports, with the webhook's key location from `environment` (for
+    /// the self-check): what the deployed function and the tests build.
+    pub fn new(store: S, marketplace: M, clock: C, environment: &Environment) -> Result<Self, StartupError> {
+        let keys = JwksCache::new(
+            fulfillment::http::client()?,
+            environment.webhook_token()?.jwks_url,
+            Duration::ZERO,
+        );
+        Ok(Self {
+            publisher: Publisher::new(store, marketplace, clock),
+            signing_keys: keys,
+            secret: SecretSource::Environment,
+        })
+    }
+
+    async fn self_check(&self) -> Vec<self_check::Finding> {
+        let call =
+            Call::correlated(format!("self-check-{}", uuid::Uuid::new_v4())).within(MARKETPLACE_BUDGET);
+        self.publisher.self_check(&self.signing_keys, self.secret.changed_at().await, &call).await
     }
 }
 
 enum Route {
+    SelfCheck,
     List,
     Get(SubscriptionId),
     Entitlement(SubscriptionId),
@@ -83,6 +114,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let id = |raw: &str| SubscriptionId::parse(raw);
         let route = match (request.method(), segments.as_slice()) {
+            (&Method::GET, ["admin", "self-check"]) => Some(Route::SelfCheck),
             (&Method::GET, ["admin", "subscriptions"]) => Some(Route::List),
             (&Method::GET, ["admin", "subscriptions", raw]) => id(raw).map(Route::Get),
             (&Method::GET, ["admin", "subscriptions", raw, "entitlement"]) => id(raw).map(Route::Entitlement),
@@ -97,6 +129,15 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
             return respond::error(StatusCode::NOT_FOUND, "NotFound", "no such route");
         };
         let result = match route {
+            Route::SelfCheck => {
+                let findings = self.self_check().await;
+                let healthy = self_check::healthy(&findings);
+                for finding in findings.iter().filter(|f| f.verdict == self_check::Verdict::Fail) {
+                    tracing::error!(check = finding.check, detail = %finding.detail, advice = %finding.advice, "self-check failed");
+                }
+                let status = if healthy { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+                return respond::json(status, &json!({ "healthy": healthy, "findings": findings }));
+            }
             Route::List => self.list(request).await,
             Route::Get(id) => self.publisher.view(&id).await.map(|view| (StatusCode::OK, json!(view))),
             Route::Entitlement(id) => {

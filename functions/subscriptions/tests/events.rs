@@ -4,6 +4,7 @@
 use chrono::{TimeZone, Utc};
 use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
+use fulfillment::config::Environment;
 use fulfillment::domain::{OperationId, Subscription};
 use fulfillment::store::ChangeSource;
 use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore, ScriptedStore};
@@ -47,7 +48,12 @@ async fn fixture() -> (Api, ScriptedStore<MemoryStore>, FakeMarketplace) {
     );
     record_event(&store, &seen, clock.now()).await.expect("seeded");
     let store = ScriptedStore::new(store);
-    (AdminApi::new(store.clone(), market.clone(), clock), store, market)
+    let environment = Environment::from_pairs([
+        ("ENTRA_TENANT_ID", "72f988bf-0000-4000-8000-00000000e001"),
+        ("ENTRA_CLIENT_ID", "a1b2c3d4-0000-4000-8000-00000000a991"),
+        ("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"),
+    ]);
+    (AdminApi::new(store.clone(), market.clone(), clock, &environment).expect("the admin API"), store, market)
 }
 
 /// The answer's status and its error code.
@@ -109,6 +115,8 @@ async fn the_admin_events_get_their_answers() {
         ("tenant-entitlements.json", StatusCode::OK, SUBSCRIPTION),
         ("bad-unknown-subscription.json", StatusCode::NOT_FOUND, "SubscriptionNotFound"),
         ("bad-page-token.json", StatusCode::BAD_REQUEST, "InvalidPageToken"),
+        // The fixture's key location is a closed port: the self-check says so.
+        ("self-check.json", StatusCode::INTERNAL_SERVER_ERROR, "webhook-signing-keys"),
         ("bad-both-plan-and-quantity.json", StatusCode::BAD_REQUEST, "InvalidRequest"),
         ("change-quantity.json", StatusCode::ACCEPTED, "pendingOperation"),
         ("change-plan.json", StatusCode::CONFLICT, "OperationPending"),

@@ -9,7 +9,6 @@ mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use fulfillment::admin::Publisher;
 use fulfillment::domain::{PlanId, SubscriptionStatus};
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::testing::ManualClock;
@@ -47,7 +46,13 @@ impl Fixture {
         let clock = ManualClock::at(chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a time"));
         let table = EmptyTable::default();
         let marketplace = Unreachable::default();
-        let api = AdminApi { publisher: Publisher::new(table.store(), marketplace.clone(), clock) };
+        let environment = fulfillment::config::Environment::from_pairs([
+            ("ENTRA_TENANT_ID", support::TENANT),
+            ("ENTRA_CLIENT_ID", support::APP),
+            ("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"),
+        ]);
+        let api =
+            AdminApi::new(table.store(), marketplace.clone(), clock, &environment).expect("the admin API");
         Self { api, table, marketplace, runtime: runtime() }
     }
 

@@ -69,6 +69,14 @@ impl JwksCache {
         self.keys.read().await.get(kid).cloned().ok_or_else(|| JwksError::UnknownKey(kid.to_owned()))
     }
 
+    /// Fetches the keys now (a health check): how many usable keys the issuer publishes.
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
+        let fetched = self.fetch().await?;
+        let count = fetched.len();
+        *self.keys.write().await = fetched;
+        Ok(count)
+    }
+
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, JwksError> {
         let unavailable = |e: reqwest::Error| JwksError::Unavailable(e.into());
         let set: JwkSet = self

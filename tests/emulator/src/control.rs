@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 
 use crate::config::SigninUser;
 use crate::engine::{self, ChangeRequest, Reject};
-use crate::faults::{Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
+use crate::faults::{CredentialFault, Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
 use crate::model::{Action, SeedSubscription};
 use crate::server::{empty_response, json_response};
 use crate::signin::SigninRecord;
@@ -65,6 +65,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/subscriptions/{id}/operations/{op}", get(operation))
         .route("/subscriptions/{id}/{action}", post(action))
         .route("/webhooks", get(webhooks))
+        .route("/webhook-token", get(webhook_token))
         .route("/webhooks/flush", post(flush))
         .route("/webhook-faults", put(webhook_faults))
         .route("/faults", post(inject).delete(clear_faults))
@@ -74,6 +75,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/signins", get(signins))
         .route("/signin-user", get(signin_user).put(set_signin_user))
         .route("/id-token-fault", put(id_token_fault))
+        .route("/credential-fault", put(credential_fault))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -169,6 +171,12 @@ async fn subscription(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
         Some(s) => ok(&s.to_json(&state.quirks)),
         None => error(StatusCode::NOT_FOUND, format!("subscription {id} not found")),
     }
+}
+
+/// A bearer token as the webhook sender signs it now, for a delivery made by hand (an `events/`
+/// file with `sam local invoke`).
+async fn webhook_token(State(shared): State<Arc<Shared>>) -> Response {
+    ok(&json!({ "token": shared.signer.sign(&crate::webhook::webhook_claims(&shared)) }))
 }
 
 async fn landing_token(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -290,6 +298,7 @@ async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
     state.faults.clear();
     state.webhook_faults = WebhookFaults::default();
     state.id_token_fault = None;
+    state.credential_fault = None;
     empty_response(StatusCode::NO_CONTENT)
 }
 
@@ -352,6 +361,22 @@ struct IdTokenFaultBody {
     fault: Option<IdTokenFault>,
 }
 
+#[derive(Deserialize)]
+struct CredentialFaultBody {
+    #[serde(default)]
+    fault: Option<CredentialFault>,
+}
+
+async fn credential_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse::<CredentialFaultBody>(&body) {
+        Ok(b) => {
+            shared.lock().credential_fault = b.fault;
+            empty_response(StatusCode::NO_CONTENT)
+        }
+        Err(m) => bad_body(m),
+    }
+}
+
 async fn id_token_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match parse::<IdTokenFaultBody>(&body) {
         Ok(b) => {
@@ -403,6 +428,12 @@ impl ControlClient {
     /// Buys a plan.
     pub async fn purchase(&self, p: &Purchase) -> Result<Purchased, EmulatorError> {
         self.send(self.http.post(format!("{}/purchase", self.base)).json(p)).await
+    }
+
+    /// A webhook bearer token, signed as the webhook sender signs it now.
+    pub async fn webhook_token(&self) -> Result<String, EmulatorError> {
+        let v: Value = self.send(self.http.get(format!("{}/webhook-token", self.base))).await?;
+        Ok(v.get("token").and_then(Value::as_str).unwrap_or_default().to_string())
     }
 
     /// A fresh purchase token for a subscription.
@@ -458,6 +489,12 @@ impl ControlClient {
     /// Signs in `user` from now on.
     pub async fn set_signin_user(&self, user: &SigninUser) -> Result<(), EmulatorError> {
         self.send::<Value>(self.http.put(format!("{}/signin-user", self.base)).json(user)).await.map(|_| ())
+    }
+
+    /// The publisher's client-credentials grant fails with `fault`'s Entra error (`None`: works).
+    pub async fn set_credential_fault(&self, fault: Option<CredentialFault>) -> Result<(), EmulatorError> {
+        let url = format!("{}/credential-fault", self.base);
+        self.send::<Value>(self.http.put(url).json(&json!({"fault": fault}))).await.map(|_| ())
     }
 
     /// ID tokens issued from now on carry `fault`'s defect (`None`: valid ones).

@@ -15,6 +15,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::config::{MARKETPLACE_RESOURCE_ID, MSA_TENANT_ID};
+use crate::faults::CredentialFault;
 use crate::faults::Endpoint;
 use crate::model::guid;
 use crate::server::{ConnKill, FaultOutcome, apply_fault, empty_response, json_response};
@@ -272,6 +273,37 @@ fn client_credentials(shared: &Shared, tenant: &str, v2: bool, form: &[(String, 
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     if !tenant.eq_ignore_ascii_case(&cfg.publisher_tenant_id) {
         return unknown_tenant(tenant);
+    }
+    let fault = shared.lock().credential_fault;
+    if let Some(fault) = fault {
+        let client_id = field("client_id").unwrap_or_default();
+        let (status, error, code, message) = match fault {
+            CredentialFault::NoServicePrincipal => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000229,
+                format!("The client application {client_id} is missing service principal in the tenant {tenant}."),
+            ),
+            CredentialFault::WrongSecret => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.".to_owned(),
+            ),
+            CredentialFault::ExpiredSecret => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000222,
+                format!("The provided client secret keys for app '{client_id}' are expired."),
+            ),
+            CredentialFault::UnknownApp => (
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                700016,
+                format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
+            ),
+        };
+        return entra_error(status, error, code, &message);
     }
     let Some(client_id) = field("client_id") else {
         return entra_error(

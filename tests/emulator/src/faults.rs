@@ -43,6 +43,20 @@ pub enum Endpoint {
     Authorize,
 }
 
+/// What is wrong with the publisher's app registration while it is set: the client-credentials
+/// grant answers Entra ID's error for it (`AADSTS<code>`), whatever the request says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CredentialFault {
+    /// AADSTS7000229: the app has no service principal in the tenant.
+    NoServicePrincipal,
+    /// AADSTS7000215: the client secret is not the app's.
+    WrongSecret,
+    /// AADSTS7000222: the client secret has expired.
+    ExpiredSecret,
+    /// AADSTS700016: no such app in the tenant.
+    UnknownApp,
+}
+
 /// A defect of the ID tokens the token endpoint issues (authorization-code grant) while it is
 /// set, for tests of the relying party's ID-token checks. Everything else stays valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -50,7 +50,7 @@ pub use config::{
     SigninUser, TokenVersion, default_catalog,
 };
 pub use control::ControlClient;
-pub use faults::{Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
+pub use faults::{CredentialFault, Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
 pub use signin::SigninRecord;
 
 use engine::{ChangeRequest, Reject};
@@ -642,6 +642,7 @@ impl Emulator {
         state.faults.clear();
         state.webhook_faults = WebhookFaults::default();
         state.id_token_fault = None;
+        state.credential_fault = None;
     }
 
     /// Signs in `user` from now on (codes already issued keep their user). Its tenant becomes known
@@ -653,6 +654,11 @@ impl Emulator {
     /// The user signed in now.
     pub async fn signin_user(&self) -> SigninUser {
         self.shared.lock().signin_user.clone()
+    }
+
+    /// ID tokens issued from now on carry `fault`'s defect (`None`: valid ones again).
+    pub async fn set_credential_fault(&self, fault: Option<CredentialFault>) {
+        self.shared.lock().credential_fault = fault;
     }
 
     /// ID tokens issued from now on carry `fault`'s defect (`None`: valid ones again).

@@ -50,6 +50,21 @@ enum Command {
         /// Landing page URL: prints it with `?token=<percent-encoded token>`.
         #[arg(long, env = "EMULATOR_LANDING_URL")]
         landing_url: Option<String>,
+        /// A fixed subscription id (e.g. the one the `events/` files name) instead of a new one.
+        #[arg(long)]
+        subscription_id: Option<String>,
+        /// A fixed purchase token (e.g. the one the `events/landing/` files carry).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// A webhook bearer token signed as the webhook sender signs it; with `--event`, that event
+    /// file (API Gateway's JSON) with the token in its `authorization` header, for `sam local invoke`.
+    WebhookToken {
+        #[command(flatten)]
+        target: Target,
+        /// An `events/webhook/` file.
+        #[arg(long)]
+        event: Option<std::path::PathBuf>,
     },
     /// A fresh purchase token for a subscription ("Manage account").
     LandingToken {
@@ -128,7 +143,11 @@ struct Target {
 
 #[derive(clap::Args)]
 struct Serve {
-    /// Port on 127.0.0.1 (0 = any free port).
+    /// Address to listen on: loopback by default; the Docker bridge's gateway (e.g. 172.17.0.1)
+    /// lets `sam local`'s containers reach it as host.docker.internal.
+    #[arg(long, env = "EMULATOR_HOST", default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Port (0 = any free port).
     #[arg(long, env = "EMULATOR_PORT", default_value_t = 8600)]
     port: u16,
     /// Where webhooks are POSTed (none are sent without it).
@@ -196,7 +215,7 @@ async fn serve(args: Serve) -> Result<(), String> {
     if let Some(v) = args.publisher_id {
         config.publisher_id = v;
     }
-    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let addr = SocketAddr::from((args.host, args.port));
     let emulator =
         Emulator::start_on(addr, config).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let c = emulator.config();
@@ -212,6 +231,22 @@ async fn serve(args: Serve) -> Result<(), String> {
     tokio::signal::ctrl_c().await.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
     emulator.shutdown().await;
     Ok(())
+}
+
+/// The event file with `authorization: Bearer <token>` among its headers.
+fn with_bearer(path: &std::path::Path, token: &str) -> Result<String, EmulatorError> {
+    let unreadable = |e: String| EmulatorError::Control(format!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    let mut event: serde_json::Value = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    let headers = event
+        .as_object_mut()
+        .ok_or_else(|| unreadable("not a JSON object".into()))?
+        .entry("headers")
+        .or_insert_with(|| serde_json::json!({}));
+    let headers =
+        headers.as_object_mut().ok_or_else(|| unreadable("its headers are not an object".into()))?;
+    headers.insert("authorization".into(), format!("Bearer {token}").into());
+    serde_json::to_string_pretty(&event).map_err(|e| unreadable(e.to_string()))
 }
 
 fn landing(url: &str, token: &str) -> String {
@@ -238,6 +273,8 @@ async fn client(command: Command) -> Result<(), EmulatorError> {
             reseller_tenant,
             free_trial,
             landing_url,
+            subscription_id,
+            token,
         } => {
             let p = Purchase {
                 offer_id: offer,
@@ -246,6 +283,8 @@ async fn client(command: Command) -> Result<(), EmulatorError> {
                 beneficiary_tenant_id: tenant,
                 purchaser_tenant_id: reseller_tenant,
                 is_free_trial: free_trial,
+                subscription_id,
+                token,
                 ..Purchase::default()
             };
             let purchased = ControlClient::new(&target.emulator_url).purchase(&p).await?;
@@ -286,6 +325,14 @@ async fn client(command: Command) -> Result<(), EmulatorError> {
             json(&ControlClient::new(&target.emulator_url).subscriptions().await?)
         }
         Command::Webhooks { target } => json(&ControlClient::new(&target.emulator_url).webhooks().await?),
+        Command::WebhookToken { target, event } => {
+            let token = ControlClient::new(&target.emulator_url).webhook_token().await?;
+            match event {
+                None => println!("{token}"),
+                Some(path) => println!("{}", with_bearer(&path, &token)?),
+            }
+            Ok(())
+        }
     }
 }
 

@@ -126,6 +126,8 @@ pub(crate) struct State {
     /// Every authorize request, in arrival order.
     pub signins: Vec<SigninRecord>,
     pub id_token_fault: Option<IdTokenFault>,
+    /// The client-credentials grant fails with this Entra error while set.
+    pub credential_fault: Option<crate::faults::CredentialFault>,
 }
 
 impl State {

@@ -815,3 +815,14 @@ async fn during_a_key_outage_waiting_callers_share_one_failed_fetch() {
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one fetch for ten waiting callers");
     accept.abort();
 }
+
+/// `marketplace-emulator webhook-token` (for `sam local invoke` of the `events/webhook/` files)
+/// prints a token the webhook accepts.
+#[tokio::test]
+async fn the_token_the_emulator_prints_for_event_files_is_accepted() {
+    let emulator = emulator().await;
+    let token =
+        marketplace_emulator::ControlClient::new(&emulator.url()).webhook_token().await.expect("a token");
+    let caller = authenticator(&emulator).verify(Some(&format!("Bearer {token}"))).await;
+    assert!(caller.is_ok(), "{caller:?}");
+}

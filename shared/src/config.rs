@@ -4,6 +4,7 @@
 //! Values are never logged: [`Environment`]'s `Debug` shows names only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -12,7 +13,10 @@ use url::Url;
 use crate::aws::AwsSettings;
 use crate::domain::PlanId;
 use crate::identity::{DEFAULT_LEEWAY, OidcSettings, WebhookTokenSettings};
-use crate::marketplace::{EntraConfig, MARKETPLACE_RESOURCE_ID, MarketplaceConfig, TokenEndpointVersion};
+use crate::marketplace::{
+    Certificate, ClientCredential, EntraConfig, MARKETPLACE_RESOURCE_ID, MarketplaceConfig,
+    TokenEndpointVersion,
+};
 use crate::web::seal::{MIN_KEY_BYTES, Sealer};
 use crate::web::{FORM_LIFETIME, WebSettings};
 use crate::webhook::ChangePolicy;
@@ -182,7 +186,7 @@ impl Environment {
         let mut entra = EntraConfig::new(
             self.required("ENTRA_TENANT_ID")?,
             self.required("ENTRA_CLIENT_ID")?,
-            SecretString::from(self.required("ENTRA_CLIENT_SECRET")?),
+            self.client_credentials()?,
             self.authority()?,
         );
         if let Some(resource) = self.get("MARKETPLACE_RESOURCE_ID") {
@@ -207,6 +211,28 @@ impl Environment {
             config.retry.max_retries = retries;
         }
         Ok(config)
+    }
+
+    /// How the app proves itself to Entra ID, in the order tried: a certificate
+    /// (`ENTRA_CLIENT_CERTIFICATE` and `ENTRA_CLIENT_CERTIFICATE_KEY`, PEM), the client secret
+    /// (`ENTRA_CLIENT_SECRET`), and during a rotation the next secret (`ENTRA_CLIENT_SECRET_NEXT`).
+    fn client_credentials(&self) -> Result<Vec<ClientCredential>, ConfigError> {
+        let mut credentials = Vec::new();
+        if let Some(certificate) = self.get("ENTRA_CLIENT_CERTIFICATE") {
+            let key = self.required("ENTRA_CLIENT_CERTIFICATE_KEY")?;
+            let certificate = Certificate::from_pem(&certificate, &key)
+                .map_err(|reason| invalid("ENTRA_CLIENT_CERTIFICATE", reason))?;
+            credentials.push(ClientCredential::Certificate(Arc::new(certificate)));
+        }
+        for name in ["ENTRA_CLIENT_SECRET", "ENTRA_CLIENT_SECRET_NEXT"] {
+            if let Some(secret) = self.get(name) {
+                credentials.push(ClientCredential::Secret(SecretString::from(secret)));
+            }
+        }
+        if credentials.is_empty() {
+            return Err(ConfigError::Missing("ENTRA_CLIENT_SECRET"));
+        }
+        Ok(credentials)
     }
 
     /// What a webhook's bearer token must say: `ENTRA_TENANT_ID` and `ENTRA_CLIENT_ID` (GUIDs:

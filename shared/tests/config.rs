@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fulfillment::config::{ConfigError, Environment};
 use fulfillment::domain::PlanId;
-use fulfillment::marketplace::{MARKETPLACE_RESOURCE_ID, TokenEndpointVersion};
+use fulfillment::marketplace::{ClientCredential, MARKETPLACE_RESOURCE_ID, TokenEndpointVersion};
 use fulfillment::webhook::ChangePolicy;
 use secrecy::ExposeSecret;
 
@@ -44,7 +44,10 @@ fn the_marketplace_defaults_point_at_microsoft() {
         config.entra.token_url().as_str(),
         format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token")
     );
-    assert_eq!(config.entra.client_secret.expose_secret(), "secret");
+    match config.entra.credentials.as_slice() {
+        [ClientCredential::Secret(secret)] => assert_eq!(secret.expose_secret(), "secret"),
+        other => panic!("one client secret expected: {other:?}"),
+    }
     assert!(!format!("{config:?}").contains("secret\""), "the secret is not printed");
 }
 
@@ -257,4 +260,31 @@ fn under_sam_local_a_function_never_falls_back_to_the_real_services() {
         Ok(()),
         "in AWS the defaults are the real services"
     );
+}
+
+#[test]
+fn the_credentials_are_tried_certificate_first_then_the_secrets_of_a_rotation() {
+    let mut pairs = MARKETPLACE.to_vec();
+    pairs.push(("ENTRA_CLIENT_SECRET_NEXT", "the-next-one"));
+    let config = environment(&pairs).marketplace().expect("valid");
+    match config.entra.credentials.as_slice() {
+        [ClientCredential::Secret(current), ClientCredential::Secret(next)] => {
+            assert_eq!((current.expose_secret(), next.expose_secret()), ("secret", "the-next-one"));
+        }
+        other => panic!("two secrets expected: {other:?}"),
+    }
+    let no_secret = [MARKETPLACE[0], MARKETPLACE[1]];
+    assert_eq!(
+        environment(&no_secret).marketplace().err(),
+        Some(ConfigError::Missing("ENTRA_CLIENT_SECRET"))
+    );
+    // A certificate needs its key, and both must be PEM.
+    let with_certificate = [MARKETPLACE[0], MARKETPLACE[1], ("ENTRA_CLIENT_CERTIFICATE", "not PEM")];
+    assert_eq!(
+        environment(&with_certificate).marketplace().err(),
+        Some(ConfigError::Missing("ENTRA_CLIENT_CERTIFICATE_KEY"))
+    );
+    let mut broken = with_certificate.to_vec();
+    broken.push(("ENTRA_CLIENT_CERTIFICATE_KEY", "not PEM either"));
+    assert_invalid(environment(&broken).marketplace(), "ENTRA_CLIENT_CERTIFICATE", "not PEM");
 }

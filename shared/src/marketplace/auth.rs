@@ -1,11 +1,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 
 use super::config::{EntraConfig, TokenEndpointVersion};
+use super::credential::ClientCredential;
 use super::retry::RetryPolicy;
 
 /// Refresh this long before expiry (or at half-life for short-lived tokens).
@@ -69,11 +69,21 @@ pub struct EntraTokenProvider {
     cached: RwLock<Option<Cached>>,
     refreshing: Mutex<()>,
     fetches: std::sync::atomic::AtomicU64,
+    /// The credential Entra accepted last (index into the configuration's).
+    active: std::sync::atomic::AtomicUsize,
 }
 
 impl EntraTokenProvider {
     pub fn new(http: reqwest::Client, config: EntraConfig, retry: RetryPolicy) -> Self {
-        Self { http, config, retry, cached: RwLock::new(None), refreshing: Mutex::new(()), fetches: 0.into() }
+        Self {
+            http,
+            config,
+            retry,
+            cached: RwLock::new(None),
+            refreshing: Mutex::new(()),
+            fetches: 0.into(),
+            active: 0.into(),
+        }
     }
 
     /// How many tokens this provider has fetched.
@@ -110,18 +120,56 @@ impl EntraTokenProvider {
         cached.as_ref().filter(|c| Instant::now() < c.refresh_at).map(|c| c.token.clone())
     }
 
+    /// A token with the credential that worked last; when Entra refuses it, with the next ones
+    /// (a rotation in progress), which then become the one to use.
     async fn fetch(&self, deadline: Instant) -> Result<Cached, TokenError> {
-        let secret = self.config.client_secret.expose_secret();
+        let credentials = &self.config.credentials;
+        let active = self.active.load(std::sync::atomic::Ordering::Relaxed);
+        let mut first_refusal = None;
+        for offset in 0..credentials.len() {
+            let index = (active + offset) % credentials.len();
+            match self.fetch_with(&credentials[index], deadline).await {
+                Ok(cached) => {
+                    if index != active {
+                        tracing::warn!(
+                            refused = %credentials[active].describe(),
+                            accepted = %credentials[index].describe(),
+                            "Entra ID refused the current credential and accepted the next: finish the rotation"
+                        );
+                        self.active.store(index, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(cached);
+                }
+                Err(refusal @ TokenError::Rejected { .. }) => {
+                    tracing::warn!(credential = %credentials[index].describe(), error = %refusal, "credential refused");
+                    first_refusal.get_or_insert(refusal);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(first_refusal
+            .unwrap_or(TokenError::Rejected { status: 0, error: "no client credential configured".into() }))
+    }
+
+    async fn fetch_with(
+        &self,
+        credential: &ClientCredential,
+        deadline: Instant,
+    ) -> Result<Cached, TokenError> {
+        let url = self.config.token_url();
         let mut form = vec![
             ("grant_type", "client_credentials".to_owned()),
             ("client_id", self.config.client_id.clone()),
-            ("client_secret", secret.to_owned()),
         ];
+        form.extend(
+            credential
+                .form_fields(&self.config.client_id, url.as_str())
+                .map_err(|e| TokenError::Decode { source: e.into() })?,
+        );
         match self.config.version {
             TokenEndpointVersion::V2 => form.push(("scope", format!("{}/.default", self.config.resource))),
             TokenEndpointVersion::V1 => form.push(("resource", self.config.resource.clone())),
         }
-        let url = self.config.token_url();
         let mut retry = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use secrecy::SecretString;
 use url::Url;
 
+use super::credential::ClientCredential;
 use super::retry::RetryPolicy;
 
 /// The Entra ID application id of Microsoft's Marketplace SaaS API: the resource tokens are for.
@@ -24,7 +24,8 @@ pub struct EntraConfig {
     pub authority: Url,
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: SecretString,
+    /// Tried in order: the current credential first, then the next one of a rotation.
+    pub credentials: Vec<ClientCredential>,
     pub resource: String,
     pub version: TokenEndpointVersion,
 }
@@ -33,14 +34,14 @@ impl EntraConfig {
     pub fn new(
         tenant_id: impl Into<String>,
         client_id: impl Into<String>,
-        client_secret: SecretString,
+        credentials: Vec<ClientCredential>,
         authority: Url,
     ) -> Self {
         Self {
             authority,
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
-            client_secret,
+            credentials,
             resource: MARKETPLACE_RESOURCE_ID.into(),
             version: TokenEndpointVersion::V2,
         }

@@ -6,6 +6,7 @@
 
 mod auth;
 mod config;
+mod credential;
 mod error;
 mod http;
 mod retry;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use auth::{EntraTokenProvider, TokenError};
 pub use config::{EntraConfig, MARKETPLACE_RESOURCE_ID, MarketplaceConfig, TokenEndpointVersion};
+pub use credential::{Certificate, ClientCredential};
 pub use error::{ApiError, MarketplaceError, ResponseMeta};
 pub use http::HttpMarketplaceClient;
 pub use retry::RetryPolicy;

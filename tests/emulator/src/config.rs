@@ -21,6 +21,9 @@ pub struct EmulatorConfig {
     pub publisher_app_id: String,
     /// The client secret the token endpoint accepts.
     pub publisher_client_secret: String,
+    /// Certificates (PEM) registered on the publisher's app: a client assertion signed by one of
+    /// their keys (PS256, named by `x5t#S256`) is accepted instead of the secret.
+    pub publisher_certificates: Vec<String>,
     /// Where webhooks are POSTed; `None` = nothing is sent (deliveries are only recorded).
     pub webhook_url: Option<String>,
     /// Decides webhook JWT `iss`, `ver` and `appid` (V1) vs `azp` (V2).
@@ -63,6 +66,7 @@ impl Default for EmulatorConfig {
             publisher_tenant_id: "72f988bf-0000-4000-8000-00000000e001".into(),
             publisher_app_id: "a1b2c3d4-0000-4000-8000-00000000a991".into(),
             publisher_client_secret: "emulator-secret".into(),
+            publisher_certificates: Vec::new(),
             webhook_url: None,
             webhook_token_version: TokenVersion::V1,
             ack_window: Duration::from_secs(10),

@@ -177,6 +177,107 @@ pub(crate) fn entra_error(status: StatusCode, error: &str, code: u32, message: &
     )
 }
 
+/// This emulator's token endpoint for `tenant` (the audience of a client assertion).
+fn token_url(shared: &Shared, tenant: &str, v2: bool) -> String {
+    let version = if v2 { "/v2.0" } else { "" };
+    format!("{}/{tenant}/oauth2{version}/token", authority(shared))
+}
+
+/// Checks a client assertion as Entra does: a JWT (PS256) naming a certificate registered on the
+/// app by its SHA-256 thumbprint, signed by that certificate's key, for this token endpoint, by
+/// and about the app itself, and valid now.
+#[allow(clippy::result_large_err, reason = "the error is the answer")]
+fn check_assertion(
+    shared: &Shared,
+    client_id: &str,
+    kind: &str,
+    assertion: &str,
+    audience: &str,
+) -> Result<(), Response> {
+    use aws_lc_rs::signature::{RSA_PSS_2048_8192_SHA256, UnparsedPublicKey};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let refuse =
+        |code: u32, message: &str| entra_error(StatusCode::UNAUTHORIZED, "invalid_client", code, message);
+    if kind != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+        return Err(refuse(
+            7000216,
+            "'client_assertion_type' must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+        ));
+    }
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).ok();
+    let json = |part: &str| decode(part).and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err(refuse(50027, "The client assertion is not a valid JWT."));
+    };
+    let (Some(head), Some(body), Some(signature)) = (json(header), json(claims), decode(signature)) else {
+        return Err(refuse(50027, "The client assertion is not a valid JWT."));
+    };
+    if head["alg"] != "PS256" {
+        return Err(refuse(5002738, "The client assertion must be signed with PS256."));
+    }
+    let thumbprint = head["x5t#S256"].as_str().unwrap_or_default();
+    let Some(key) =
+        shared.config.publisher_certificates.iter().find_map(|pem| registered_key(pem, thumbprint))
+    else {
+        return Err(refuse(
+            700027,
+            "The certificate with identifier used to sign the client assertion is not registered on application.",
+        ));
+    };
+    let signed = format!("{header}.{claims}");
+    if UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, &key).verify(signed.as_bytes(), &signature).is_err()
+    {
+        return Err(refuse(700027, "Client assertion failed signature validation."));
+    }
+    if body["aud"] != audience {
+        return Err(refuse(
+            700021,
+            &format!("Client assertion audience claim does not match Realm issuer; expected {audience}."),
+        ));
+    }
+    if body["iss"] != client_id || body["sub"] != client_id {
+        return Err(refuse(700023, "Client assertion iss and sub must be the application id."));
+    }
+    let now = Utc::now().timestamp();
+    let (nbf, exp) = (body["nbf"].as_i64().unwrap_or(0), body["exp"].as_i64().unwrap_or(0));
+    if exp <= now || nbf > now + 300 {
+        return Err(refuse(700024, "Client assertion is not within its valid time range."));
+    }
+    Ok(())
+}
+
+/// The RSA public key (PKCS#1) of a registered certificate whose SHA-256 thumbprint is `thumbprint`.
+fn registered_key(pem: &str, thumbprint: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use simple_asn1::ASN1Block;
+
+    let der = pem::parse(pem).ok()?.into_contents();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    if URL_SAFE_NO_PAD.encode(digest.as_ref()) != thumbprint {
+        return None;
+    }
+    // Certificate ::= SEQUENCE { tbsCertificate, ... }; the subject public key info is the
+    // SEQUENCE { SEQUENCE { algorithm OID, ... }, BIT STRING } among the TBS certificate's fields.
+    let blocks = simple_asn1::from_der(&der).ok()?;
+    let ASN1Block::Sequence(_, certificate) = blocks.first()? else { return None };
+    let ASN1Block::Sequence(_, tbs) = certificate.first()? else { return None };
+    tbs.iter().find_map(|field| match field {
+        ASN1Block::Sequence(_, parts) => match parts.as_slice() {
+            [ASN1Block::Sequence(_, algorithm), ASN1Block::BitString(_, _, key)]
+                if matches!(algorithm.first(), Some(ASN1Block::ObjectIdentifier(..))) =>
+            {
+                Some(key.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
 /// The authority URL of this emulator: `{base}/entra`.
 fn authority(shared: &Shared) -> String {
     format!("{}/entra", shared.base_url)
@@ -322,6 +423,14 @@ fn client_credentials(shared: &Shared, tenant: &str, v2: bool, form: &[(String, 
         );
     }
     match field("client_secret") {
+        None if field("client_assertion").is_some() => {
+            let assertion = field("client_assertion").unwrap_or_default();
+            let kind = field("client_assertion_type").unwrap_or_default();
+            let audience = token_url(shared, tenant, v2);
+            if let Err(response) = check_assertion(shared, &client_id, &kind, &assertion, &audience) {
+                return response;
+            }
+        }
         None => {
             return entra_error(
                 StatusCode::UNAUTHORIZED,

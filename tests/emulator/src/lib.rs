@@ -656,7 +656,8 @@ impl Emulator {
         self.shared.lock().signin_user.clone()
     }
 
-    /// ID tokens issued from now on carry `fault`'s defect (`None`: valid ones again).
+    /// The publisher's client-credentials grant fails with `fault`'s Entra error from now on
+    /// (`None`: it works again).
     pub async fn set_credential_fault(&self, fault: Option<CredentialFault>) {
         self.shared.lock().credential_fault = fault;
     }

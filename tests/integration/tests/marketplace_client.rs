@@ -9,8 +9,8 @@ use fulfillment::domain::{
     UsageEvent, UsageEventStatus, UsageQuery,
 };
 use fulfillment::marketplace::{
-    AckStatus, Call, EntraConfig, HttpMarketplaceClient, MarketplaceApi, MarketplaceConfig, MarketplaceError,
-    RetryPolicy, UsageOutcome, all_subscriptions,
+    AckStatus, Call, ClientCredential, EntraConfig, HttpMarketplaceClient, MarketplaceApi, MarketplaceConfig,
+    MarketplaceError, RetryPolicy, UsageOutcome, all_subscriptions,
 };
 use integration_tests::stub::{Canned, Stub};
 use marketplace_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Purchase, Quirk};
@@ -37,7 +37,7 @@ fn client_of(emulator: &Emulator) -> HttpMarketplaceClient {
     let entra = EntraConfig::new(
         &settings.publisher_tenant_id,
         &settings.publisher_app_id,
-        SecretString::from(settings.publisher_client_secret.clone()),
+        vec![ClientCredential::Secret(SecretString::from(settings.publisher_client_secret.clone()))],
         emulator.authority().parse().expect("authority url"),
     );
     let mut config = MarketplaceConfig::new(entra);
@@ -714,7 +714,7 @@ async fn stub_and_client() -> (Stub, HttpMarketplaceClient) {
     let entra = EntraConfig::new(
         STUB_TENANT,
         "app-id",
-        SecretString::from("secret"),
+        vec![ClientCredential::Secret(SecretString::from("secret"))],
         format!("{}/entra", stub.url).parse().expect("authority url"),
     );
     let mut config = MarketplaceConfig::new(entra);

@@ -8,8 +8,8 @@ use fulfillment::domain::{
     UsageEvent, UsageEventStatus, UsageQuery,
 };
 use fulfillment::marketplace::{
-    AckStatus, Call, EntraConfig, HttpMarketplaceClient, MarketplaceApi, MarketplaceConfig, MarketplaceError,
-    PageToken, RetryPolicy, TokenEndpointVersion, UsageOutcome, all_subscriptions,
+    AckStatus, Call, ClientCredential, EntraConfig, HttpMarketplaceClient, MarketplaceApi, MarketplaceConfig,
+    MarketplaceError, PageToken, RetryPolicy, TokenEndpointVersion, UsageOutcome, all_subscriptions,
 };
 use integration_tests::stub::{Canned, Stub};
 use secrecy::SecretString;
@@ -23,7 +23,7 @@ fn config(stub: &Stub, version: TokenEndpointVersion) -> MarketplaceConfig {
     let mut entra = EntraConfig::new(
         TENANT,
         "app-id",
-        SecretString::from("s3cret+&=value"),
+        vec![ClientCredential::Secret(SecretString::from("s3cret+&=value"))],
         format!("{}/entra", stub.url).parse().expect("url"),
     );
     entra.version = version;

@@ -170,10 +170,11 @@ use_python_tools() {
 # for a newer version of itself once a week (on every run on a fresh machine such as CI's).
 # Pointing the proxy at a closed loopback port (9, "discard") makes that request fail at once,
 # and SAM CLI ignores the failure. Only sam gets this proxy: cargo and pip must keep the registries.
+# Loopback stays direct: `sam local` talks to its containers through ports on 127.0.0.1.
 sam_offline() {
     https_proxy=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 \
         http_proxy=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 \
-        no_proxy='' NO_PROXY='' \
+        no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost \
         "$TOOLS_DIR/venv/bin/sam" "$@"
 }
 

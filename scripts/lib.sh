@@ -161,6 +161,21 @@ ensure_cargo_lambda() {
     echo "$pins" >"$stamp"
 }
 
+# Everything `sam build` needs from the network, fetched before it runs (sam_offline closes the
+# network to it, and cargo-lambda's cargo would honour that): the Rust target of ARCH (x86_64 or
+# arm64) and every crate of Cargo.lock.
+prepare_sam_build() {
+    local target
+    case ${1:?usage: prepare_sam_build ARCH} in
+        arm64) target=aarch64-unknown-linux-gnu ;;
+        *) target=x86_64-unknown-linux-gnu ;;
+    esac
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        rustup target add "$target" >/dev/null 2>&1 || return 1
+    fi
+    cargo fetch --locked --quiet
+}
+
 # Puts the venv's sam and cfn-lint first on PATH.
 use_python_tools() {
     export PATH="$TOOLS_DIR/venv/bin:$PATH"

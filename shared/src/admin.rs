@@ -167,10 +167,16 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
         call: &Call,
     ) -> Vec<crate::self_check::Finding> {
         use crate::self_check;
-        let mut findings = Vec::from(self_check::marketplace(&self.marketplace, call).await);
-        findings.push(self_check::signing_keys(keys).await);
-        findings.push(self_check::table(&self.store).await);
-        findings.push(self_check::secret_age(secret_changed, self.clock.now()));
+        // At once: one slow dependency must not push the others past the function's timeout.
+        let (marketplace, credentials, keys, table) = futures::join!(
+            self_check::marketplace(&self.marketplace, call),
+            self_check::credentials(&self.marketplace, call),
+            self_check::signing_keys(keys),
+            self_check::table(&self.store),
+        );
+        let mut findings = Vec::from(marketplace);
+        findings.extend(credentials);
+        findings.extend([keys, table, self_check::secret_age(secret_changed, self.clock.now())]);
         findings
     }
 

@@ -226,7 +226,7 @@ impl Environment {
         }
         for name in ["ENTRA_CLIENT_SECRET", "ENTRA_CLIENT_SECRET_NEXT"] {
             if let Some(secret) = self.get(name) {
-                credentials.push(ClientCredential::Secret(SecretString::from(secret)));
+                credentials.push(ClientCredential::secret(name, secret));
             }
         }
         if credentials.is_empty() {

@@ -23,7 +23,7 @@ pub enum Verdict {
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    pub check: &'static str,
+    pub check: String,
     pub verdict: Verdict,
     /// What was seen.
     pub detail: String,
@@ -32,13 +32,8 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(
-        check: &'static str,
-        verdict: Verdict,
-        detail: impl Into<String>,
-        advice: impl Into<String>,
-    ) -> Self {
-        Self { check, verdict, detail: detail.into(), advice: advice.into() }
+    fn new(check: &str, verdict: Verdict, detail: impl Into<String>, advice: impl Into<String>) -> Self {
+        Self { check: check.to_owned(), verdict, detail: detail.into(), advice: advice.into() }
     }
 }
 
@@ -49,7 +44,13 @@ pub fn entra_advice(error: &str) -> String {
     } else if error.contains("AADSTS7000215") {
         "the client secret is wrong: put the secret's value (not its id) into the Secrets Manager secret's ENTRA_CLIENT_SECRET"
     } else if error.contains("AADSTS7000222") {
-        "the client secret has expired: add a new one to the app in Entra ID, store it in the Secrets Manager secret, then redeploy"
+        "the client secret has expired: add a new one to the app in Entra ID and rotate to it (docs/deploy.md, Rotating secrets)"
+    } else if error.contains("AADSTS700027") {
+        "Entra ID does not know the certificate, or the key does not match it: upload the certificate (ENTRA_CLIENT_CERTIFICATE) to the app's Certificates & secrets"
+    } else if error.contains("AADSTS700024") {
+        "the client assertion's time is off: check the clock of the machine that runs the function"
+    } else if error.contains("AADSTS700021") || error.contains("AADSTS700023") {
+        "the client assertion names the wrong audience or app: check ENTRA_AUTHORITY, ENTRA_TENANT_ID and ENTRA_CLIENT_ID"
     } else if error.contains("AADSTS700016") {
         "no such app in this tenant: ENTRA_CLIENT_ID and ENTRA_TENANT_ID must be the app and tenant of Partner Center's technical configuration"
     } else if error.contains("AADSTS90002") {
@@ -103,6 +104,37 @@ pub async fn marketplace(marketplace: &impl MarketplaceApi, call: &Call) -> [Fin
             ),
         ],
     }
+}
+
+/// Each configured credential on its own (a rotation's next secret must work before the current
+/// one is removed): pass when Entra accepts it; a refused one is a warning while a later one
+/// works, and a failure otherwise.
+pub async fn credentials(marketplace: &impl MarketplaceApi, call: &Call) -> Vec<Finding> {
+    let probes = marketplace.probe_credentials(call).await;
+    let mut findings = Vec::with_capacity(probes.len());
+    for (index, (name, result)) in probes.iter().enumerate() {
+        let check = format!("credential:{name}");
+        let later_works = probes[index + 1..].iter().any(|(_, r)| r.is_ok());
+        findings.push(match result {
+            Ok(()) => Finding::new(&check, Verdict::Pass, "Entra ID accepts it", ""),
+            Err(error) if error.is_credential_refused() && later_works => Finding::new(
+                &check,
+                Verdict::Warn,
+                crate::error_chain(error),
+                format!(
+                    "the functions fall back to the next credential; {}",
+                    entra_advice(&error.to_string())
+                ),
+            ),
+            Err(error) => Finding::new(
+                &check,
+                Verdict::Fail,
+                crate::error_chain(error),
+                entra_advice(&error.to_string()),
+            ),
+        });
+    }
+    findings
 }
 
 /// The webhook's signing keys (the publisher tenant's).
@@ -192,7 +224,7 @@ pub fn render(findings: &[Finding]) -> String {
         .iter()
         .map(|f| {
             let verdict = serde_json::to_value(f.verdict).ok().and_then(|v| v.as_str().map(str::to_owned));
-            let mut line = format!("{:<8}{:<22}{}", verdict.unwrap_or_default(), f.check, f.detail);
+            let mut line = format!("{:<7} {:<21} {}", verdict.unwrap_or_default(), f.check, f.detail);
             if !f.advice.is_empty() {
                 line.push_str(" -- ");
                 line.push_str(&f.advice);

@@ -45,7 +45,9 @@ fn the_marketplace_defaults_point_at_microsoft() {
         format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token")
     );
     match config.entra.credentials.as_slice() {
-        [ClientCredential::Secret(secret)] => assert_eq!(secret.expose_secret(), "secret"),
+        [ClientCredential::Secret { name: "ENTRA_CLIENT_SECRET", value }] => {
+            assert_eq!(value.expose_secret(), "secret")
+        }
         other => panic!("one client secret expected: {other:?}"),
     }
     assert!(!format!("{config:?}").contains("secret\""), "the secret is not printed");
@@ -268,8 +270,9 @@ fn the_credentials_are_tried_certificate_first_then_the_secrets_of_a_rotation() 
     pairs.push(("ENTRA_CLIENT_SECRET_NEXT", "the-next-one"));
     let config = environment(&pairs).marketplace().expect("valid");
     match config.entra.credentials.as_slice() {
-        [ClientCredential::Secret(current), ClientCredential::Secret(next)] => {
+        [ClientCredential::Secret { value: current, .. }, ClientCredential::Secret { name, value: next }] => {
             assert_eq!((current.expose_secret(), next.expose_secret()), ("secret", "the-next-one"));
+            assert_eq!(*name, "ENTRA_CLIENT_SECRET_NEXT");
         }
         other => panic!("two secrets expected: {other:?}"),
     }

@@ -36,13 +36,13 @@ fn a_secret_is_flagged_well_before_entra_expires_it() {
 fn the_report_has_one_line_per_check_and_only_a_failure_is_unhealthy() {
     let findings = vec![
         Finding {
-            check: "table",
+            check: "table".into(),
             verdict: Verdict::Pass,
             detail: "the table answers".into(),
             advice: String::new(),
         },
         Finding {
-            check: "secret-age",
+            check: "secret-age".into(),
             verdict: Verdict::Warn,
             detail: "600 days".into(),
             advice: "rotate".into(),
@@ -57,4 +57,18 @@ fn the_report_has_one_line_per_check_and_only_a_failure_is_unhealthy() {
     assert!(healthy(&findings));
     let failed = [Finding { verdict: Verdict::Fail, ..findings[0].clone() }];
     assert!(!healthy(&failed));
+}
+
+#[test]
+fn only_a_refused_credential_makes_the_next_one_worth_trying() {
+    use fulfillment::marketplace::TokenError;
+    let refused =
+        |error: &str| TokenError::Rejected { status: 401, error: error.into() }.is_credential_refused();
+    for code in ["AADSTS7000215", "AADSTS7000222", "AADSTS700027", "AADSTS700024"] {
+        assert!(refused(&format!("invalid_client: {code}: ...")), "{code}");
+    }
+    for code in ["AADSTS700016", "AADSTS7000229", "AADSTS90002", "AADSTS1002012"] {
+        assert!(!refused(&format!("unauthorized_client: {code}: ...")), "{code}: no credential would do");
+    }
+    assert!(!TokenError::DeadlineExceeded.is_credential_refused());
 }

@@ -32,9 +32,19 @@ pub enum TokenError {
     DeadlineExceeded,
 }
 
+/// Entra ID's codes for a credential it does not accept: a wrong or expired secret, an unknown,
+/// expired or badly signed client assertion.
+const CREDENTIAL_REFUSALS: [&str; 6] =
+    ["AADSTS7000215", "AADSTS7000222", "AADSTS700027", "AADSTS700024", "AADSTS700021", "AADSTS700023"];
+
 impl TokenError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::DeadlineExceeded)
+    }
+
+    /// Whether Entra refused the credential itself (another one may be accepted).
+    pub fn is_credential_refused(&self) -> bool {
+        matches!(self, Self::Rejected { error, .. } if CREDENTIAL_REFUSALS.iter().any(|code| error.contains(code)))
     }
 }
 
@@ -107,6 +117,18 @@ impl EntraTokenProvider {
         Ok(token)
     }
 
+    /// Asks Entra ID for a token with each configured credential in turn, bypassing the cache and
+    /// the fallback (the self-check: during a rotation, the next credential must work before the
+    /// current one is removed).
+    pub async fn probe_each(&self, deadline: Instant) -> Vec<(String, Result<(), TokenError>)> {
+        let mut results = Vec::new();
+        for credential in &self.config.credentials {
+            let result = self.fetch_with(credential, deadline).await.map(|_| ());
+            results.push((credential.describe(), result));
+        }
+        results
+    }
+
     /// Forgets `rejected` (Microsoft answered 401/403 to it), unless it was already replaced.
     pub async fn invalidate(&self, rejected: &AccessToken) {
         let mut cached = self.cached.write().await;
@@ -134,13 +156,15 @@ impl EntraTokenProvider {
                         tracing::warn!(
                             refused = %credentials[active].describe(),
                             accepted = %credentials[index].describe(),
-                            "Entra ID refused the current credential and accepted the next: finish the rotation"
+                            "Entra ID refused a credential and accepted the next: renew or remove the refused one"
                         );
                         self.active.store(index, std::sync::atomic::Ordering::Relaxed);
                     }
                     return Ok(cached);
                 }
-                Err(refusal @ TokenError::Rejected { .. }) => {
+                // Only a refused credential makes the next one worth trying: a wrong app, tenant
+                // or scope is refused whatever the credential.
+                Err(refusal) if refusal.is_credential_refused() => {
                     tracing::warn!(credential = %credentials[index].describe(), error = %refusal, "credential refused");
                     first_refusal.get_or_insert(refusal);
                 }
@@ -157,24 +181,27 @@ impl EntraTokenProvider {
         deadline: Instant,
     ) -> Result<Cached, TokenError> {
         let url = self.config.token_url();
-        let mut form = vec![
-            ("grant_type", "client_credentials".to_owned()),
-            ("client_id", self.config.client_id.clone()),
-        ];
-        form.extend(
-            credential
-                .form_fields(&self.config.client_id, url.as_str())
-                .map_err(|e| TokenError::Decode { source: e.into() })?,
-        );
-        match self.config.version {
-            TokenEndpointVersion::V2 => form.push(("scope", format!("{}/.default", self.config.resource))),
-            TokenEndpointVersion::V1 => form.push(("resource", self.config.resource.clone())),
-        }
         let mut retry = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(TokenError::DeadlineExceeded);
+            }
+            // Built per attempt: a client assertion is single-use (its own `jti`, a fresh `exp`).
+            let mut form = vec![
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_id", self.config.client_id.clone()),
+            ];
+            form.extend(
+                credential
+                    .form_fields(&self.config.client_id, url.as_str())
+                    .map_err(|e| TokenError::Decode { source: e.into() })?,
+            );
+            match self.config.version {
+                TokenEndpointVersion::V2 => {
+                    form.push(("scope", format!("{}/.default", self.config.resource)))
+                }
+                TokenEndpointVersion::V1 => form.push(("resource", self.config.resource.clone())),
             }
             let attempt = self.http.post(url.clone()).form(&form).timeout(remaining).send();
             let failure: Box<dyn std::error::Error + Send + Sync> = match attempt.await {

@@ -16,14 +16,18 @@ const ASSERTION_LIFETIME_SECS: i64 = 10 * 60;
 
 #[derive(Clone)]
 pub enum ClientCredential {
-    Secret(SecretString),
+    /// A client secret, with the name of the setting it came from (for logs and the self-check).
+    Secret {
+        name: &'static str,
+        value: SecretString,
+    },
     Certificate(Arc<Certificate>),
 }
 
 impl std::fmt::Debug for ClientCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Secret(_) => f.write_str("Secret([redacted])"),
+            Self::Secret { name, .. } => write!(f, "Secret({name}, [redacted])"),
             Self::Certificate(certificate) => write!(f, "Certificate({})", certificate.thumbprint),
         }
     }
@@ -87,6 +91,11 @@ impl Certificate {
 }
 
 impl ClientCredential {
+    /// A client secret from the setting `name`.
+    pub fn secret(name: &'static str, value: impl Into<String>) -> Self {
+        Self::Secret { name, value: SecretString::from(value.into()) }
+    }
+
     /// The form fields that present this credential to the token endpoint `audience`.
     pub(crate) fn form_fields(
         &self,
@@ -94,7 +103,7 @@ impl ClientCredential {
         audience: &str,
     ) -> Result<Vec<(&'static str, String)>, String> {
         Ok(match self {
-            Self::Secret(secret) => vec![("client_secret", secret.expose_secret().to_owned())],
+            Self::Secret { value, .. } => vec![("client_secret", value.expose_secret().to_owned())],
             Self::Certificate(certificate) => vec![
                 (
                     "client_assertion_type",
@@ -111,8 +120,10 @@ impl ClientCredential {
     /// How the logs name it.
     pub fn describe(&self) -> String {
         match self {
-            Self::Secret(_) => "client secret".to_owned(),
-            Self::Certificate(certificate) => format!("certificate {}", certificate.thumbprint),
+            Self::Secret { name, .. } => (*name).to_owned(),
+            Self::Certificate(certificate) => {
+                format!("ENTRA_CLIENT_CERTIFICATE({})", certificate.thumbprint.get(..12).unwrap_or_default())
+            }
         }
     }
 }

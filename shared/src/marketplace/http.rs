@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::auth::EntraTokenProvider;
+use super::auth::{EntraTokenProvider, TokenError};
 use super::config::MarketplaceConfig;
 use super::error::{ApiError, MarketplaceError, ResponseMeta};
 use super::retry::parse_retry_after;
@@ -301,6 +301,10 @@ fn continuation_token(next_link: &str) -> Option<String> {
 }
 
 impl MarketplaceApi for HttpMarketplaceClient {
+    async fn probe_credentials(&self, call: &Call) -> Vec<(String, Result<(), TokenError>)> {
+        self.tokens.probe_each(call.deadline.unwrap_or(Instant::now() + self.config.call_timeout)).await
+    }
+
     async fn resolve(&self, token: &str, call: &Call) -> Result<ResolvedSubscription, MarketplaceError> {
         if token.trim().is_empty() {
             return Err(MarketplaceError::Invalid("the purchase token is empty"));

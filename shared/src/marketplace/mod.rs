@@ -212,6 +212,16 @@ pub trait MarketplaceApi: Send + Sync {
         query: &UsageQuery,
         call: &Call,
     ) -> impl Future<Output = Result<Vec<UsageRecord>, MarketplaceError>> + Send;
+
+    /// Tries each configured credential of the publisher's app against Entra ID, uncached and
+    /// without falling back: (the credential's name, whether Entra accepted it). A stand-in for
+    /// Microsoft that holds no credentials answers nothing.
+    fn probe_credentials(
+        &self,
+        _call: &Call,
+    ) -> impl Future<Output = Vec<(String, Result<(), TokenError>)>> + Send {
+        std::future::ready(Vec::new())
+    }
 }
 
 /// Every subscription, following the pages to the end.

@@ -42,6 +42,26 @@ async fn self_check(environment: &Environment) -> (String, bool) {
     api.self_check_report().await
 }
 
+/// The report's line for `check`.
+fn line<'a>(report: &'a str, check: &str) -> &'a str {
+    report.lines().find(|l| l.split_whitespace().nth(1) == Some(check)).unwrap_or_default()
+}
+
+/// The dangerous moment of a rotation: the next secret was mistyped while the current one still
+/// works. The functions notice nothing yet; the self-check does, before the old one is deleted.
+#[tokio::test]
+async fn a_next_secret_entra_refuses_fails_the_self_check_while_the_current_one_still_works() {
+    let stack = stack_trusting(Vec::new()).await;
+    let environment = changed(&stack.environment, &[], &[("ENTRA_CLIENT_SECRET_NEXT", "mistyped")]);
+    let (report, healthy) = self_check(&environment).await;
+    println!("rotation with a mistyped next secret:\n{report}\n");
+    assert!(!healthy, "{report}");
+    assert!(line(&report, "entra-token").starts_with("pass"), "{report}");
+    assert!(line(&report, "credential:ENTRA_CLIENT_SECRET").starts_with("pass"), "{report}");
+    let next = line(&report, "credential:ENTRA_CLIENT_SECRET_NEXT");
+    assert!(next.starts_with("fail") && next.contains("AADSTS7000215"), "{report}");
+}
+
 #[tokio::test]
 async fn a_registered_certificate_replaces_the_secret() {
     let (certificate, key) = certificate();
@@ -88,8 +108,10 @@ async fn during_a_rotation_the_next_secret_is_used_when_the_current_one_is_refus
         &[("ENTRA_CLIENT_SECRET", "the-old-secret"), ("ENTRA_CLIENT_SECRET_NEXT", &valid)],
     );
     let (report, healthy) = self_check(&environment).await;
-    println!("rotation:\n{report}\n");
+    println!("rotation, the current secret already removed in Entra:\n{report}\n");
     assert!(healthy, "the next secret was used: {report}");
+    assert!(line(&report, "credential:ENTRA_CLIENT_SECRET").starts_with("warn"), "{report}");
+    assert!(line(&report, "credential:ENTRA_CLIENT_SECRET_NEXT").starts_with("pass"), "{report}");
     // Neither secret valid: the current one's refusal is reported.
     let environment = changed(
         &environment,

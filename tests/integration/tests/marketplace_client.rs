@@ -14,7 +14,6 @@ use fulfillment::marketplace::{
 };
 use integration_tests::stub::{Canned, Stub};
 use marketplace_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, Purchase, Quirk};
-use secrecy::SecretString;
 
 const FAST: RetryPolicy = RetryPolicy {
     max_retries: 3,
@@ -37,7 +36,7 @@ fn client_of(emulator: &Emulator) -> HttpMarketplaceClient {
     let entra = EntraConfig::new(
         &settings.publisher_tenant_id,
         &settings.publisher_app_id,
-        vec![ClientCredential::Secret(SecretString::from(settings.publisher_client_secret.clone()))],
+        vec![ClientCredential::secret("ENTRA_CLIENT_SECRET", settings.publisher_client_secret.clone())],
         emulator.authority().parse().expect("authority url"),
     );
     let mut config = MarketplaceConfig::new(entra);
@@ -714,7 +713,7 @@ async fn stub_and_client() -> (Stub, HttpMarketplaceClient) {
     let entra = EntraConfig::new(
         STUB_TENANT,
         "app-id",
-        vec![ClientCredential::Secret(SecretString::from("secret"))],
+        vec![ClientCredential::secret("ENTRA_CLIENT_SECRET", "secret")],
         format!("{}/entra", stub.url).parse().expect("authority url"),
     );
     let mut config = MarketplaceConfig::new(entra);

@@ -12,7 +12,6 @@ use fulfillment::marketplace::{
     MarketplaceError, PageToken, RetryPolicy, TokenEndpointVersion, UsageOutcome, all_subscriptions,
 };
 use integration_tests::stub::{Canned, Stub};
-use secrecy::SecretString;
 
 const TENANT: &str = "7a2d0000-0000-4000-8000-0000000000aa";
 const SUB: &str = "3f9c1b7e-0000-4000-8000-00000000a001";
@@ -23,7 +22,7 @@ fn config(stub: &Stub, version: TokenEndpointVersion) -> MarketplaceConfig {
     let mut entra = EntraConfig::new(
         TENANT,
         "app-id",
-        vec![ClientCredential::Secret(SecretString::from("s3cret+&=value"))],
+        vec![ClientCredential::secret("ENTRA_CLIENT_SECRET", "s3cret+&=value")],
         format!("{}/entra", stub.url).parse().expect("url"),
     );
     entra.version = version;

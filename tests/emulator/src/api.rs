@@ -413,8 +413,9 @@ fn get_operation(shared: &Shared, id: &str, op_id: &str) -> Result<Response, Rej
         target: "operationId".into(),
     };
     let op = state.op(id, op_id).ok_or_else(not_found)?;
-    let notify_only = matches!(op.action, Action::Suspend | Action::Reinstate | Action::Renew)
-        || (op.action == Action::Unsubscribe && op.source == Source::Azure);
+    let notify_only =
+        matches!(op.action, Action::Subscribe | Action::Suspend | Action::Reinstate | Action::Renew)
+            || (op.action == Action::Unsubscribe && op.source == Source::Azure);
     if notify_only && state.quirks.contains(&Quirk::NoOperationForNotifyOnly) {
         return Err(not_found());
     }

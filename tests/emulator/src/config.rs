@@ -184,6 +184,9 @@ pub struct PlanSpec {
     pub market: String,
     /// Custom metering dimensions (flat-rate plans).
     pub metering_dimensions: Vec<DimensionSpec>,
+    /// Auto-activated (Microsoft, 2026): the purchase makes the subscription `Subscribed` at once
+    /// and sends a `Subscribe` webhook; the publisher does not call Activate.
+    pub auto_activate: bool,
 }
 
 /// A custom metering dimension of a plan.
@@ -220,6 +223,7 @@ impl PlanSpec {
             currency: "USD".into(),
             market: "US".into(),
             metering_dimensions: Vec::new(),
+            auto_activate: false,
         }
     }
 
@@ -249,7 +253,8 @@ impl PlanSpec {
 
 /// The default catalog: offer "contoso-saas" with plans "basic" (flat, P1M, dimension
 /// "api-calls"), "team-monthly" (per seat 1–500, P1M), "team-yearly" (per seat 5–1000, P1Y) and
-/// "enterprise" (private, per seat 10–5000, P1Y).
+/// "enterprise" (private, per seat 10–5000, P1Y), and "team-auto" (per seat 1–500, P1M,
+/// auto-activated).
 pub fn default_catalog() -> Vec<Offer> {
     let mut basic = PlanSpec::flat("basic", "Basic", 49.0);
     basic.has_free_trials = false;
@@ -265,5 +270,10 @@ pub fn default_catalog() -> Vec<Offer> {
     let team_yearly = PlanSpec::per_seat("team-yearly", "Team (yearly)", 5, 1000, "P1Y", 100.0);
     let mut enterprise = PlanSpec::per_seat("enterprise", "Enterprise", 10, 5000, "P1Y", 200.0);
     enterprise.is_private = true;
-    vec![Offer { offer_id: "contoso-saas".into(), plans: vec![basic, team_monthly, team_yearly, enterprise] }]
+    let mut team_auto = PlanSpec::per_seat("team-auto", "Team (auto-activated)", 1, 500, "P1M", 10.0);
+    team_auto.auto_activate = true;
+    vec![Offer {
+        offer_id: "contoso-saas".into(),
+        plans: vec![basic, team_monthly, team_yearly, enterprise, team_auto],
+    }]
 }

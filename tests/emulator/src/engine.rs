@@ -92,7 +92,7 @@ fn issue_token(
 }
 
 /// Creates a `PendingFulfillmentStart` subscription (no webhook, as on Microsoft's side).
-pub(crate) fn purchase(shared: &Shared, p: Purchase) -> Result<Purchased, Reject> {
+pub(crate) fn purchase(shared: &Arc<Shared>, p: Purchase) -> Result<Purchased, Reject> {
     let plan = shared.config.plan(&p.offer_id, &p.plan_id).ok_or_else(|| {
         Reject::bad(format!("plan {}/{} is not in the catalog", p.offer_id, p.plan_id), "planId")
     })?;
@@ -162,14 +162,42 @@ pub(crate) fn purchase(shared: &Shared, p: Purchase) -> Result<Purchased, Reject
         purchased_quantity: quantity,
         unsubscribed_at: None,
     };
+    let auto_activate = plan.auto_activate;
+    let mut sub = sub;
+    if auto_activate {
+        // Billing starts with the purchase; Microsoft tells the publisher with a webhook.
+        sub.status = SubStatus::Subscribed;
+        sub.start_term(now);
+    }
     let mut state = shared.lock();
     if state.sub(&id).is_some() {
         return Err(Reject::Conflict(format!("subscription {id} already exists")));
     }
+    let quirks = state.quirks.clone();
+    let subscribe = auto_activate.then(|| {
+        let op = new_op(
+            &sub,
+            Action::Subscribe,
+            Source::Azure,
+            OpStatus::Succeeded,
+            Change::Nothing,
+            sub.plan_id.clone(),
+            sub.quantity,
+        );
+        let out = webhook::outgoing(&op, "Succeeded", sub.to_json(&quirks), &quirks);
+        (op, out)
+    });
     state.insert_sub(sub);
     let token = issue_token(shared, &mut state, &id, now, p.token.clone());
+    let out = subscribe.map(|(op, out)| {
+        state.ops.insert(op.id.clone(), op);
+        out
+    });
     drop(state);
     shared.changed();
+    if let Some(out) = out {
+        webhook::dispatch(shared, out);
+    }
     Ok(Purchased { subscription_id: id, token })
 }
 

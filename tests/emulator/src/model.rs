@@ -213,6 +213,7 @@ pub(crate) fn quantity_json(q: u32, quirks: &HashSet<Quirk>) -> Value {
 /// Operation action (docs/marketplace-api.md#operation-object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
+    Subscribe,
     Unsubscribe,
     ChangePlan,
     ChangeQuantity,
@@ -224,6 +225,7 @@ pub(crate) enum Action {
 impl Action {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Self::Subscribe => "Subscribe",
             Self::Unsubscribe => "Unsubscribe",
             Self::ChangePlan => "ChangePlan",
             Self::ChangeQuantity => "ChangeQuantity",

@@ -275,7 +275,7 @@ async fn list_available_plans_should_include_current_and_private_plans_and_filte
     assert_eq!(r.status, 200);
     let plans = r.json()["plans"].as_array().unwrap().clone();
     let ids: Vec<&str> = plans.iter().map(|p| p["planId"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["basic", "team-monthly", "team-yearly", "enterprise"]);
+    assert_eq!(ids, ["basic", "team-monthly", "team-yearly", "enterprise", "team-auto"]);
     let enterprise = &plans[3];
     assert_eq!(enterprise["isPrivate"], true);
     assert_eq!(enterprise["minQuantity"], 10);

@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod flows;
 pub mod stub;
 
+use fulfillment::config::Environment;
 use fulfillment::store::dynamodb::DynamoDbStore;
 
 /// The variable through which `scripts/test` tells the tests where DynamoDB Local listens.
@@ -25,4 +26,16 @@ pub async fn fresh_store() -> DynamoDbStore {
     let name = format!("subscriptions-{}", uuid::Uuid::new_v4());
     table::create_from_template(&client, &name).await;
     DynamoDbStore::new(client, name)
+}
+
+/// `environment` without the settings `remove`, with `add` (a function built from it sees
+/// exactly that).
+pub fn changed_settings(environment: &Environment, remove: &[&str], add: &[(&str, &str)]) -> Environment {
+    Environment::from_pairs(
+        environment
+            .pairs()
+            .filter(|(name, _)| !remove.contains(name) && !add.iter().any(|(added, _)| added == name))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .chain(add.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))),
+    )
 }

@@ -4,7 +4,7 @@
 
 use fulfillment::config::Environment;
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi};
-use integration_tests::dynamodb_endpoint;
+use integration_tests::{changed_settings, dynamodb_endpoint};
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::EmulatorConfig;
 
@@ -16,17 +16,6 @@ fn certificate() -> (String, String) {
         .self_signed(&key)
         .expect("a certificate");
     (certificate.pem(), key.serialize_pem())
-}
-
-/// `environment` without `remove`, with `add`.
-fn changed(environment: &Environment, remove: &[&str], add: &[(&str, &str)]) -> Environment {
-    Environment::from_pairs(
-        environment
-            .pairs()
-            .filter(|(name, _)| !remove.contains(name))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .chain(add.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))),
-    )
 }
 
 async fn stack_trusting(certificates: Vec<String>) -> LocalStack {
@@ -52,7 +41,7 @@ fn line<'a>(report: &'a str, check: &str) -> &'a str {
 #[tokio::test]
 async fn a_next_secret_entra_refuses_fails_the_self_check_while_the_current_one_still_works() {
     let stack = stack_trusting(Vec::new()).await;
-    let environment = changed(&stack.environment, &[], &[("ENTRA_CLIENT_SECRET_NEXT", "mistyped")]);
+    let environment = changed_settings(&stack.environment, &[], &[("ENTRA_CLIENT_SECRET_NEXT", "mistyped")]);
     let (report, healthy) = self_check(&environment).await;
     println!("rotation with a mistyped next secret:\n{report}\n");
     assert!(!healthy, "{report}");
@@ -66,7 +55,7 @@ async fn a_next_secret_entra_refuses_fails_the_self_check_while_the_current_one_
 async fn a_registered_certificate_replaces_the_secret() {
     let (certificate, key) = certificate();
     let stack = stack_trusting(vec![certificate.clone()]).await;
-    let environment = changed(
+    let environment = changed_settings(
         &stack.environment,
         &["ENTRA_CLIENT_SECRET"],
         &[("ENTRA_CLIENT_CERTIFICATE", &certificate), ("ENTRA_CLIENT_CERTIFICATE_KEY", &key)],
@@ -86,7 +75,7 @@ async fn a_certificate_entra_does_not_know_is_refused_with_advice() {
     let (registered, _) = certificate();
     let (other, other_key) = certificate();
     let stack = stack_trusting(vec![registered]).await;
-    let environment = changed(
+    let environment = changed_settings(
         &stack.environment,
         &["ENTRA_CLIENT_SECRET"],
         &[("ENTRA_CLIENT_CERTIFICATE", &other), ("ENTRA_CLIENT_CERTIFICATE_KEY", &other_key)],
@@ -102,7 +91,7 @@ async fn during_a_rotation_the_next_secret_is_used_when_the_current_one_is_refus
     let stack = stack_trusting(Vec::new()).await;
     let valid = stack.emulator.config().publisher_client_secret.clone();
     // The current secret was already removed in Entra; the next one is the valid one.
-    let environment = changed(
+    let environment = changed_settings(
         &stack.environment,
         &["ENTRA_CLIENT_SECRET"],
         &[("ENTRA_CLIENT_SECRET", "the-old-secret"), ("ENTRA_CLIENT_SECRET_NEXT", &valid)],
@@ -113,7 +102,7 @@ async fn during_a_rotation_the_next_secret_is_used_when_the_current_one_is_refus
     assert!(line(&report, "credential:ENTRA_CLIENT_SECRET").starts_with("warn"), "{report}");
     assert!(line(&report, "credential:ENTRA_CLIENT_SECRET_NEXT").starts_with("pass"), "{report}");
     // Neither secret valid: the current one's refusal is reported.
-    let environment = changed(
+    let environment = changed_settings(
         &environment,
         &["ENTRA_CLIENT_SECRET_NEXT"],
         &[("ENTRA_CLIENT_SECRET_NEXT", "another-old-one")],

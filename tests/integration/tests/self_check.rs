@@ -5,7 +5,7 @@
 
 use fulfillment::config::Environment;
 use fulfillment::self_check::Verdict;
-use integration_tests::dynamodb_endpoint;
+use integration_tests::{changed_settings, dynamodb_endpoint};
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{CredentialFault, Endpoint, Fault};
 
@@ -28,15 +28,6 @@ fn verdict_of(report: &str, check: &str) -> Option<Verdict> {
         "fail" => Verdict::Fail,
         _ => Verdict::Skipped,
     })
-}
-
-fn with(environment: &Environment, name: &str, value: &str) -> Environment {
-    Environment::from_pairs(
-        environment
-            .pairs()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .chain([(name.to_owned(), value.to_owned())]),
-    )
 }
 
 #[tokio::test]
@@ -89,10 +80,10 @@ async fn each_broken_credential_fails_its_check_with_what_to_do() {
 #[tokio::test]
 async fn unreachable_keys_and_a_missing_table_are_named() {
     let stack = stack().await;
-    let broken = with(
-        &with(&stack.environment, "WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"),
-        "TABLE_NAME",
-        "no-such-table",
+    let broken = changed_settings(
+        &stack.environment,
+        &[],
+        &[("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"), ("TABLE_NAME", "no-such-table")],
     );
     let (report, healthy) = report(&broken).await;
     println!("keys out of reach, no table:\n{report}\n");

@@ -6,6 +6,8 @@
 DYNAMODB_LOCAL_VERSION=11.1.0
 SAM_CLI_VERSION=1.170.0
 CFN_LINT_VERSION=1.58.0
+# The local EventBridge (and the SQS queue its sample rule feeds): moto's server mode.
+MOTO_VERSION=5.1.22
 
 # The repository root: the parent of this scripts/ folder.
 project_root() {
@@ -217,18 +219,24 @@ start_dynamodb_local() {
     DYNAMODB_LOCAL_PID=$!
     echo "$DYNAMODB_LOCAL_PID" >"$TOOLS_DIR/dynamodb-local.pid"
 
-    # Poll until any HTTP answer comes back (curl without -f succeeds on any status), for 30 s at most.
+    wait_for_server "DynamoDB Local" "$DYNAMODB_LOCAL_PID" "http://127.0.0.1:$port/" "$log" stop_dynamodb_local
+}
+
+# wait_for_server NAME PID URL LOG STOP: polls URL until any HTTP answer comes back (curl without -f
+# succeeds on any status), for 30 s at most; on failure shows the end of LOG (and runs STOP).
+wait_for_server() {
+    local name=$1 pid=$2 url=$3 log=$4 stop=$5
     local deadline=$((SECONDS + 30))
-    until curl -s -o /dev/null --max-time 2 -X POST "http://127.0.0.1:$port/"; do
-        if ! kill -0 "$DYNAMODB_LOCAL_PID" 2>/dev/null; then
-            echo "DynamoDB Local exited during startup; last lines of $log:" >&2
+    until curl -s -o /dev/null --max-time 2 -X POST "$url"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited during startup; last lines of $log:" >&2
             tail -n 20 "$log" >&2
             return 1
         fi
         if ((SECONDS >= deadline)); then
-            echo "DynamoDB Local did not answer on 127.0.0.1:$port within 30 s; last lines of $log:" >&2
+            echo "$name did not answer on $url within 30 s; last lines of $log:" >&2
             tail -n 20 "$log" >&2
-            stop_dynamodb_local
+            "$stop"
             return 1
         fi
         sleep 0.2
@@ -257,4 +265,41 @@ stop_dynamodb_local() {
     fi
     rm -f "$pidfile"
     DYNAMODB_LOCAL_PID=
+}
+
+# moto's server mode stands in for EventBridge and SQS locally (the lifecycle events). In its own
+# venv: its Flask and Werkzeug pins must not meet SAM CLI's.
+ensure_moto() {
+    local venv=$TOOLS_DIR/moto
+    local stamp=$venv/.installed-pins
+    local pins="moto[server]==$MOTO_VERSION"
+    if [[ -f $stamp && $(<"$stamp") == "$pins" && -x $venv/bin/moto_server ]]; then
+        return 0
+    fi
+    require_command python3 "needed once to install moto (the local EventBridge)"
+    echo "Installing $pins into .tools/moto ..."
+    if [[ ! -x $venv/bin/python ]]; then
+        python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    fi
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q "$pins" || die "pip install of $pins failed"
+    echo "$pins" >"$stamp"
+}
+
+# Starts moto's server on 127.0.0.1:PORT in the background (MOTO_PID) and waits until it answers.
+start_moto() {
+    local port=${1:?usage: start_moto PORT}
+    local log=$TOOLS_DIR/logs/moto.log
+    mkdir -p "$TOOLS_DIR/logs"
+    "$TOOLS_DIR/moto/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    MOTO_PID=$!
+    wait_for_server moto "$MOTO_PID" "http://127.0.0.1:$port/" "$log" stop_moto
+}
+
+# Stops the moto started by start_moto. Safe to call twice, or when none runs.
+stop_moto() {
+    if [[ -n ${MOTO_PID:-} ]]; then
+        kill "$MOTO_PID" 2>/dev/null || true
+        wait "$MOTO_PID" 2>/dev/null || true
+    fi
+    MOTO_PID=
 }

@@ -370,6 +370,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
                 },
                 plan_id: pending.plan_id.clone().or(current.subscription.plan_id.clone()),
                 quantity: pending.quantity.or(current.subscription.quantity),
+                ..Snapshot::from(&current.subscription)
             };
             let operation_id =
                 crate::domain::OperationId::parse(&format!("request-{}", pending.id)).expect("not empty");

@@ -62,6 +62,25 @@ impl AwsClients {
         aws_sdk_dynamodb::Client::from_conf(config.build())
     }
 
+    /// An EventBridge client; `endpoint` points it at a local stand-in.
+    pub fn eventbridge(&self, endpoint: Option<&str>) -> aws_sdk_eventbridge::Client {
+        let mut config = aws_sdk_eventbridge::Config::builder()
+            .behavior_version(aws_sdk_eventbridge::config::BehaviorVersion::latest())
+            .region(self.settings.region.clone())
+            .credentials_provider(self.settings.credentials.clone())
+            .http_client(self.http.clone())
+            .timeout_config(
+                aws_sdk_eventbridge::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(3))
+                    .operation_timeout(Duration::from_secs(10))
+                    .build(),
+            );
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        aws_sdk_eventbridge::Client::from_conf(config.build())
+    }
+
     pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
         let config = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())

@@ -91,10 +91,15 @@ impl Environment {
     /// and the emulator: without them it would reach the real AWS and Microsoft with the
     /// developer's own credentials.
     pub fn check_local_run(&self) -> Result<(), ConfigError> {
+        self.check_local_endpoints(&["DYNAMODB_ENDPOINT", "MARKETPLACE_API_BASE", "ENTRA_AUTHORITY"])
+    }
+
+    /// [`Self::check_local_run`] for a function that calls only the services these name.
+    pub fn check_local_endpoints(&self, names: &[&'static str]) -> Result<(), ConfigError> {
         if !self.flag("AWS_SAM_LOCAL", false)? {
             return Ok(());
         }
-        for name in ["DYNAMODB_ENDPOINT", "MARKETPLACE_API_BASE", "ENTRA_AUTHORITY"] {
+        for &name in names {
             if self.get(name).is_none() {
                 return Err(invalid(
                     name,
@@ -178,6 +183,14 @@ impl Environment {
         Ok(StoreSettings {
             table_name: self.required("TABLE_NAME")?,
             endpoint: self.url("DYNAMODB_ENDPOINT")?,
+        })
+    }
+
+    /// `EVENT_BUS_NAME`, and `EVENTBRIDGE_ENDPOINT` for a local stand-in (the lifecycle events).
+    pub fn event_bus(&self) -> Result<EventBusSettings, ConfigError> {
+        Ok(EventBusSettings {
+            bus_name: self.required("EVENT_BUS_NAME")?,
+            endpoint: self.url("EVENTBRIDGE_ENDPOINT")?,
         })
     }
 
@@ -309,6 +322,14 @@ impl Environment {
             form_lifetime: FORM_LIFETIME,
         })
     }
+}
+
+/// Where lifecycle events go.
+#[derive(Debug, Clone)]
+pub struct EventBusSettings {
+    pub bus_name: String,
+    /// A local EventBridge stand-in's URL; unset in AWS.
+    pub endpoint: Option<Url>,
 }
 
 /// Where the subscriptions live.

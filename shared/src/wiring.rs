@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::aws::AwsClients;
 use crate::config::{ConfigError, Environment, SECRETS_VARIABLE};
 use crate::domain::Timestamp;
+use crate::events::bus::EventBridgeBus;
 use crate::marketplace::{HttpMarketplaceClient, MarketplaceConfig};
 use crate::store::dynamodb::DynamoDbStore;
 
@@ -44,6 +45,15 @@ pub struct Services {
     pub marketplace: MarketplaceConfig,
     /// The secret the settings came from, for the self-check.
     pub secret: SecretSource,
+}
+
+/// The lifecycle events' bus (the stream consumer needs nothing else: no table, no Microsoft).
+pub fn event_bus(environment: &Environment) -> Result<EventBridgeBus, StartupError> {
+    environment.check_local_endpoints(&["EVENTBRIDGE_ENDPOINT"])?;
+    let settings = environment.event_bus()?;
+    let aws = AwsClients::new(environment.aws()?)?;
+    let client = aws.eventbridge(settings.endpoint.as_ref().map(|u| u.as_str()));
+    Ok(EventBridgeBus::new(client, settings.bus_name))
 }
 
 /// Where the settings' secret lives.

@@ -138,18 +138,42 @@ pub struct OperationRecord {
     pub outcome: Outcome,
 }
 
-/// The fields a history entry shows before and after a change.
+/// The fields a history entry shows before and after a change: what the lifecycle events
+/// ([`crate::events`]), made from history entries on the table's stream, tell the product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub status: Option<SubscriptionStatus>,
     pub plan_id: Option<PlanId>,
     pub quantity: Option<u32>,
+    // Absent from entries written before lifecycle events existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beneficiary_tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchaser_tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_start: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_end: Option<Timestamp>,
 }
 
 impl From<&Subscription> for Snapshot {
     fn from(s: &Subscription) -> Self {
-        Self { status: s.status.clone(), plan_id: s.plan_id.clone(), quantity: s.quantity }
+        let tenant = |who: &Option<crate::domain::AadIdentifier>| {
+            who.as_ref()?.tenant_id.clone().filter(|t| !t.trim().is_empty())
+        };
+        Self {
+            status: s.status.clone(),
+            plan_id: s.plan_id.clone(),
+            quantity: s.quantity,
+            offer_id: s.offer_id.clone(),
+            beneficiary_tenant_id: tenant(&s.beneficiary),
+            purchaser_tenant_id: tenant(&s.purchaser),
+            term_start: s.term.as_ref().and_then(|t| t.start_date),
+            term_end: s.term.as_ref().and_then(|t| t.end_date),
+        }
     }
 }
 

@@ -18,6 +18,8 @@ struct Tables {
     /// By subscription, then by the history sort key (time first).
     history: BTreeMap<(SubscriptionId, String), HistoryEntry>,
     rejected: Vec<RejectedDelivery>,
+    /// Every history entry in commit order: what the table's stream carries.
+    stream: Vec<HistoryEntry>,
 }
 
 /// The in-memory store; clones share the same tables.
@@ -34,6 +36,12 @@ impl MemoryStore {
     /// Every record, by id.
     pub fn records(&self) -> Vec<SubscriptionRecord> {
         self.tables.lock().expect("tables").records.values().cloned().collect()
+    }
+
+    /// The history entries written so far, as the table's stream delivers them to Lambda (one
+    /// batch, in commit order).
+    pub fn stream_batch(&self) -> serde_json::Value {
+        super::stream_batch(&self.tables.lock().expect("tables").stream)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Tables) -> T) -> T {
@@ -73,6 +81,7 @@ impl SubscriptionStore for MemoryStore {
             }
             t.operations.insert(operation_key, change.operation.clone());
             t.history.insert(history_key, change.history.clone());
+            t.stream.push(change.history.clone());
             Ok(Committed::Written { version })
         })
     }

@@ -2,6 +2,7 @@
 //! same contract tests as the DynamoDB adapter ([`contract`]), a model of Microsoft's side, a clock
 //! tests set, and a store wrapper that lets a second writer in between a read and a write.
 
+mod bus;
 pub mod contract;
 pub mod convergence;
 pub mod market_contract;
@@ -11,6 +12,7 @@ mod scripted;
 
 use std::sync::{Arc, Mutex};
 
+pub use bus::{MemoryBus, event_schema, stream_batch, stream_record};
 pub use marketplace::{FakeMarketplace, MarketFault};
 pub use memory::MemoryStore;
 pub use scripted::{ScriptedStore, StoreStep};

@@ -53,3 +53,23 @@ pub async fn delivered(stack: &LocalStack, operation: &str) -> WebhookDelivery {
         .await
         .unwrap_or_else(|e| panic!("no answered delivery of {operation}: {e:?}"))
 }
+
+/// Every lifecycle event of a subscription so far (their `detail`), once everything committed has
+/// been relayed: each valid by the published schema, each once, in commit order.
+pub async fn lifecycle_events(stack: &LocalStack, subscription: &str) -> Vec<serde_json::Value> {
+    let events = stack.lifecycle_events(subscription).await;
+    for event in &events {
+        fulfillment::testing::event_schema(event);
+    }
+    let versions: Vec<u64> = events.iter().map(|e| e["version"].as_u64().expect("a version")).collect();
+    assert!(
+        versions.windows(2).all(|pair| pair[0] < pair[1]),
+        "once each, in commit order: versions {versions:?} in {events:#?}"
+    );
+    events
+}
+
+/// The events' types, in order.
+pub fn types(events: &[serde_json::Value]) -> Vec<&str> {
+    events.iter().map(|e| e["eventType"].as_str().unwrap_or_default()).collect()
+}

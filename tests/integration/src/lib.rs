@@ -20,11 +20,30 @@ pub fn dynamodb_endpoint() -> String {
     })
 }
 
+/// The variable through which `scripts/test` tells the tests where moto's server (EventBridge
+/// and SQS) listens.
+pub const EVENTBRIDGE_VARIABLE: &str = "EVENTBRIDGE_ENDPOINT";
+
+/// The local EventBridge's URL. A test that needs it fails (never skips) when it is not running.
+pub fn eventbridge_endpoint() -> String {
+    std::env::var(EVENTBRIDGE_VARIABLE).unwrap_or_else(|_| {
+        panic!(
+            "{EVENTBRIDGE_VARIABLE} is not set: run `scripts/test`, which starts moto's server and sets it"
+        )
+    })
+}
+
+/// The local stack as the end-to-end tests run it: on DynamoDB Local, with the lifecycle events
+/// relayed from its stream to the local EventBridge.
+pub fn stack_options() -> local_stack::Options {
+    local_stack::Options::new(dynamodb_endpoint()).with_events(eventbridge_endpoint())
+}
+
 /// A store on a new, empty table of DynamoDB Local, created from `template.yaml`.
 pub async fn fresh_store() -> DynamoDbStore {
     let client = client(&dynamodb_endpoint());
     let name = format!("subscriptions-{}", uuid::Uuid::new_v4());
-    table::create_from_template(&client, &name).await;
+    table::create_from_template(&client, &name, false).await;
     DynamoDbStore::new(client, name)
 }
 

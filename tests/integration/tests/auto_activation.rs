@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use fulfillment::domain::SubscriptionStatus;
 use fulfillment::store::ChangeSource;
-use integration_tests::dynamodb_endpoint;
-use integration_tests::flows::{history, record};
-use local_stack::{LocalStack, Options};
+use integration_tests::flows::{history, lifecycle_events, record, types};
+use integration_tests::stack_options;
+use local_stack::LocalStack;
 use marketplace_emulator::Purchase;
 
 #[tokio::test]
 async fn an_auto_activated_purchase_is_recorded_from_its_subscribe_webhook_and_never_activated_again() {
-    let stack = LocalStack::start(Options::new(dynamodb_endpoint())).await.expect("the local stack starts");
+    let stack = LocalStack::start(stack_options()).await.expect("the local stack starts");
     let bought = stack.emulator.purchase(Purchase::plan("team-auto").quantity(7)).await;
 
     let delivery = stack
@@ -44,4 +44,12 @@ async fn an_auto_activated_purchase_is_recorded_from_its_subscribe_webhook_and_n
     let activations =
         stack.emulator.requests().await.iter().filter(|r| r.path.ends_with("/activate")).count();
     assert_eq!(activations, 0, "an auto-activated plan is never activated by the publisher");
+
+    // The product hears of it once: activated, from the webhook, before anyone landed.
+    let events = lifecycle_events(&stack, &bought.subscription_id).await;
+    assert_eq!(types(&events), ["SubscriptionActivated"], "{events:#?}");
+    assert_eq!(events[0]["source"], "webhook");
+    assert_eq!(events[0]["statusBefore"], serde_json::Value::Null);
+    assert_eq!(events[0]["seats"], 7);
+    assert_eq!(events[0]["planId"], "team-auto");
 }

@@ -37,11 +37,11 @@ async fn buy_and_confirm(options: Options, screenshot: &str) {
 
 #[tokio::test]
 async fn a_buyer_confirms_the_purchase_in_a_browser() {
-    buy_and_confirm(Options::new(integration_tests::dynamodb_endpoint()), "no-signin").await;
+    buy_and_confirm(integration_tests::stack_options(), "no-signin").await;
 }
 
 #[tokio::test]
 async fn a_buyer_signs_in_then_confirms_in_a_browser() {
-    let options = Options { signin: true, ..Options::new(integration_tests::dynamodb_endpoint()) };
+    let options = Options { signin: true, ..integration_tests::stack_options() };
     buy_and_confirm(options, "signin").await;
 }

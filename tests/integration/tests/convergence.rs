@@ -15,8 +15,8 @@ use fulfillment::domain::{Subscription, SubscriptionId, SubscriptionStatus};
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, RetryPolicy};
 use fulfillment::reconcile::Reconciler;
 use fulfillment::store::{Outcome, SubscriptionStore};
-use integration_tests::dynamodb_endpoint;
 use integration_tests::flows::buy_and_activate;
+use integration_tests::stack_options;
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, Purchase, WebhookFaults};
 use proptest::prelude::*;
@@ -187,9 +187,7 @@ fn the_ledger_converges_end_to_end_against_the_emulator_and_dynamodb_local() {
                 webhook_retry_backoff: Duration::from_millis(100),
                 ..EmulatorConfig::default()
             };
-            let stack = LocalStack::start(Options { emulator, ..Options::new(dynamodb_endpoint()) })
-                .await
-                .expect("stack");
+            let stack = LocalStack::start(Options { emulator, ..stack_options() }).await.expect("stack");
             let mut subs = Vec::new();
             for seats in [10, 12] {
                 subs.push(

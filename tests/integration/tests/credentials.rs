@@ -4,7 +4,7 @@
 
 use fulfillment::config::Environment;
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi};
-use integration_tests::{changed_settings, dynamodb_endpoint};
+use integration_tests::{changed_settings, stack_options};
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::EmulatorConfig;
 
@@ -20,9 +20,7 @@ fn certificate() -> (String, String) {
 
 async fn stack_trusting(certificates: Vec<String>) -> LocalStack {
     let emulator = EmulatorConfig { publisher_certificates: certificates, ..EmulatorConfig::default() };
-    LocalStack::start(Options { emulator, ..Options::new(dynamodb_endpoint()) })
-        .await
-        .expect("the local stack starts")
+    LocalStack::start(Options { emulator, ..stack_options() }).await.expect("the local stack starts")
 }
 
 async fn self_check(environment: &Environment) -> (String, bool) {

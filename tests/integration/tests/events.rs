@@ -5,7 +5,7 @@ use fulfillment::domain::{SubscriptionId, SubscriptionStatus};
 use fulfillment::store::SubscriptionStore;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use local_stack::{LocalStack, Options};
+use local_stack::LocalStack;
 use marketplace_emulator::Purchase;
 
 /// The purchase the event files name.
@@ -26,8 +26,7 @@ fn text(response: &Response<Body>) -> String {
 
 /// A stack whose emulator holds the purchase the event files name.
 async fn stack() -> LocalStack {
-    let stack =
-        LocalStack::start(Options::new(integration_tests::dynamodb_endpoint())).await.expect("starts");
+    let stack = LocalStack::start(integration_tests::stack_options()).await.expect("starts");
     stack
         .emulator
         .purchase(Purchase {

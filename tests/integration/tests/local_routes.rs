@@ -1,8 +1,8 @@
 //! Every route the README documents for the local run, through the local stack's HTTP port, as a
 //! user of `scripts/run` calls them (the admin routes carry their path exactly as API Gateway would).
 
-use integration_tests::dynamodb_endpoint;
-use local_stack::{LocalStack, Options};
+use integration_tests::stack_options;
+use local_stack::LocalStack;
 use marketplace_emulator::Purchase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -30,7 +30,7 @@ fn hidden_field(page: &str, name: &str) -> String {
 #[tokio::test]
 async fn every_documented_local_route_answers_through_the_http_port() {
     use reqwest::Method as M;
-    let stack = LocalStack::start(Options::new(dynamodb_endpoint())).await.expect("the local stack starts");
+    let stack = LocalStack::start(stack_options()).await.expect("the local stack starts");
     let tenant = "0f1e2d3c-0000-4000-8000-00000000beef";
     let bought = stack
         .emulator

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use fulfillment::domain::{SubscriptionId, SubscriptionStatus};
 use fulfillment::store::{ChangeSource, Outcome, SubscriptionStore};
-use integration_tests::dynamodb_endpoint;
+use integration_tests::flows::{lifecycle_events, types};
+use integration_tests::stack_options;
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, Purchase};
 use reqwest::StatusCode;
 
 async fn stack() -> LocalStack {
-    stack_with(Options::new(dynamodb_endpoint())).await
+    stack_with(stack_options()).await
 }
 
 async fn stack_with(options: Options) -> LocalStack {
@@ -86,6 +87,17 @@ async fn a_purchase_lands_is_confirmed_and_activated() {
 
     let at_microsoft = stack.emulator.subscription(&bought.subscription_id).await.expect("exists");
     assert_eq!(at_microsoft["saasSubscriptionStatus"], "Subscribed");
+
+    let events = lifecycle_events(&stack, &bought.subscription_id).await;
+    assert_eq!(types(&events), ["SubscriptionPurchased", "SubscriptionActivated"], "{events:#?}");
+    assert_eq!(
+        (events[0]["source"].as_str(), events[1]["source"].as_str()),
+        (Some("landing"), Some("activation"))
+    );
+    assert_eq!(events[1]["statusBefore"], "PendingFulfillmentStart");
+    assert_eq!((events[1]["planId"].as_str(), events[1]["seats"].as_u64()), (Some("team-monthly"), Some(12)));
+    assert_eq!(events[1]["beneficiaryTenantId"], at_microsoft["beneficiary"]["tenantId"]);
+    assert_eq!(events[1]["purchaserTenantId"], at_microsoft["purchaser"]["tenantId"]);
 }
 
 #[tokio::test]
@@ -212,7 +224,7 @@ async fn bad_tokens_get_the_reopen_guidance() {
             purchase_token_ttl: Duration::from_millis(300),
             ..EmulatorConfig::default()
         },
-        ..Options::new(dynamodb_endpoint())
+        ..stack_options()
     })
     .await;
     let bought = stack.emulator.purchase(Purchase::plan("team-monthly").quantity(2)).await;
@@ -273,7 +285,7 @@ async fn microsoft_being_unreachable_gets_a_retry_page_and_loses_nothing() {
 
 #[tokio::test]
 async fn automatic_activation_activates_on_landing() {
-    let stack = stack_with(Options { auto_activate: true, ..Options::new(dynamodb_endpoint()) }).await;
+    let stack = stack_with(Options { auto_activate: true, ..stack_options() }).await;
     let bought = stack.emulator.purchase(Purchase::plan("team-yearly").quantity(7)).await;
     let (status, page) = get(&stack.landing_url(&bought.token)).await;
     assert_eq!(status, StatusCode::OK);

@@ -11,9 +11,9 @@ use fulfillment::marketplace::{Call, HttpMarketplaceClient};
 use fulfillment::reconcile::Reconciler;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::{ChangeSource, Outcome, PendingOperation};
-use integration_tests::dynamodb_endpoint;
 use integration_tests::flows::buy_and_activate;
-use integration_tests::flows::{delivered, history, record};
+use integration_tests::flows::{delivered, history, lifecycle_events, record, types};
+use integration_tests::stack_options;
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Purchase, WebhookFaults};
 
@@ -28,7 +28,7 @@ fn options() -> Options {
             operation_delay: Duration::from_millis(100),
             ..EmulatorConfig::default()
         },
-        ..Options::new(dynamodb_endpoint())
+        ..stack_options()
     }
 }
 
@@ -172,7 +172,21 @@ async fn seats_plan_and_cancel_complete_through_the_partner_webhook() {
         .filter(|r| r.method == "PATCH" && r.path.contains("/operations/"))
         .count();
     assert_eq!(acknowledgements, 0, "Partner operations are never acknowledged");
+
+    let events = lifecycle_events(&stack, &sub).await;
+    assert_eq!(types(&events), SEATS_PLAN_CANCEL, "a request is no event; its completion is");
+    assert!(events[2..].iter().all(|e| e["source"] == "webhook"), "{events:#?}");
 }
+
+/// The lifecycle events of a bought subscription whose seats, then plan the publisher changes, then
+/// cancels.
+const SEATS_PLAN_CANCEL: [&str; 5] = [
+    "SubscriptionPurchased",
+    "SubscriptionActivated",
+    "SeatsChanged",
+    "PlanChanged",
+    "SubscriptionUnsubscribed",
+];
 
 // Publisher-initiated changes, completed by the reconciliation -----------------------------------
 
@@ -236,6 +250,10 @@ async fn seats_plan_and_cancel_complete_through_reconcile_when_the_partner_webho
 
     let again = reconciler.run(&run_id()).await;
     assert_eq!((again.unchanged, again.changed, again.operations_finished), (1, 0, 0), "{again:?}");
+
+    let events = lifecycle_events(&stack, &sub).await;
+    assert_eq!(types(&events), SEATS_PLAN_CANCEL);
+    assert!(events[2..].iter().all(|e| e["source"] == "reconcile"), "{events:#?}");
 }
 
 // Refusals ----------------------------------------------------------------------------------------

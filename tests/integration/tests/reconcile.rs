@@ -22,10 +22,10 @@ use fulfillment::store::{
     Change, ChangeSource, HistoryEntry, OperationRecord, Outcome, PendingOperation, Snapshot, StateWrite,
     SubscriptionRecord, SubscriptionStore,
 };
-use integration_tests::dynamodb_endpoint;
 use integration_tests::fixtures;
 use integration_tests::flows::buy_and_activate;
 use integration_tests::flows::record;
+use integration_tests::stack_options;
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, OperationHandle, Purchase, WebhookFaults};
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ type Core = Publisher<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 type Reconcile = Reconciler<DynamoDbStore, HttpMarketplaceClient, SystemClock>;
 
 fn options(emulator: EmulatorConfig) -> Options {
-    Options { emulator, ..Options::new(dynamodb_endpoint()) }
+    Options { emulator, ..stack_options() }
 }
 
 async fn stack_with(options: Options) -> LocalStack {
@@ -154,11 +154,24 @@ enum Drift {
 
 #[tokio::test]
 async fn one_run_repairs_every_kind_of_drift_among_a_thousand_and_a_second_finds_nothing() {
-    const TOTAL: usize = 1000;
-    let stack = stack_with(options(EmulatorConfig::default())).await;
+    // Without the lifecycle events: DynamoDB Local's stream would make the setup take minutes.
+    let options = Options { eventbridge_endpoint: None, ..options(EmulatorConfig::default()) };
+    repair_every_kind_of_drift(1000, stack_with(options).await).await;
+}
 
+#[tokio::test]
+async fn each_repair_and_addition_is_one_lifecycle_event_of_its_type() {
+    let events = repair_every_kind_of_drift(120, stack_with(options(EmulatorConfig::default())).await).await;
+    let repairs = events.expect("the stack relays lifecycle events");
+    assert_eq!(repairs, 12, "3 of every 40 drifted, 1 missing");
+}
+
+/// `total` subscriptions at Microsoft, one in 40 missing from our table and three in 40 drifted
+/// (status, plan, seats); one run repairs them all, a second finds nothing. With the lifecycle
+/// events: each repair and addition is one event of its type (their number).
+async fn repair_every_kind_of_drift(total: usize, stack: LocalStack) -> Option<usize> {
     // Microsoft's side: 1,000 subscriptions of every status, two plans, various seats.
-    let ids: Vec<String> = (0..TOTAL).map(|_| guid()).collect();
+    let ids: Vec<String> = (0..total).map(|_| guid()).collect();
     let drift = |i: usize| match i % 40 {
         0 => Drift::Missing,
         1 => Drift::Status,
@@ -183,7 +196,7 @@ async fn one_run_repairs_every_kind_of_drift_among_a_thousand_and_a_second_finds
             seeded(sub, status, plan, 5 + (i as u32 % 400))
         })
         .collect();
-    assert_eq!(stack.emulator.seed(microsoft).await, TOTAL);
+    assert_eq!(stack.emulator.seed(microsoft).await, total);
 
     // Our side: 975 records, 75 of them drifted.
     let listed: Vec<Subscription> = stack
@@ -193,7 +206,7 @@ async fn one_run_repairs_every_kind_of_drift_among_a_thousand_and_a_second_finds
         .into_iter()
         .map(|v| serde_json::from_value(v).expect("Microsoft's shape"))
         .collect();
-    assert_eq!(listed.len(), TOTAL);
+    assert_eq!(listed.len(), total);
     let mut ours = Vec::new();
     let mut counts: HashMap<&str, u64> = HashMap::new();
     for (i, theirs) in listed.iter().enumerate() {
@@ -227,7 +240,8 @@ async fn one_run_repairs_every_kind_of_drift_among_a_thousand_and_a_second_finds
         }
         ours.push(copy);
     }
-    assert_eq!((counts["missing"], counts["drifted"]), (25, 75));
+    let (missing, drifted) = (total as u64 / 40, 3 * total as u64 / 40);
+    assert_eq!((counts["missing"], counts["drifted"]), (missing, drifted));
     let mut writers = tokio::task::JoinSet::new();
     for chunk in ours.chunks(ours.len().div_ceil(16)) {
         let (store, chunk) = (stack.store.clone(), chunk.to_vec());
@@ -240,13 +254,17 @@ async fn one_run_repairs_every_kind_of_drift_among_a_thousand_and_a_second_finds
     while let Some(done) = writers.join_next().await {
         done.expect("writer");
     }
+    if stack.events.is_some() {
+        let before = stack.discard_events().await.expect("the events of our own records");
+        assert_eq!(before, ours.len() as u64, "one event per record written");
+    }
 
     let first = reconciler(&stack).run(&run_id()).await;
     let expected = Summary {
-        seen: 1000,
-        added: 25,
-        changed: 75,
-        unchanged: 900,
+        seen: total as u64,
+        added: missing,
+        changed: drifted,
+        unchanged: total as u64 - missing - drifted,
         operations_finished: 0,
         operations_dropped: 0,
         errors: 0,
@@ -269,12 +287,65 @@ async fn one_run_repairs_every_kind_of_drift_among_a_thousand_and_a_second_finds
     let last = stack.store.history(&id(&unsubscribed)).await.expect("history").pop().expect("entry");
     assert_eq!((last.source, last.outcome), (ChangeSource::Reconcile, Outcome::Applied));
 
+    // Each repair and each addition is one event, of the type of what it repaired.
+    let events = match stack.events {
+        Some(_) => Some(assert_one_event_per_repair(&stack, &listed, drift).await),
+        None => None,
+    };
+
     let second = reconciler(&stack).run(&run_id()).await;
     assert_eq!(
         (second.seen, second.added, second.changed, second.unchanged, second.errors, second.complete),
-        (1000, 0, 0, 1000, 0, true),
+        (total as u64, 0, 0, total as u64, 0, true),
         "{second:?}"
     );
+    if events.is_some() {
+        assert_eq!(
+            stack.new_events().await.expect("events"),
+            Vec::<Value>::new(),
+            "nothing to repair, no event"
+        );
+    }
+    events
+}
+
+/// The reconciliation's events: one per subscription it repaired or added, of its type.
+async fn assert_one_event_per_repair(
+    stack: &LocalStack,
+    listed: &[Subscription],
+    drift: impl Fn(usize) -> Drift,
+) -> usize {
+    let mut expected: HashMap<String, &str> = HashMap::new();
+    for (i, theirs) in listed.iter().enumerate() {
+        let status = theirs.status.as_ref().map(|s| s.as_str()).unwrap_or_default();
+        let kind = match (drift(i), status) {
+            (Drift::None, _) => continue,
+            (Drift::Missing, "PendingFulfillmentStart") => "SubscriptionPurchased",
+            (Drift::Missing, "Subscribed") => "SubscriptionActivated",
+            (Drift::Status, "Subscribed") => "SubscriptionReinstated",
+            (Drift::Missing | Drift::Status, "Suspended") => "SubscriptionSuspended",
+            (Drift::Missing | Drift::Status, "Unsubscribed") => "SubscriptionUnsubscribed",
+            (Drift::Plan, _) => "PlanChanged",
+            (Drift::Seats, _) => "SeatsChanged",
+            other => panic!("no expectation for {other:?}"),
+        };
+        expected.insert(theirs.id.to_string(), kind);
+    }
+    let repairs = stack.new_events().await.expect("the reconciliation's events");
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for envelope in &repairs {
+        let detail = &envelope["detail"];
+        fulfillment::testing::event_schema(detail);
+        assert_eq!(detail["source"], "reconcile", "{detail}");
+        assert_eq!(envelope["detail-type"], detail["eventType"]);
+        let previous = seen.insert(
+            detail["subscriptionId"].as_str().expect("an id").to_owned(),
+            detail["eventType"].as_str().expect("a type"),
+        );
+        assert_eq!(previous, None, "one event per subscription: {detail}");
+    }
+    assert_eq!(seen, expected, "every repair and addition, one event each, of its type");
+    seen.len()
 }
 
 // Racing with webhooks -----------------------------------------------------------------------

@@ -5,12 +5,12 @@
 
 use fulfillment::config::Environment;
 use fulfillment::self_check::Verdict;
-use integration_tests::{changed_settings, dynamodb_endpoint};
-use local_stack::{LocalStack, Options};
+use integration_tests::{changed_settings, stack_options};
+use local_stack::LocalStack;
 use marketplace_emulator::{CredentialFault, Endpoint, Fault};
 
 async fn stack() -> LocalStack {
-    LocalStack::start(Options::new(dynamodb_endpoint())).await.expect("the local stack starts")
+    LocalStack::start(stack_options()).await.expect("the local stack starts")
 }
 
 /// A fresh admin function (nothing cached: its first Entra token is asked for in the check).

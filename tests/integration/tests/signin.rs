@@ -8,7 +8,7 @@ use marketplace_emulator::{IdTokenFault, Purchase};
 use reqwest::StatusCode;
 
 async fn stack() -> LocalStack {
-    LocalStack::start(Options { signin: true, ..Options::new(integration_tests::dynamodb_endpoint()) })
+    LocalStack::start(Options { signin: true, ..integration_tests::stack_options() })
         .await
         .expect("the local stack starts")
 }

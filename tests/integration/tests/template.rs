@@ -36,6 +36,7 @@ fn every_function_is_declared_with_its_binary() {
         "WebhookFunction",
         "SubscriptionsFunction",
         "ReconcileFunction",
+        "EventsRelayFunction",
     ] {
         assert!(names.contains(&expected.to_owned()), "{expected} in {names:?}");
     }
@@ -114,4 +115,44 @@ fn admin_routes_require_iam() {
             }
         }
     }
+}
+
+/// The relay's stream filter passes exactly what the relay makes events of: new history items of
+/// applied changes (the keys and values the store writes).
+#[test]
+fn the_relays_stream_filter_names_the_stores_history_items() {
+    use fulfillment::store::Outcome;
+    use fulfillment::store::dynamodb::layout;
+    let template = template();
+    let stream = template
+        .get("Resources")
+        .and_then(|r| r.get("EventsRelayFunction"))
+        .and_then(|f| f.get("Properties"))
+        .and_then(|p| p.get("Events"))
+        .and_then(|e| e.get("TableStream"))
+        .and_then(|e| e.get("Properties"))
+        .expect("EventsRelayFunction's TableStream event");
+    assert_eq!(text(stream.get("Stream").expect("a stream")), "!GetAtt SubscriptionsTable.StreamArn");
+    let responses = stream.get("FunctionResponseTypes").map(text);
+    assert_eq!(responses.as_deref(), Some("ReportBatchItemFailures"), "the relay answers batchItemFailures");
+    let pattern = stream
+        .get("FilterCriteria")
+        .and_then(|f| f.get("Filters"))
+        .and_then(|f| f.get(0))
+        .and_then(|f| f.get("Pattern"))
+        .and_then(Value::as_str)
+        .expect("a filter pattern");
+    let pattern: serde_json::Value = serde_json::from_str(pattern).expect("the pattern is JSON");
+    let image = &pattern["dynamodb"]["NewImage"];
+    assert_eq!(pattern["eventName"], serde_json::json!(["INSERT"]));
+    assert_eq!(image[layout::SORT_KEY]["S"], serde_json::json!([{ "prefix": layout::EVENT_PREFIX }]));
+    assert_eq!(image["outcome"]["S"], serde_json::json!([Outcome::Applied.as_str()]));
+    let view = template
+        .get("Resources")
+        .and_then(|r| r.get("SubscriptionsTable"))
+        .and_then(|t| t.get("Properties"))
+        .and_then(|p| p.get("StreamSpecification"))
+        .and_then(|s| s.get("StreamViewType"))
+        .and_then(Value::as_str);
+    assert_eq!(view, Some("NEW_IMAGE"), "the relay reads the new image");
 }

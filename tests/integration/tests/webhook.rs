@@ -8,9 +8,10 @@ use fulfillment::domain::{OperationId, PlanId, SubscriptionId, SubscriptionStatu
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, RetryPolicy};
 use fulfillment::store::{ChangeSource, HistoryEntry, Outcome, RejectedDelivery, SubscriptionStore};
 use fulfillment::webhook::ChangePolicy;
-use integration_tests::dynamodb_endpoint;
 use integration_tests::flows::buy_and_activate;
 use integration_tests::flows::{delivered, history, record};
+use integration_tests::flows::{lifecycle_events, types};
+use integration_tests::stack_options;
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{EmulatorConfig, Endpoint, Fault, Purchase, WebhookFaults};
 use reqwest::StatusCode;
@@ -29,7 +30,7 @@ fn options() -> Options {
             operation_delay: Duration::from_millis(200),
             ..EmulatorConfig::default()
         },
-        ..Options::new(dynamodb_endpoint())
+        ..stack_options()
     }
 }
 
@@ -83,6 +84,12 @@ async fn a_customer_seat_change_is_accepted_applied_and_acknowledged_in_time() {
         (ChangeSource::Webhook, Outcome::Applied, change.operation_id.as_str())
     );
     assert_eq!((last.from.and_then(|s| s.quantity), last.to.and_then(|s| s.quantity)), (Some(10), Some(25)));
+
+    let events = lifecycle_events(&stack, &sub).await;
+    assert_eq!(types(&events), ["SubscriptionPurchased", "SubscriptionActivated", "SeatsChanged"]);
+    assert_eq!((events[2]["seatsBefore"].as_u64(), events[2]["seats"].as_u64()), (Some(10), Some(25)));
+    assert_eq!(events[2]["operationId"], change.operation_id.as_str());
+    assert_eq!(events[2]["source"], "webhook");
 }
 
 #[tokio::test]
@@ -96,6 +103,13 @@ async fn a_customer_plan_change_is_accepted() {
     );
     delivered(&stack, &change.operation_id).await;
     assert_eq!(record(&stack, &sub).await.subscription.plan_id, PlanId::parse("team-yearly"));
+
+    let events = lifecycle_events(&stack, &sub).await;
+    assert_eq!(types(&events), ["SubscriptionPurchased", "SubscriptionActivated", "PlanChanged"]);
+    assert_eq!(
+        (events[2]["planBefore"].as_str(), events[2]["planId"].as_str()),
+        (Some("team-monthly"), Some("team-yearly"))
+    );
 }
 
 #[tokio::test]
@@ -240,6 +254,20 @@ async fn suspend_reinstate_renew_and_unsubscribe_follow_microsoft() {
     let webhook_events: Vec<String> =
         entries.iter().filter(|h| h.source == ChangeSource::Webhook).map(|h| h.event.clone()).collect();
     assert_eq!(webhook_events, ["Suspended", "Reinstated", "Renewed", "Unsubscribed"]);
+
+    let events = lifecycle_events(&stack, &sub).await;
+    assert_eq!(
+        types(&events),
+        [
+            "SubscriptionPurchased",
+            "SubscriptionActivated",
+            "SubscriptionSuspended",
+            "SubscriptionReinstated",
+            "SubscriptionRenewed",
+            "SubscriptionUnsubscribed"
+        ]
+    );
+    assert!(events[4]["termEnd"].as_str() > events[3]["termEnd"].as_str(), "a new term: {events:#?}");
 }
 
 #[tokio::test]
@@ -368,6 +396,8 @@ async fn the_same_delivery_ten_times_also_concurrently_changes_things_once() {
         .collect();
     assert_eq!(entries.len(), 1, "one history entry for twenty deliveries");
     assert_eq!(record(&stack, &sub).await.status(), SubscriptionStatus::Suspended);
+    let events = lifecycle_events(&stack, &sub).await;
+    assert_eq!(types(&events), ["SubscriptionPurchased", "SubscriptionActivated", "SubscriptionSuspended"]);
 }
 
 #[tokio::test]

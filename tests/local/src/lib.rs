@@ -2,6 +2,7 @@
 //! server, our Marketplace emulator, and the table (as `template.yaml` declares it) in DynamoDB
 //! Local. Used by the end-to-end tests and by `scripts/run`.
 
+pub mod events;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ pub struct Options {
     pub emulator: EmulatorConfig,
     /// Which customer plan and seat changes the webhook accepts.
     pub policy: ChangePolicy,
+    /// A local EventBridge and SQS (moto's server): the lifecycle events are relayed there from
+    /// the table's stream. `None`: no events.
+    pub eventbridge_endpoint: Option<String>,
 }
 
 impl Options {
@@ -69,7 +73,13 @@ impl Options {
             auto_activate: false,
             emulator: EmulatorConfig::default(),
             policy: ChangePolicy::default(),
+            eventbridge_endpoint: None,
         }
+    }
+
+    /// With the lifecycle events, on the EventBridge (moto) at `endpoint`.
+    pub fn with_events(self, endpoint: impl Into<String>) -> Self {
+        Self { eventbridge_endpoint: Some(endpoint.into()), ..self }
     }
 }
 
@@ -83,6 +93,16 @@ pub struct Functions {
     pub webhook: webhook::Deployed,
     pub subscriptions: subscriptions::Deployed,
     pub reconcile: reconcile::Deployed,
+    /// Only with the lifecycle events.
+    pub events_relay: Option<Arc<events_relay::Deployed>>,
+}
+
+/// The lifecycle events of a stack: the stream pump feeding the relay, and the queue they reach.
+pub struct LifecycleEvents {
+    pub queue: events::EventQueue,
+    pub pump: events::StreamPump,
+    /// Every event taken off the queue so far, in order.
+    received: tokio::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 /// A running stack; stops when dropped.
@@ -96,6 +116,7 @@ pub struct LocalStack {
     pub functions: Arc<Functions>,
     /// The functions' configuration (pointing at the emulator and the table).
     pub environment: Environment,
+    pub events: Option<LifecycleEvents>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -111,12 +132,27 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error("a function cannot start")]
     Function(#[from] StartupError),
+    #[error("the lifecycle events cannot be set up: {0}")]
+    Events(String),
 }
 
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self, StartError> {
         let dynamodb = dynamodb_client(&options.dynamodb_endpoint);
-        table::ensure_from_template(&dynamodb, &options.table_name).await;
+        let stream_arn = table::ensure_from_template(
+            &dynamodb,
+            &options.table_name,
+            options.eventbridge_endpoint.is_some(),
+        )
+        .await;
+        let queue = match &options.eventbridge_endpoint {
+            Some(endpoint) => Some(
+                events::EventQueue::create(endpoint, &format!("lifecycle-{}", uuid::Uuid::new_v4()))
+                    .await
+                    .map_err(StartError::Events)?,
+            ),
+            None => None,
+        };
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.web_port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -127,7 +163,7 @@ impl LocalStack {
             Emulator::start_on(SocketAddr::from(([127, 0, 0, 1], options.emulator_port)), emulator_config)
                 .await?;
 
-        let environment = environment(&options, &url, &emulator);
+        let environment = environment(&options, &url, &emulator, queue.as_ref());
         let store = DynamoDbStore::new(dynamodb, &options.table_name);
         // Each function is built as its `main.rs` builds it: its own clients, as each Lambda has
         // its own process.
@@ -137,7 +173,24 @@ impl LocalStack {
             webhook: webhook::Deployed::from_environment(environment.clone()).await?,
             subscriptions: subscriptions::Deployed::from_environment(environment.clone()).await?,
             reconcile: reconcile::Deployed::from_environment(environment.clone()).await?,
+            events_relay: match &queue {
+                Some(_) => {
+                    Some(Arc::new(events_relay::Deployed::from_environment(environment.clone()).await?))
+                }
+                None => None,
+            },
         });
+        let events = match (queue, &functions.events_relay) {
+            (Some(queue), Some(relay)) => {
+                let stream_arn = stream_arn.ok_or_else(|| {
+                    StartError::Events(format!("table {} has no stream", options.table_name))
+                })?;
+                let pump =
+                    events::StreamPump::start(&options.dynamodb_endpoint, stream_arn, relay.clone()).await;
+                Some(LifecycleEvents { queue, pump, received: Default::default() })
+            }
+            _ => None,
+        };
 
         let app = axum::Router::new()
             .route("/landing", axum::routing::any(landing))
@@ -152,7 +205,16 @@ impl LocalStack {
                 tracing::error!(%error, "local stack server stopped");
             }
         });
-        Ok(Self { url, emulator, store, table_name: options.table_name, functions, environment, server })
+        Ok(Self {
+            url,
+            emulator,
+            store,
+            table_name: options.table_name,
+            functions,
+            environment,
+            events,
+            server,
+        })
     }
 
     /// The landing page URL for a purchase token, as Microsoft would build it.
@@ -163,8 +225,46 @@ impl LocalStack {
     }
 }
 
+impl LocalStack {
+    /// The lifecycle events taken off the queue since the last call (EventBridge's envelopes),
+    /// once everything committed before the call has been relayed.
+    pub async fn new_events(&self) -> Result<Vec<serde_json::Value>, String> {
+        let events = self.events.as_ref().ok_or("this stack runs without lifecycle events")?;
+        events.pump.caught_up(Duration::from_secs(60)).await?;
+        let taken = events.queue.take().await?;
+        events.received.lock().await.extend(taken.iter().cloned());
+        Ok(taken)
+    }
+
+    /// Drops the lifecycle events so far, once everything committed before the call has been
+    /// relayed, and says how many there were (for a test's setup of thousands of records: moto's
+    /// queue hands out large backlogs slowly).
+    pub async fn discard_events(&self) -> Result<u64, String> {
+        let events = self.events.as_ref().ok_or("this stack runs without lifecycle events")?;
+        events.pump.caught_up(Duration::from_secs(60)).await?;
+        events.queue.purge().await
+    }
+
+    /// Every lifecycle event of one subscription so far (their `detail`), in the order received.
+    pub async fn lifecycle_events(&self, subscription_id: &str) -> Vec<serde_json::Value> {
+        self.new_events().await.unwrap_or_else(|e| panic!("{e}"));
+        let events = self.events.as_ref().expect("events");
+        let received = events.received.lock().await;
+        received
+            .iter()
+            .map(|envelope| envelope["detail"].clone())
+            .filter(|detail| detail["subscriptionId"] == subscription_id)
+            .collect()
+    }
+}
+
 /// The functions' configuration, as the template would set it, pointing at the emulator.
-fn environment(options: &Options, url: &str, emulator: &Emulator) -> Environment {
+fn environment(
+    options: &Options,
+    url: &str,
+    emulator: &Emulator,
+    events: Option<&events::EventQueue>,
+) -> Environment {
     let settings = emulator.config();
     let mut pairs = vec![
         // What Lambda sets; DynamoDB Local takes any credentials.
@@ -206,6 +306,10 @@ fn environment(options: &Options, url: &str, emulator: &Emulator) -> Environment
             settings.signin_client_id.clone().unwrap_or_else(|| SIGNIN_CLIENT_ID.into()),
         ));
         pairs.push(("OIDC_AUTHORITY", format!("{}/organizations/v2.0", emulator.authority())));
+    }
+    if let Some(queue) = events {
+        pairs.push(("EVENT_BUS_NAME", queue.bus_name.clone()));
+        pairs.push(("EVENTBRIDGE_ENDPOINT", queue.endpoint.clone()));
     }
     Environment::from_pairs(pairs)
 }

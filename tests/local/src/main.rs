@@ -25,6 +25,9 @@ struct Args {
     /// Activate on landing, without the confirmation step.
     #[arg(long, env = "AUTO_ACTIVATE")]
     auto_activate: bool,
+    /// moto's server (EventBridge and SQS): the lifecycle events are relayed there and printed.
+    #[arg(long, env = "EVENTBRIDGE_ENDPOINT")]
+    eventbridge_endpoint: Option<String>,
 }
 
 #[tokio::main]
@@ -41,10 +44,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         emulator_port: args.emulator_port,
         signin: args.signin,
         auto_activate: args.auto_activate,
+        eventbridge_endpoint: args.eventbridge_endpoint,
         ..Options::new(args.dynamodb_endpoint)
     };
     let stack = LocalStack::start(options).await?;
     let demo = stack.emulator.purchase(Purchase::plan("team-monthly").quantity(10)).await;
+    // A plan with auto activation: Microsoft bills at once and sends a Subscribe webhook.
+    let auto = stack.emulator.purchase(Purchase::plan("team-auto").quantity(4)).await;
 
     println!();
     println!("Functions:           {}  (GET /landing, POST /activate, POST /webhook)", stack.url);
@@ -61,15 +67,65 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("Table:               {}", stack.table_name);
     println!("Demo purchase:       subscription {} (team-monthly, 10 seats)", demo.subscription_id);
+    println!(
+        "Auto-activated:      subscription {} (team-auto, 4 seats): active at once, recorded from its Subscribe webhook",
+        auto.subscription_id
+    );
     println!();
     println!("Open the landing page: {}", stack.landing_url(&demo.token));
+    println!("  (and the auto-activated one's, which shows it active: {})", stack.landing_url(&auto.token));
     println!();
     println!(
         "More: cargo run -p marketplace-emulator -- purchase --emulator-url {} --plan team-yearly --quantity 5 --landing-url {}/landing",
         stack.emulator.url(),
         stack.url
     );
+    match &stack.events {
+        Some(_) => println!(
+            "Lifecycle events (EventBridge, via the table's stream) are printed below as they arrive."
+        ),
+        None => println!("No lifecycle events: no --eventbridge-endpoint."),
+    }
     println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
+    println!();
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => stopped?,
+        () = print_events(&stack) => {}
+    }
     Ok(())
+}
+
+/// Prints each lifecycle event as it reaches the sample rule's queue, with its delay after the
+/// commit.
+async fn print_events(stack: &LocalStack) {
+    let Some(events) = &stack.events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match events.queue.take().await {
+            Ok(events) => {
+                for envelope in events {
+                    let detail = &envelope["detail"];
+                    let after_commit = detail["committedAt"]
+                        .as_str()
+                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                        .map(|at| (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_milliseconds());
+                    println!(
+                        "event {:<25} subscription {} plan {} seats {} status {} -> {} ({}, v{}, {} ms after commit)",
+                        detail["eventType"].as_str().unwrap_or("?"),
+                        detail["subscriptionId"].as_str().unwrap_or("?"),
+                        detail["planId"].as_str().unwrap_or("-"),
+                        detail["seats"],
+                        detail["statusBefore"].as_str().unwrap_or("none"),
+                        detail["statusAfter"].as_str().unwrap_or("none"),
+                        detail["source"].as_str().unwrap_or("?"),
+                        detail["version"],
+                        after_commit.map_or_else(|| "?".to_owned(), |ms| ms.to_string()),
+                    );
+                }
+            }
+            Err(error) => eprintln!("lifecycle events: {error}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamViewType, TimeToLiveSpecification,
 };
 use serde_norway::Value;
 
@@ -24,6 +24,13 @@ pub struct TableDefinition {
     #[serde(default)]
     pub global_secondary_indexes: Vec<Index>,
     pub time_to_live_specification: Option<TimeToLive>,
+    pub stream_specification: Option<StreamSpecification>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamSpecification {
+    pub stream_view_type: String,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -76,15 +83,22 @@ pub fn definition() -> TableDefinition {
     serde_norway::from_value(properties).unwrap_or_else(|e| panic!("{LOGICAL_ID} properties: {e}"))
 }
 
-/// Creates table `name` from the template unless it exists (for the local run, which may reuse one).
-pub async fn ensure_from_template(client: &Client, name: &str) {
+/// Creates table `name` from the template unless it exists (for the local run, which may reuse
+/// one); its stream's ARN, when it has one.
+pub async fn ensure_from_template(client: &Client, name: &str, with_stream: bool) -> Option<String> {
     if client.describe_table().table_name(name).send().await.is_err() {
-        create_from_template(client, name).await;
+        create_from_template(client, name, with_stream).await;
     }
+    let described = client.describe_table().table_name(name).send().await.ok()?;
+    described.table()?.latest_stream_arn().map(str::to_owned)
 }
 
 /// Creates table `name` with the template's definition (keys, index, billing mode, TTL).
-pub async fn create_from_template(client: &Client, name: &str) {
+///
+/// The template's stream only `with_stream`: DynamoDB Local's stream slows every write down as it
+/// grows (a thousand subscriptions take minutes instead of seconds), so only a table whose
+/// lifecycle events are relayed has one.
+pub async fn create_from_template(client: &Client, name: &str, with_stream: bool) {
     let definition = definition();
     let key_schema = |keys: &[Key]| -> Vec<KeySchemaElement> {
         keys.iter()
@@ -123,6 +137,15 @@ pub async fn create_from_template(client: &Client, name: &str) {
                 )
                 .build()
                 .expect("index is complete"),
+        );
+    }
+    if let Some(stream) = definition.stream_specification.as_ref().filter(|_| with_stream) {
+        request = request.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(stream.stream_view_type.as_str()))
+                .build()
+                .expect("stream specification is complete"),
         );
     }
     request.send().await.unwrap_or_else(|e| panic!("create table {name}: {e:?}"));

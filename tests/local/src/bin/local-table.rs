@@ -19,6 +19,6 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let client = local_stack::dynamodb_client(&args.dynamodb_endpoint);
-    local_stack::table::ensure_from_template(&client, &args.table_name).await;
+    local_stack::table::ensure_from_template(&client, &args.table_name, true).await;
     println!("table {} ready in {}", args.table_name, args.dynamodb_endpoint);
 }

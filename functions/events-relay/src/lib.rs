@@ -1,0 +1,39 @@
+//! The lifecycle events' stream consumer: Lambda's event source mapping hands it batches of the
+//! table's stream records; the core's [`Relay`] publishes one event per applied change and says
+//! where Lambda must retry from.
+
+use fulfillment::config::Environment;
+use fulfillment::events::bus::{EventBridgeBus, EventBus};
+use fulfillment::events::relay::{Relay, Relayed};
+use fulfillment::events::stream::StreamBatch;
+use fulfillment::wiring::StartupError;
+use serde_json::Value;
+
+pub struct EventsRelay<B> {
+    pub relay: Relay<B>,
+}
+
+/// The relay as deployed: EventBridge.
+pub type Deployed = EventsRelay<EventBridgeBus>;
+
+impl Deployed {
+    /// The one way to build the deployed relay (its `main.rs`, the local stack).
+    pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
+        Ok(Self::new(fulfillment::wiring::event_bus(&environment)?))
+    }
+}
+
+impl<B: EventBus> EventsRelay<B> {
+    pub fn new(bus: B) -> Self {
+        Self { relay: Relay::new(bus) }
+    }
+
+    /// `event` is a batch of DynamoDB stream records. A batch that is not one is an error: Lambda
+    /// retries it, then hands it to the dead-letter queue.
+    pub async fn handle(&self, event: Value) -> Result<Relayed, serde_json::Error> {
+        let batch: StreamBatch = serde_json::from_value(event)?;
+        let relayed = self.relay.handle(&batch).await;
+        tracing::info!(records = batch.records.len(), published = relayed.published, skipped = relayed.skipped, retry_from = ?relayed.retry_from, "stream batch relayed");
+        Ok(relayed)
+    }
+}

@@ -70,9 +70,10 @@ impl AwsClients {
             .credentials_provider(self.settings.credentials.clone())
             .http_client(self.http.clone())
             .timeout_config(
+                // Within the relay's budget per publish (`events::relay::ATTEMPT_BUDGET`).
                 aws_sdk_eventbridge::config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_secs(3))
-                    .operation_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(4))
                     .build(),
             );
         if let Some(endpoint) = endpoint {

@@ -313,7 +313,8 @@ fn build(
     Change { operation, state, history }
 }
 
-fn describe(event: &LifecycleEvent) -> String {
+/// How a history entry names its event (`event`).
+pub fn describe(event: &LifecycleEvent) -> String {
     match event {
         LifecycleEvent::Observed(status) => format!("Observed({status})"),
         LifecycleEvent::Unrecognized(action) => format!("Unrecognized({action})"),

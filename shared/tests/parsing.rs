@@ -468,3 +468,60 @@ fn malformed_json_is_an_error_not_a_panic() {
         assert!(serde_json::from_str::<WebhookPayload>(body).is_err(), "{body:?}");
     }
 }
+
+/// What production has shown (docs/marketplace-api.md#subscription-object): term units beyond the
+/// spec's (`PAY`), every documented one (`P4Y`, `P5Y`), and fields that come and go
+/// (`sessionId`, `fulfillmentId`, `storeFront`, a filled-in `chargeDuration`), in a `Subscribe`
+/// webhook of an auto-activated plan made for a private offer: all parse, and what we keep
+/// survives a round trip through our own JSON (the store's form).
+#[test]
+fn a_subscribe_webhook_with_what_production_has_shown_parses_and_round_trips() {
+    for (unit, expected) in
+        [("PAY", TermUnit::Unknown("PAY".into())), ("P4Y", TermUnit::P4Y), ("P5Y", TermUnit::P5Y)]
+    {
+        let payload = json!({
+            "id": "5d1b0000-0000-4000-8000-0000000005d1",
+            "activityId": "5d1b0000-0000-4000-8000-0000000005d2",
+            "subscriptionId": "5d1b0000-0000-4000-8000-0000000005d3",
+            "offerId": "contoso-saas-private",
+            "publisherId": "contoso",
+            "planId": "private-plan-7f3a",
+            "quantity": 25,
+            "action": "Subscribe",
+            "timeStamp": "2026-05-20T10:00:00.1234567Z",
+            "status": "Succeeded",
+            "sessionId": "9a8b7c6d",
+            "fulfillmentId": null,
+            "storeFront": "AzurePortal",
+            "subscription": {
+                "id": "5d1b0000-0000-4000-8000-0000000005d3",
+                "offerId": "contoso-saas-private",
+                "planId": "private-plan-7f3a",
+                "quantity": 25,
+                "saasSubscriptionStatus": "Subscribed",
+                "beneficiary": { "tenantId": "7e7a0000-0000-4000-8000-00000007e7a0" },
+                "purchaser": { "tenantId": "7e7a0000-0000-4000-8000-00000007e7a0" },
+                "term": {
+                    "startDate": "2026-05-20T00:00:00Z",
+                    "endDate": "2027-05-19T00:00:00Z",
+                    "termUnit": unit,
+                    "chargeDuration": "P1M"
+                },
+                "fulfillmentId": "f-123",
+                "storeFront": "AppSource",
+                "sessionId": null
+            }
+        });
+        let parsed: WebhookPayload = serde_json::from_value(payload).expect("parses");
+        assert_eq!(parsed.operation.action, Some(OperationAction::Subscribe));
+        let subscription = parsed.subscription.expect("the subscription");
+        assert_eq!(subscription.plan_id.as_ref().map(|p| p.as_str()), Some("private-plan-7f3a"));
+        let term = subscription.term.clone().expect("a term");
+        assert_eq!(term.term_unit, Some(expected), "{unit}");
+        assert_eq!(term.charge_duration.as_deref(), Some("P1M"), "kept, though undocumented");
+        let stored = serde_json::to_value(&subscription).expect("json");
+        assert_eq!(stored["term"]["termUnit"], unit, "written back as Microsoft sent it");
+        let read_back: Subscription = serde_json::from_value(stored).expect("reads back");
+        assert_eq!(read_back, subscription);
+    }
+}

@@ -13,6 +13,7 @@ pub mod stream;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{OperationId, PlanId, SubscriptionId, SubscriptionStatus, Timestamp};
+use crate::lifecycle::LifecycleEvent;
 use crate::store::{ChangeSource, HistoryEntry, Outcome, Snapshot};
 
 /// The version of the event's `detail` (docs/events.md#versioning): a new optional field keeps it,
@@ -40,10 +41,12 @@ pub enum EventType {
     SubscriptionRenewed,
     /// Cancelled for good: schedule deletion (keep the data for 7 days at least).
     SubscriptionUnsubscribed,
-    /// Other fields changed (a beneficiary's e-mail, the name, auto-renewal) by a flow told so.
+    /// Another field an event carries changed (the offer, a tenant, the term other than by a
+    /// renewal: a plan change's new term, read after the change), told by a webhook or a landing
+    /// visit.
     SubscriptionUpdated,
-    /// The reconciliation found our record differing from Microsoft's in other fields and
-    /// repaired it (a status, plan, seat or term change it repairs has its own type).
+    /// The same, found by the reconciliation: our record differed from Microsoft's there (a
+    /// status, plan or seat change it repairs has its own type).
     DriftRepaired,
 }
 
@@ -117,17 +120,22 @@ pub struct SubscriptionEvent {
 }
 
 impl SubscriptionEvent {
-    /// The event a history entry stands for: `None` unless it changed the subscription.
+    /// The event a history entry stands for: `None` unless it changed what an event tells (a
+    /// change of Microsoft's `lastModified`, the name or auto-renewal alone is none: a product
+    /// has nothing to do about it).
     pub fn from_history(entry: &HistoryEntry) -> Option<Self> {
         if entry.outcome != Outcome::Applied {
             return None;
         }
         let after = entry.to.as_ref()?;
         let before = entry.from.as_ref();
+        if before == Some(after) {
+            return None;
+        }
         Some(Self {
             schema_version: SCHEMA_VERSION.to_owned(),
             event_id: event_id(&entry.subscription_id, entry.version),
-            event_type: classify(before, after, &entry.source),
+            event_type: classify(before, after, entry),
             subscription_id: entry.subscription_id.clone(),
             offer_id: after.offer_id.clone(),
             plan_id: after.plan_id.clone(),
@@ -156,8 +164,17 @@ fn event_id(subscription_id: &SubscriptionId, version: u64) -> String {
     uuid::Uuid::new_v5(&NAMESPACE, format!("{subscription_id}/{version}").as_bytes()).to_string()
 }
 
+/// A new term that starts where the old one ended (or later): a renewal, not a plan change's new
+/// term nor a first term filled in.
+fn renewed(before: &Snapshot, after: &Snapshot) -> bool {
+    match (before.term_end, after.term_start) {
+        (Some(ended), Some(started)) => started >= ended && after.term_end > before.term_end,
+        _ => false,
+    }
+}
+
 /// The type of a change: the status it moved first, then plan, seats and term; other fields last.
-fn classify(before: Option<&Snapshot>, after: &Snapshot, source: &ChangeSource) -> EventType {
+fn classify(before: Option<&Snapshot>, after: &Snapshot, entry: &HistoryEntry) -> EventType {
     use EventType as T;
     use SubscriptionStatus as S;
     let status_before = before.and_then(|b| b.status.as_ref());
@@ -180,9 +197,9 @@ fn classify(before: Option<&Snapshot>, after: &Snapshot, source: &ChangeSource) 
         T::PlanChanged
     } else if before.quantity != after.quantity {
         T::SeatsChanged
-    } else if before.term_start != after.term_start || before.term_end != after.term_end {
+    } else if entry.event == crate::changes::describe(&LifecycleEvent::Renewed) || renewed(before, after) {
         T::SubscriptionRenewed
-    } else if *source == ChangeSource::Reconcile {
+    } else if entry.source == ChangeSource::Reconcile {
         T::DriftRepaired
     } else {
         T::SubscriptionUpdated

@@ -5,9 +5,10 @@
 //! batch there: Lambda is told to retry from it (`batchItemFailures`), so nothing after it is
 //! lost and no later event of its subscription is published ahead of it; what other
 //! subscriptions' events were published after it is published again on the retry (consumers
-//! deduplicate on `eventId`).
+//! deduplicate on `eventId`). Nothing is attempted without time left before `deadline` (Lambda's):
+//! a timed-out invocation would lose the whole batch's checkpoint.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -17,6 +18,11 @@ use super::stream::{StreamBatch, StreamItem};
 
 /// Tries per group of events before the batch is handed back to Lambda.
 const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// The longest one publish may take (the EventBridge client's operation timeout, and some): no
+/// attempt starts with less time than this left, so the function answers before Lambda's timeout
+/// and keeps its checkpoint.
+pub const ATTEMPT_BUDGET: Duration = Duration::from_secs(5);
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -28,18 +34,6 @@ pub struct Relayed {
     pub skipped: usize,
     /// The record to retry from; `None` when the whole batch is done.
     pub retry_from: Option<String>,
-}
-
-impl Relayed {
-    /// Lambda's partial batch response (`ReportBatchItemFailures`).
-    pub fn batch_response(&self) -> serde_json::Value {
-        let failures: Vec<_> = self
-            .retry_from
-            .iter()
-            .map(|sequence| serde_json::json!({ "itemIdentifier": sequence }))
-            .collect();
-        serde_json::json!({ "batchItemFailures": failures })
-    }
 }
 
 pub struct Relay<B> {
@@ -58,11 +52,8 @@ impl<B: EventBus> Relay<B> {
         Self { backoff, ..self }
     }
 
-    pub fn bus(&self) -> &B {
-        &self.bus
-    }
-
-    pub async fn handle(&self, batch: &StreamBatch) -> Relayed {
+    /// Relays the batch; what is not published by `deadline` is handed back (`retry_from`).
+    pub async fn handle(&self, batch: &StreamBatch, deadline: Instant) -> Relayed {
         let mut relayed = Relayed::default();
         // The events of the batch, up to the first record that cannot be read.
         let mut events: Vec<(String, SubscriptionEvent)> = Vec::new();
@@ -85,14 +76,15 @@ impl<B: EventBus> Relay<B> {
         let mut pending: &[(String, SubscriptionEvent)] = &events;
         while !pending.is_empty() {
             let group = &pending[..group_size(pending)];
-            match self.publish_group(group).await {
+            match self.publish_group(group, deadline).await {
                 Ok(()) => {
                     relayed.published += group.len();
                     pending = &pending[group.len()..];
                 }
-                Err(published) => {
-                    relayed.published += published;
-                    relayed.retry_from = Some(group[published].0.clone());
+                Err(first_unpublished) => {
+                    // Those after it in the group may be out: Lambda's retry publishes them again.
+                    relayed.published += first_unpublished;
+                    relayed.retry_from = Some(group[first_unpublished].0.clone());
                     return relayed;
                 }
             }
@@ -101,35 +93,41 @@ impl<B: EventBus> Relay<B> {
         relayed
     }
 
-    /// Publishes a group, trying again from its first refused event; `Err(n)`: only the first
-    /// `n` were accepted.
-    async fn publish_group(&self, group: &[(String, SubscriptionEvent)]) -> Result<(), usize> {
-        let mut done = 0;
+    /// Publishes a group (one event per subscription at most), trying the refused events again;
+    /// `Err(n)`: the `n`-th is the first that could not be published (the others may have been).
+    async fn publish_group(
+        &self,
+        group: &[(String, SubscriptionEvent)],
+        deadline: Instant,
+    ) -> Result<(), usize> {
+        // Indexes into `group` not accepted yet.
+        let mut waiting: Vec<usize> = (0..group.len()).collect();
         for attempt in 1..=PUBLISH_ATTEMPTS {
             if attempt > 1 {
                 tokio::time::sleep(self.backoff * (attempt - 1)).await;
             }
-            let rest: Vec<SubscriptionEvent> = group[done..].iter().map(|(_, e)| e.clone()).collect();
-            match self.bus.publish(&rest).await {
+            if Instant::now() + ATTEMPT_BUDGET > deadline {
+                tracing::warn!(attempt, "no time left for another publish: the batch is handed back");
+                break;
+            }
+            let events: Vec<SubscriptionEvent> = waiting.iter().map(|&i| group[i].1.clone()).collect();
+            match self.bus.publish(&events).await {
                 Ok(results) => {
-                    // Order matters within a subscription: everything after the first refusal is
-                    // published again with it.
-                    match results.iter().position(Option::is_some) {
-                        None => {
-                            for event in &rest {
-                                log_published(event);
+                    let mut refused = Vec::new();
+                    for (position, &i) in waiting.iter().enumerate() {
+                        let event = &group[i].1;
+                        match results.get(position) {
+                            Some(None) => log_published(event),
+                            Some(Some(reason)) => {
+                                tracing::warn!(subscription_id = %event.subscription_id, operation_id = %event.operation_id, event_id = %event.event_id, attempt, %reason, "the bus refused an event");
+                                refused.push(i);
                             }
-                            return Ok(());
+                            None => refused.push(i),
                         }
-                        Some(refused) => {
-                            for event in &rest[..refused] {
-                                log_published(event);
-                            }
-                            let reason = results[refused].as_deref().unwrap_or_default();
-                            let event = &rest[refused];
-                            tracing::warn!(subscription_id = %event.subscription_id, operation_id = %event.operation_id, event_id = %event.event_id, attempt, %reason, "the bus refused an event");
-                            done += refused;
-                        }
+                    }
+                    waiting = refused;
+                    if waiting.is_empty() {
+                        return Ok(());
                     }
                 }
                 Err(error) => {
@@ -137,7 +135,7 @@ impl<B: EventBus> Relay<B> {
                 }
             }
         }
-        Err(done)
+        Err(waiting[0])
     }
 }
 

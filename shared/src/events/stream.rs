@@ -10,7 +10,7 @@ use crate::store::dynamodb::layout;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct StreamBatch {
-    #[serde(rename = "Records", default)]
+    #[serde(rename = "Records")]
     pub records: Vec<StreamRecord>,
 }
 
@@ -112,30 +112,4 @@ pub fn plain_json(value: &Value) -> Result<Value, String> {
         ),
         other => return Err(format!("unknown DynamoDB type {other}")),
     })
-}
-
-/// Plain JSON in DynamoDB's JSON, as the store writes it ([`plain_json`]'s inverse).
-pub fn dynamodb_json(value: &Value) -> Value {
-    use serde_json::json;
-    match value {
-        Value::Null => json!({ "NULL": true }),
-        Value::Bool(b) => json!({ "BOOL": b }),
-        Value::Number(n) => json!({ "N": n.to_string() }),
-        Value::String(s) => json!({ "S": s }),
-        Value::Array(items) => json!({ "L": items.iter().map(dynamodb_json).collect::<Vec<_>>() }),
-        Value::Object(fields) => {
-            json!({ "M": fields.iter().map(|(k, v)| (k.clone(), dynamodb_json(v))).collect::<Map<_, _>>() })
-        }
-    }
-}
-
-/// A history entry's item (keys included), in DynamoDB's JSON: a stream record's `NewImage`.
-pub fn history_image(entry: &HistoryEntry) -> Map<String, Value> {
-    let mut fields = match serde_json::to_value(entry) {
-        Ok(Value::Object(fields)) => fields,
-        _ => Map::new(),
-    };
-    fields.insert(layout::PARTITION_KEY.into(), Value::String(layout::partition(&entry.subscription_id)));
-    fields.insert(layout::SORT_KEY.into(), Value::String(layout::event(entry.at, &entry.operation_id)));
-    fields.iter().map(|(k, v)| (k.clone(), dynamodb_json(v))).collect()
 }

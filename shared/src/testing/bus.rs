@@ -2,12 +2,12 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::events::SubscriptionEvent;
 use crate::events::bus::{BusError, EventBus, MAX_BATCH};
-use crate::events::stream::history_image;
+use crate::events::{EventType, SubscriptionEvent};
 use crate::store::HistoryEntry;
+use crate::store::dynamodb::layout;
 
 #[derive(Debug, Default)]
 struct BusState {
@@ -111,7 +111,18 @@ pub fn stream_batch(entries: &[HistoryEntry]) -> Value {
 pub const EVENT_SCHEMA: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/events/subscription-event.schema.json");
 
-/// Panics, saying why, unless `detail` is valid by the events' published schema.
+/// The properties the published schema lists.
+fn schema_properties() -> &'static Vec<String> {
+    static PROPERTIES: OnceLock<Vec<String>> = OnceLock::new();
+    PROPERTIES.get_or_init(|| {
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(EVENT_SCHEMA).expect("the schema"))
+            .expect("the schema is JSON");
+        schema["properties"].as_object().expect("properties").keys().cloned().collect()
+    })
+}
+
+/// Panics, saying why, unless `detail` is valid by the events' published schema, carries exactly
+/// its properties, and is of a known type and source.
 pub fn event_schema(detail: &Value) {
     static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
     let validator = VALIDATOR.get_or_init(|| {
@@ -120,7 +131,49 @@ pub fn event_schema(detail: &Value) {
         jsonschema::validator_for(&schema)
             .unwrap_or_else(|e| panic!("{EVENT_SCHEMA} is not a valid schema: {e}"))
     });
-    let errors: Vec<String> =
+    let mut errors: Vec<String> =
         validator.iter_errors(detail).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    // Stricter than the open published schema: exactly its properties, of the known types.
+    let documented: Vec<&String> = schema_properties().iter().collect();
+    if let Some(fields) = detail.as_object() {
+        let undocumented: Vec<&String> = fields.keys().filter(|k| !documented.contains(k)).collect();
+        if !undocumented.is_empty() {
+            errors.push(format!("undocumented fields {undocumented:?}"));
+        }
+    }
+    let known = EventType::ALL.iter().any(|t| detail["eventType"] == t.as_str());
+    if !known {
+        errors.push(format!("unknown eventType {}", detail["eventType"]));
+    }
+    let sources = ["landing", "activation", "webhook", "publisher", "reconcile"];
+    if !sources.iter().any(|s| detail["source"] == *s) {
+        errors.push(format!("unknown source {}", detail["source"]));
+    }
     assert!(errors.is_empty(), "the event does not match {EVENT_SCHEMA}: {errors:?}\n{detail:#}");
+}
+
+/// Plain JSON in DynamoDB's JSON, as the store writes it ([`plain_json`]'s inverse).
+fn dynamodb_json(value: &Value) -> Value {
+    use serde_json::json;
+    match value {
+        Value::Null => json!({ "NULL": true }),
+        Value::Bool(b) => json!({ "BOOL": b }),
+        Value::Number(n) => json!({ "N": n.to_string() }),
+        Value::String(s) => json!({ "S": s }),
+        Value::Array(items) => json!({ "L": items.iter().map(dynamodb_json).collect::<Vec<_>>() }),
+        Value::Object(fields) => {
+            json!({ "M": fields.iter().map(|(k, v)| (k.clone(), dynamodb_json(v))).collect::<Map<_, _>>() })
+        }
+    }
+}
+
+/// A history entry's item (keys included), in DynamoDB's JSON: a stream record's `NewImage`.
+fn history_image(entry: &HistoryEntry) -> Map<String, Value> {
+    let mut fields = match serde_json::to_value(entry) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    };
+    fields.insert(layout::PARTITION_KEY.into(), Value::String(layout::partition(&entry.subscription_id)));
+    fields.insert(layout::SORT_KEY.into(), Value::String(layout::event(entry.at, &entry.operation_id)));
+    fields.iter().map(|(k, v)| (k.clone(), dynamodb_json(v))).collect()
 }

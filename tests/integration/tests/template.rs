@@ -156,3 +156,27 @@ fn the_relays_stream_filter_names_the_stores_history_items() {
         .and_then(Value::as_str);
     assert_eq!(view, Some("NEW_IMAGE"), "the relay reads the new image");
 }
+
+/// The sample rule names every event type there is (the local stack's moto runs this very rule).
+#[test]
+fn the_sample_rule_routes_every_event_type() {
+    let template = template();
+    let pattern = template
+        .get("Resources")
+        .and_then(|r| r.get("ProvisioningRule"))
+        .and_then(|r| r.get("Properties"))
+        .and_then(|p| p.get("EventPattern"))
+        .expect("ProvisioningRule's EventPattern");
+    assert_eq!(pattern.get("source").map(text).as_deref(), Some(fulfillment::events::EVENT_SOURCE));
+    let mut routed: Vec<String> = pattern
+        .get("detail-type")
+        .and_then(Value::as_sequence)
+        .expect("detail-type")
+        .iter()
+        .map(text)
+        .collect();
+    let mut types: Vec<String> = fulfillment::events::EventType::ALL.iter().map(|t| t.to_string()).collect();
+    routed.sort();
+    types.sort();
+    assert_eq!(routed, types);
+}

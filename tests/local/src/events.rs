@@ -73,8 +73,7 @@ impl EventQueue {
             .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
             .cloned()
             .unwrap_or_default();
-        // The template's sample rule (ProvisioningRule): every event of ours.
-        let pattern = json!({ "source": [fulfillment::events::EVENT_SOURCE] }).to_string();
+        let pattern = provisioning_rule_pattern()?;
         events
             .put_rule()
             .name(name)
@@ -153,6 +152,22 @@ impl EventQueue {
             }
         }
     }
+}
+
+/// The event pattern of the template's sample rule (`ProvisioningRule`), as JSON.
+fn provisioning_rule_pattern() -> Result<String, String> {
+    let text = std::fs::read_to_string(crate::table::TEMPLATE).map_err(|e| format!("template.yaml: {e}"))?;
+    let template: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| format!("template.yaml: {e}"))?;
+    let pattern = template
+        .get("Resources")
+        .and_then(|r| r.get("ProvisioningRule"))
+        .and_then(|r| r.get("Properties"))
+        .and_then(|p| p.get("EventPattern"))
+        .ok_or("template.yaml has no ProvisioningRule EventPattern")?;
+    let pattern: Value =
+        serde_norway::from_value(pattern.clone()).map_err(|e| format!("ProvisioningRule: {e}"))?;
+    Ok(pattern.to_string())
 }
 
 /// Reads the table's stream as Lambda's event source mapping does and hands each batch to the
@@ -234,11 +249,13 @@ async fn pump(
     };
     let mut shards: Vec<Shard> = Vec::new();
     let mut finished: Vec<String> = Vec::new();
+    let mut closed = false;
     loop {
         let round = rounds.fetch_add(1, Ordering::SeqCst) + 1;
         let mut found = 0;
-        // New shards are rare (DynamoDB Local rolls them over every few hours): look now and then.
-        let look = shards.is_empty() || round % 20 == 1;
+        // New shards are rare (DynamoDB Local rolls them over every few hours): look now and then,
+        // and as soon as one is closed (its child goes on from there).
+        let look = shards.is_empty() || closed || round % 20 == 1;
         match if look { discover(&streams, &stream_arn, &shards, &finished).await } else { Ok(Vec::new()) } {
             Ok(new) => shards.extend(new),
             Err(error) => {
@@ -262,6 +279,7 @@ async fn pump(
             }
         }
         // A closed shard has been read to its end.
+        let open_before = shards.len();
         shards.retain(|s| {
             let open = s.iterator.is_some();
             if !open {
@@ -269,7 +287,8 @@ async fn pump(
             }
             open
         });
-        if found == 0 {
+        closed = shards.len() < open_before;
+        if found == 0 && !closed {
             idle.send_replace(round);
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -348,7 +367,10 @@ async fn drain(
     }
     let batch =
         json!({ "Records": records.iter().map(|r| lambda_record(r, stream_arn)).collect::<Vec<_>>() });
-    let relayed = relay.handle(batch).await.map_err(|e| format!("the relay refused the batch: {e}"))?;
+    // The template gives the function 30 seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let relayed =
+        relay.handle(batch, deadline).await.map_err(|e| format!("the relay refused the batch: {e}"))?;
     let last = records.last().and_then(|r| r.dynamodb()).and_then(|c| c.sequence_number()).map(str::to_owned);
     match relayed.retry_from {
         // As Lambda does: the next batch starts at the record it reported.

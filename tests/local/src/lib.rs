@@ -174,9 +174,7 @@ impl LocalStack {
             subscriptions: subscriptions::Deployed::from_environment(environment.clone()).await?,
             reconcile: reconcile::Deployed::from_environment(environment.clone()).await?,
             events_relay: match &queue {
-                Some(_) => {
-                    Some(Arc::new(events_relay::Deployed::from_environment(environment.clone()).await?))
-                }
+                Some(_) => Some(Arc::new(events_relay::Deployed::from_environment(environment.clone())?)),
                 None => None,
             },
         });

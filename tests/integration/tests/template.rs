@@ -118,7 +118,7 @@ fn admin_routes_require_iam() {
 }
 
 /// The relay's stream filter passes exactly what the relay makes events of: new history items of
-/// applied changes (the keys and values the store writes).
+/// applied changes (the keys and values the store writes); its role reads this table's stream only.
 #[test]
 fn the_relays_stream_filter_names_the_stores_history_items() {
     use fulfillment::store::Outcome;
@@ -126,13 +126,11 @@ fn the_relays_stream_filter_names_the_stores_history_items() {
     let template = template();
     let stream = template
         .get("Resources")
-        .and_then(|r| r.get("EventsRelayFunction"))
-        .and_then(|f| f.get("Properties"))
-        .and_then(|p| p.get("Events"))
-        .and_then(|e| e.get("TableStream"))
-        .and_then(|e| e.get("Properties"))
-        .expect("EventsRelayFunction's TableStream event");
-    assert_eq!(text(stream.get("Stream").expect("a stream")), "!GetAtt SubscriptionsTable.StreamArn");
+        .and_then(|r| r.get("EventsRelayStream"))
+        .and_then(|m| m.get("Properties"))
+        .expect("EventsRelayStream, the relay's event source mapping");
+    assert_eq!(text(&stream["FunctionName"]), "!Ref EventsRelayFunction");
+    assert_eq!(text(&stream["EventSourceArn"]), "!GetAtt SubscriptionsTable.StreamArn");
     let responses = stream.get("FunctionResponseTypes").map(text);
     assert_eq!(responses.as_deref(), Some("ReportBatchItemFailures"), "the relay answers batchItemFailures");
     let pattern = stream
@@ -155,6 +153,16 @@ fn the_relays_stream_filter_names_the_stores_history_items() {
         .and_then(|s| s.get("StreamViewType"))
         .and_then(Value::as_str);
     assert_eq!(view, Some("NEW_IMAGE"), "the relay reads the new image");
+    let relay = template.get("Resources").and_then(|r| r.get("EventsRelayFunction")).expect("the relay");
+    let events = relay.get("Properties").and_then(|p| p.get("Events"));
+    assert!(events.is_none(), "no SAM event: it would attach a policy on every stream of the account");
+    let statements = relay["Properties"]["Policies"][0]["Statement"].as_sequence().expect("statements");
+    let reads: Vec<String> = statements
+        .iter()
+        .filter(|s| text(&s["Action"]).contains("dynamodb:GetRecords"))
+        .map(|s| text(&s["Resource"]))
+        .collect();
+    assert_eq!(reads, ["!Sub ${SubscriptionsTable.Arn}/stream/*"], "this table's stream only");
 }
 
 /// The sample rule names every event type there is (the local stack's moto runs this very rule).

@@ -309,6 +309,11 @@ impl MarketplaceApi for HttpMarketplaceClient {
         if token.trim().is_empty() {
             return Err(MarketplaceError::Invalid("the purchase token is empty"));
         }
+        // No header can carry it: refused before any request (sending would fail to build, and
+        // be tried again until the deadline).
+        if token.chars().any(|c| c.is_control() || !c.is_ascii()) {
+            return Err(MarketplaceError::Invalid("the purchase token holds characters no token has"));
+        }
         let mut request =
             self.request("resolve", Method::POST, self.url(&["saas", "subscriptions", "resolve"]));
         request.marketplace_token = Some(token);

@@ -15,11 +15,13 @@ pub fn parameter(raw_query: &str, name: &str) -> Option<String> {
 
 /// The purchase token of a landing-page query: decoded once, and spaces turned back into `+`
 /// (something on the way form-decoded it; tokens never contain spaces). `None` when missing,
-/// empty or absurdly long.
+/// empty, absurdly long, or holding what no token holds (control characters, non-ASCII): such a
+/// token cannot even be sent in a header, so it is refused before any call.
 pub fn purchase_token(raw_query: &str) -> Option<String> {
     // Spaces first: a `+` at either end that became a space is part of the token, not padding.
     let token = parameter(raw_query, "token")?.replace(' ', "+").trim().to_owned();
-    (!token.is_empty() && token.len() <= MAX_TOKEN_LENGTH).then_some(token)
+    let plausible = token.bytes().all(|b| b.is_ascii_graphic());
+    (!token.is_empty() && token.len() <= MAX_TOKEN_LENGTH && plausible).then_some(token)
 }
 
 fn percent_decode(value: &str) -> Option<String> {
@@ -74,6 +76,15 @@ mod tests {
         assert_eq!(purchase_token("tokens=abc"), None);
         assert_eq!(purchase_token(&format!("token={}", "a".repeat(MAX_TOKEN_LENGTH + 1))), None);
         assert_eq!(purchase_token("token=%FF%FE"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn a_token_with_characters_no_token_has_is_none() {
+        assert_eq!(purchase_token("token=abc%0Adef"), None, "a newline inside");
+        assert_eq!(purchase_token("token=abc%00def"), None, "a NUL");
+        assert_eq!(purchase_token("token=abc%7Fdef"), None, "DEL");
+        assert_eq!(purchase_token("token=ab%C3%A9c"), None, "non-ASCII");
+        assert_eq!(purchase_token("token=abc%09def"), None, "a tab");
     }
 
     #[test]

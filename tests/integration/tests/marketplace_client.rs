@@ -115,6 +115,18 @@ async fn resolve_refuses_unknown_mangled_and_expired_tokens() {
 }
 
 #[tokio::test]
+async fn a_token_no_header_can_carry_is_refused_before_any_request() {
+    let emulator = emulator().await;
+    let client = client_of(&emulator);
+    for token in ["abc\ndef", "abc\u{0}def", "abc\u{7f}", "ab\u{e9}c"] {
+        let answer = client.resolve(token, &Call::new()).await;
+        assert!(matches!(answer, Err(MarketplaceError::Invalid(_))), "{token:?}: {answer:?}");
+    }
+    let resolves = emulator.requests().await.into_iter().filter(|r| r.path.contains("resolve")).count();
+    assert_eq!(resolves, 0, "nothing sent, nothing retried");
+}
+
+#[tokio::test]
 async fn activation_refuses_what_microsoft_refuses() {
     let emulator = emulator().await;
     let client = client_of(&emulator);

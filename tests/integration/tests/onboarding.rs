@@ -256,6 +256,18 @@ async fn bad_tokens_get_the_reopen_guidance() {
 }
 
 #[tokio::test]
+async fn a_token_no_header_can_carry_is_refused_before_any_call() {
+    let stack = stack().await;
+    for (name, token) in [("a newline", "abc%0Adef"), ("a NUL", "abc%00def"), ("non-ASCII", "ab%C3%A9c")] {
+        let (status, page) = get(&format!("{}/landing?token={token}", stack.url)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {page}");
+        assert!(page.contains("This link is no longer valid"), "{name}: {page}");
+    }
+    let calls = stack.emulator.requests().await.into_iter().filter(|r| r.path.contains("resolve")).count();
+    assert_eq!(calls, 0, "Microsoft was not asked");
+}
+
+#[tokio::test]
 async fn microsoft_being_unreachable_gets_a_retry_page_and_loses_nothing() {
     let stack = stack().await;
     let bought = stack.emulator.purchase(Purchase::plan("team-monthly").quantity(2)).await;

@@ -826,3 +826,24 @@ async fn the_token_the_emulator_prints_for_event_files_is_accepted() {
     let caller = authenticator(&emulator).verify(Some(&format!("Bearer {token}"))).await;
     assert!(caller.is_ok(), "{caller:?}");
 }
+
+/// Keys older than their maximum age are fetched again: a key the issuer withdrew stops being
+/// accepted (before, a cached key was trusted for the life of the process); while the issuer is
+/// down, the old keys go on working.
+#[tokio::test]
+async fn keys_older_than_their_maximum_age_are_fetched_again() {
+    use fulfillment::identity::{JwksCache, JwksError};
+    let emulator = Emulator::start(EmulatorConfig::default()).await.expect("the emulator starts");
+    let kid = emulator.jwks()["keys"][0]["kid"].as_str().expect("a key id").to_owned();
+    let stub = jwks_stub(&emulator).await;
+    stub.on("GET", JWKS_PATH, Canned::json(500, "{}"));
+    stub.on("GET", JWKS_PATH, Canned::json(200, r#"{"keys": []}"#));
+    let cache = JwksCache::new(reqwest::Client::new(), format!("{}{JWKS_PATH}", stub.url), Duration::ZERO)
+        .with_max_age(Duration::ZERO);
+
+    assert!(cache.key(&kid).await.is_ok(), "fetched");
+    assert!(cache.key(&kid).await.is_ok(), "too old, the issuer answers 500: the old key still works");
+    let withdrawn = cache.key(&kid).await;
+    assert!(matches!(withdrawn, Err(JwksError::UnknownKey(_))), "withdrawn: {:?}", withdrawn.err());
+    assert_eq!(fetches(&stub), 3);
+}

@@ -2,10 +2,7 @@
 
 use serde_norway::Value;
 
-fn template() -> Value {
-    let text = std::fs::read_to_string(integration_tests::table::TEMPLATE).expect("template.yaml");
-    serde_norway::from_str(&text).expect("YAML")
-}
+use integration_tests::table::{resource_properties, template};
 
 fn functions(template: &Value) -> Vec<(String, Value)> {
     let resources = template.get("Resources").and_then(Value::as_mapping).expect("Resources");
@@ -123,12 +120,7 @@ fn admin_routes_require_iam() {
 fn the_relays_stream_filter_names_the_stores_history_items() {
     use fulfillment::store::Outcome;
     use fulfillment::store::dynamodb::layout;
-    let template = template();
-    let stream = template
-        .get("Resources")
-        .and_then(|r| r.get("EventsRelayStream"))
-        .and_then(|m| m.get("Properties"))
-        .expect("EventsRelayStream, the relay's event source mapping");
+    let stream = resource_properties("EventsRelayStream");
     assert_eq!(text(&stream["FunctionName"]), "!Ref EventsRelayFunction");
     assert_eq!(text(&stream["EventSourceArn"]), "!GetAtt SubscriptionsTable.StreamArn");
     let responses = stream.get("FunctionResponseTypes").map(text);
@@ -145,18 +137,15 @@ fn the_relays_stream_filter_names_the_stores_history_items() {
     assert_eq!(pattern["eventName"], serde_json::json!(["INSERT"]));
     assert_eq!(image[layout::SORT_KEY]["S"], serde_json::json!([{ "prefix": layout::EVENT_PREFIX }]));
     assert_eq!(image["outcome"]["S"], serde_json::json!([Outcome::Applied.as_str()]));
-    let view = template
-        .get("Resources")
-        .and_then(|r| r.get("SubscriptionsTable"))
-        .and_then(|t| t.get("Properties"))
-        .and_then(|p| p.get("StreamSpecification"))
-        .and_then(|s| s.get("StreamViewType"))
-        .and_then(Value::as_str);
+    let table = resource_properties("SubscriptionsTable");
+    let view = table["StreamSpecification"]["StreamViewType"].as_str();
     assert_eq!(view, Some("NEW_IMAGE"), "the relay reads the new image");
-    let relay = template.get("Resources").and_then(|r| r.get("EventsRelayFunction")).expect("the relay");
-    let events = relay.get("Properties").and_then(|p| p.get("Events"));
-    assert!(events.is_none(), "no SAM event: it would attach a policy on every stream of the account");
-    let statements = relay["Properties"]["Policies"][0]["Statement"].as_sequence().expect("statements");
+    let relay = resource_properties("EventsRelayFunction");
+    assert!(
+        relay.get("Events").is_none(),
+        "no SAM event: it would attach a policy on every stream of the account"
+    );
+    let statements = relay["Policies"][0]["Statement"].as_sequence().expect("statements");
     let reads: Vec<String> = statements
         .iter()
         .filter(|s| text(&s["Action"]).contains("dynamodb:GetRecords"))
@@ -168,13 +157,8 @@ fn the_relays_stream_filter_names_the_stores_history_items() {
 /// The sample rule names every event type there is (the local stack's moto runs this very rule).
 #[test]
 fn the_sample_rule_routes_every_event_type() {
-    let template = template();
-    let pattern = template
-        .get("Resources")
-        .and_then(|r| r.get("ProvisioningRule"))
-        .and_then(|r| r.get("Properties"))
-        .and_then(|p| p.get("EventPattern"))
-        .expect("ProvisioningRule's EventPattern");
+    let rule = resource_properties("ProvisioningRule");
+    let pattern = &rule["EventPattern"];
     assert_eq!(pattern.get("source").map(text).as_deref(), Some(fulfillment::events::EVENT_SOURCE));
     let mut routed: Vec<String> = pattern
         .get("detail-type")

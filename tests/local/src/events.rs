@@ -156,17 +156,8 @@ impl EventQueue {
 
 /// The event pattern of the template's sample rule (`ProvisioningRule`), as JSON.
 fn provisioning_rule_pattern() -> Result<String, String> {
-    let text = std::fs::read_to_string(crate::table::TEMPLATE).map_err(|e| format!("template.yaml: {e}"))?;
-    let template: serde_norway::Value =
-        serde_norway::from_str(&text).map_err(|e| format!("template.yaml: {e}"))?;
-    let pattern = template
-        .get("Resources")
-        .and_then(|r| r.get("ProvisioningRule"))
-        .and_then(|r| r.get("Properties"))
-        .and_then(|p| p.get("EventPattern"))
-        .ok_or("template.yaml has no ProvisioningRule EventPattern")?;
-    let pattern: Value =
-        serde_norway::from_value(pattern.clone()).map_err(|e| format!("ProvisioningRule: {e}"))?;
+    let pattern = crate::table::resource_properties("ProvisioningRule")["EventPattern"].clone();
+    let pattern: Value = serde_norway::from_value(pattern).map_err(|e| format!("ProvisioningRule: {e}"))?;
     Ok(pattern.to_string())
 }
 

@@ -68,19 +68,27 @@ pub struct TimeToLive {
     pub enabled: bool,
 }
 
+/// `template.yaml`, parsed (CloudFormation's short tags, `!Ref` and `!GetAtt`, parse as tagged
+/// values and are simply carried).
+pub fn template() -> Value {
+    let text = std::fs::read_to_string(TEMPLATE).unwrap_or_else(|e| panic!("cannot read {TEMPLATE}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{TEMPLATE} is not YAML: {e}"))
+}
+
+/// The `Properties` of the template's resource `logical_id`.
+pub fn resource_properties(logical_id: &str) -> Value {
+    template()
+        .get("Resources")
+        .and_then(|r| r.get(logical_id))
+        .and_then(|t| t.get("Properties"))
+        .unwrap_or_else(|| panic!("{TEMPLATE} has no Resources.{logical_id}.Properties"))
+        .clone()
+}
+
 /// Reads the table's definition from `template.yaml`.
 pub fn definition() -> TableDefinition {
-    let text = std::fs::read_to_string(TEMPLATE).unwrap_or_else(|e| panic!("cannot read {TEMPLATE}: {e}"));
-    // CloudFormation's short tags (!Ref, !GetAtt) parse as tagged values and are simply carried.
-    let template: Value =
-        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{TEMPLATE} is not YAML: {e}"));
-    let properties = template
-        .get("Resources")
-        .and_then(|r| r.get(LOGICAL_ID))
-        .and_then(|t| t.get("Properties"))
-        .unwrap_or_else(|| panic!("{TEMPLATE} has no Resources.{LOGICAL_ID}.Properties"))
-        .clone();
-    serde_norway::from_value(properties).unwrap_or_else(|e| panic!("{LOGICAL_ID} properties: {e}"))
+    serde_norway::from_value(resource_properties(LOGICAL_ID))
+        .unwrap_or_else(|e| panic!("{LOGICAL_ID} properties: {e}"))
 }
 
 /// Creates table `name` from the template unless it exists (for the local run, which may reuse

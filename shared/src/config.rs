@@ -287,6 +287,13 @@ impl Environment {
         })
     }
 
+    /// The reconciliation: `RECONCILE_INTERVAL_MINUTES` (how long after a pass started the next one
+    /// starts; the schedule's ticks in between go on with a pass under way, or do nothing).
+    pub fn reconcile(&self) -> Result<ReconcileSettings, ConfigError> {
+        let minutes: u32 = self.number("RECONCILE_INTERVAL_MINUTES")?.unwrap_or(60);
+        Ok(ReconcileSettings { interval: chrono::Duration::minutes(i64::from(minutes)) })
+    }
+
     /// The buyer-facing pages: `FORM_SIGNING_KEY`, `LANDING_URL`, `ACTIVATE_URL`, `PRODUCT_NAME`,
     /// `PRODUCT_URL`, `AUTO_ACTIVATE`, `SECURE_COOKIES`, and sign-in with `OIDC_*`.
     pub fn web(&self) -> Result<WebSettings, ConfigError> {
@@ -322,6 +329,12 @@ impl Environment {
             form_lifetime: FORM_LIFETIME,
         })
     }
+}
+
+/// How often the reconciliation starts a pass.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    pub interval: chrono::Duration,
 }
 
 /// Where lifecycle events go.

@@ -3,24 +3,42 @@
 //! publisher operations by their status at Microsoft. Webhooks get lost (docs/marketplace-api.md#webhook-delivery, #known-pitfalls
 //! item 9); this makes our records equal Microsoft's. Safe while webhooks arrive: every write is
 //! optimistic, and a snapshot older than the last applied event is not applied.
+//!
+//! A pass (one read of the whole list) may take many invocations: after each page its position
+//! (Microsoft's continuation token) and its counts are saved in the table's checkpoint, and an
+//! invocation near its deadline hands over to the next one, which goes on from there. A lease in
+//! the checkpoint keeps two runs from working at once; a run that fails releases it, so that its
+//! retry goes on from the last saved page instead of the first.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::admin::drop_pending;
 use crate::changes::{Effect, Event, record_event};
 use crate::clock::Clock;
 use crate::domain::{OperationId, OperationStatus, Subscription, SubscriptionId, Timestamp};
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError, PageToken};
-use crate::store::{ChangeSource, StoreError, SubscriptionRecord, SubscriptionStore};
+use crate::store::{
+    ChangeSource, Lease, ReconcileCheckpoint, StoreError, SubscriptionRecord, SubscriptionStore,
+};
 
-/// What one run did; logged as one JSON line.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// One pass, summed over the invocations that worked on it; kept in the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
+    /// The invocation that started it.
+    pub pass_id: String,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Invocations that worked on it.
+    pub invocations: u32,
+    /// Pages read (a page read again after a lost invocation counts again).
+    pub pages: u64,
+    /// Times Microsoft refused the saved position, so that the pass went on from the first page.
+    pub restarts: u32,
     /// Subscriptions Microsoft listed.
     pub seen: u64,
     /// Recorded for the first time.
@@ -35,22 +53,63 @@ pub struct Summary {
     pub operations_dropped: u64,
     /// Subscriptions that could not be reconciled this time (the rest were).
     pub errors: u64,
+    /// Invocations that could not go on (Microsoft's list or the table failed) and left the pass
+    /// to the next one.
+    pub failed_runs: u32,
     /// Whether every page was read.
     pub complete: bool,
+    /// Working time, summed over its invocations.
     pub elapsed_ms: u64,
 }
 
-/// A run that could not read Microsoft's whole list: reported to Lambda as an error, so that its
-/// error metric (and an alarm on it) sees it.
-#[derive(Debug, thiserror::Error)]
-#[error("the reconciliation run was incomplete ({} subscriptions seen, {} errors)", .0.seen, .0.errors)]
-pub struct IncompleteRun(pub Summary);
+/// What one invocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// It read the last page: the pass is finished.
+    Finished,
+    /// It stopped near its deadline; the next invocation goes on from the saved page.
+    HandedOver,
+    /// Another run holds the reconciliation: it did nothing.
+    Busy,
+    /// No pass is due (the last one started less than the interval ago): it did nothing.
+    Idle,
+    /// It could not go on (Microsoft's list or the table failed); the position is kept.
+    Failed,
+}
 
-impl Summary {
-    /// `Err` when the run did not read every page.
-    pub fn into_result(self) -> Result<Summary, IncompleteRun> {
-        if self.complete { Ok(self) } else { Err(IncompleteRun(self)) }
+/// One invocation's report; logged as one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub outcome: Outcome,
+    /// Pages this invocation read.
+    pub pages: u64,
+    pub elapsed_ms: u64,
+    /// The pass as this invocation left it (the finished one when `Finished`).
+    pub pass: Option<Summary>,
+}
+
+/// An invocation that could not go on: reported to Lambda as an error, so that its error metric
+/// (and an alarm on it) sees it, and Lambda's retry goes on from the saved position.
+#[derive(Debug, thiserror::Error)]
+#[error("the reconciliation could not go on ({} pages read by this run); its position is kept", .0.pages)]
+pub struct IncompleteRun(pub Box<Report>);
+
+impl Report {
+    /// `Err` when the invocation failed.
+    pub fn into_result(self) -> Result<Report, IncompleteRun> {
+        if self.outcome == Outcome::Failed { Err(IncompleteRun(Box::new(self))) } else { Ok(self) }
     }
+}
+
+/// The invocation a run works in.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    /// Names its writes; the same for Lambda's retries of it, which may take over its lease.
+    pub id: &'a str,
+    /// When the invocation is stopped (Lambda's deadline).
+    pub deadline: Timestamp,
 }
 
 /// What reconciling one subscription did.
@@ -75,53 +134,192 @@ pub struct Reconciler<S, M, C> {
     clock: C,
     /// Subscriptions reconciled at once.
     pub concurrency: usize,
+    /// A new pass starts when the last one started at least this long ago.
+    pub interval: chrono::Duration,
+    /// No page is begun with less than this left before the deadline: a page's worst case.
+    pub handover_margin: chrono::Duration,
 }
+
+/// How long past its deadline a lease holds: the deadline is Lambda's, so the run is over by then.
+const LEASE_SLACK: chrono::Duration = chrono::Duration::seconds(5);
+
+/// A pass that Microsoft refuses the saved position of this often is failed, not started over.
+const MAX_RESTARTS: u32 = 3;
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
     pub fn new(store: S, marketplace: M, clock: C) -> Self {
-        Self { store, marketplace, clock, concurrency: 16 }
+        Self {
+            store,
+            marketplace,
+            clock,
+            concurrency: 16,
+            interval: chrono::Duration::hours(1),
+            handover_margin: chrono::Duration::minutes(2),
+        }
     }
 
-    /// One full pass; `run_id` correlates its calls and names its operations.
-    pub async fn run(&self, run_id: &str) -> Summary {
+    /// Goes on with the pass under way, or starts one if one is due, until the pass is finished or
+    /// the invocation nears its deadline.
+    pub async fn run(&self, invocation: &Invocation<'_>) -> Report {
+        self.invoke(invocation, false).await
+    }
+
+    /// A whole new pass now, due or not, with no deadline (local runs, tests, benchmarks): a pass
+    /// under way is dropped, so that every subscription is compared from now on. The pass as it
+    /// ended (`complete` unless Microsoft's list or the table failed, or another run holds the
+    /// reconciliation).
+    pub async fn pass(&self, run_id: &str) -> Summary {
+        let deadline = self.clock.now() + chrono::Duration::days(1);
+        let report = self.invoke(&Invocation { id: run_id, deadline }, true).await;
+        let mut pass = report.pass.unwrap_or_default();
+        if report.outcome != Outcome::Finished {
+            pass.complete = false;
+        }
+        pass
+    }
+
+    async fn invoke(&self, invocation: &Invocation<'_>, start_now: bool) -> Report {
         let started = Instant::now();
-        let mut summary = Summary::default();
-        let call = Call::correlated(run_id);
-        let mut next: Option<PageToken> = None;
-        loop {
+        let mut report = Report { outcome: Outcome::Failed, pages: 0, elapsed_ms: 0, pass: None };
+        report.outcome = match self.work(invocation, start_now, &mut report, started).await {
+            Ok(outcome) => outcome,
+            Err(StoreError::CheckpointTaken) => {
+                tracing::warn!(
+                    run_id = invocation.id,
+                    "another run took over the reconciliation; this one stops"
+                );
+                Outcome::Busy
+            }
+            Err(error) => {
+                tracing::error!(run_id = invocation.id, error = %crate::error_chain(&error), "the reconciliation's checkpoint could not be read or saved");
+                Outcome::Failed
+            }
+        };
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        let pass = report.pass.as_ref();
+        tracing::info!(
+            run_id = invocation.id,
+            outcome = ?report.outcome,
+            pages = report.pages,
+            elapsed_ms = report.elapsed_ms,
+            pass_id = pass.map(|p| p.pass_id.as_str()),
+            seen = pass.map(|p| p.seen),
+            added = pass.map(|p| p.added),
+            changed = pass.map(|p| p.changed),
+            unchanged = pass.map(|p| p.unchanged),
+            operations_finished = pass.map(|p| p.operations_finished),
+            operations_dropped = pass.map(|p| p.operations_dropped),
+            errors = pass.map(|p| p.errors),
+            failed_runs = pass.map(|p| p.failed_runs),
+            restarts = pass.map(|p| p.restarts),
+            invocations = pass.map(|p| p.invocations),
+            complete = pass.map(|p| p.complete),
+            "reconcile run ended"
+        );
+        report
+    }
+
+    async fn work(
+        &self,
+        invocation: &Invocation<'_>,
+        start_now: bool,
+        report: &mut Report,
+        started: Instant,
+    ) -> Result<Outcome, StoreError> {
+        let now = self.clock.now();
+        let mut checkpoint = self.store.checkpoint().await?.unwrap_or_default();
+        if let Some(lease) = &checkpoint.lease
+            && lease.holder != invocation.id
+            && lease.until > now
+        {
+            report.pass = checkpoint.pass;
+            return Ok(Outcome::Busy);
+        }
+        let under_way = checkpoint.pass.take().filter(|_| !start_now);
+        let mut pass = match under_way {
+            Some(pass) => pass,
+            None => {
+                let due = start_now
+                    || checkpoint
+                        .last_pass
+                        .as_ref()
+                        .is_none_or(|last| now >= last.started_at + self.interval);
+                if !due {
+                    report.pass = checkpoint.last_pass;
+                    return Ok(Outcome::Idle);
+                }
+                checkpoint.next_page = None;
+                Summary { pass_id: invocation.id.to_owned(), started_at: now, ..Summary::default() }
+            }
+        };
+        pass.invocations += 1;
+        checkpoint.lease =
+            Some(Lease { holder: invocation.id.to_owned(), until: invocation.deadline + LEASE_SLACK });
+        let worked_before = pass.elapsed_ms;
+        let call = Call::correlated(invocation.id);
+        // Only the position read from the checkpoint may have expired at Microsoft.
+        let mut from_saved_position = checkpoint.next_page.is_some();
+        let outcome = loop {
+            pass.elapsed_ms = worked_before + started.elapsed().as_millis() as u64;
+            checkpoint.pass = Some(pass.clone());
+            report.pass = checkpoint.pass.clone();
+            self.save(&mut checkpoint).await?;
+            if self.clock.now() + self.handover_margin >= invocation.deadline {
+                break Outcome::HandedOver;
+            }
+            let token = checkpoint.next_page.clone().map(PageToken);
             let listed_at = self.clock.now();
-            let page = match self.marketplace.list_subscriptions(next.as_ref(), &call).await {
+            let page = match self.marketplace.list_subscriptions(token.as_ref(), &call).await {
                 Ok(page) => page,
+                Err(error @ MarketplaceError::BadRequest { .. })
+                    if from_saved_position && pass.restarts < MAX_RESTARTS =>
+                {
+                    tracing::warn!(run_id = invocation.id, pass_id = pass.pass_id, error = %crate::error_chain(&error), "Microsoft refused the saved position; the pass goes on from the first page");
+                    pass.restarts += 1;
+                    checkpoint.next_page = None;
+                    from_saved_position = false;
+                    continue;
+                }
                 Err(error) => {
-                    tracing::error!(run_id, error = %crate::error_chain(&error), "listing subscriptions failed; the run is incomplete");
-                    summary.errors += 1;
-                    break;
+                    tracing::error!(run_id = invocation.id, pass_id = pass.pass_id, error = %crate::error_chain(&error), "listing subscriptions failed; the pass goes on from this page next time");
+                    pass.failed_runs += 1;
+                    break Outcome::Failed;
                 }
             };
-            self.page(run_id, page.subscriptions, listed_at, &mut summary).await;
+            from_saved_position = false;
+            self.page(invocation.id, page.subscriptions, listed_at, &mut pass).await;
+            pass.pages += 1;
+            report.pages += 1;
             match page.next {
-                Some(token) if Some(&token) != next.as_ref() => next = Some(token),
+                Some(PageToken(next)) if checkpoint.next_page.as_ref() != Some(&next) => {
+                    checkpoint.next_page = Some(next);
+                }
                 _ => {
-                    summary.complete = true;
-                    break;
+                    pass.complete = true;
+                    pass.finished_at = Some(self.clock.now());
+                    break Outcome::Finished;
                 }
             }
+        };
+        pass.elapsed_ms = worked_before + started.elapsed().as_millis() as u64;
+        if outcome == Outcome::Finished {
+            checkpoint.last_pass = Some(pass);
+            checkpoint.pass = None;
+            checkpoint.next_page = None;
+            report.pass = checkpoint.last_pass.clone();
+        } else {
+            checkpoint.pass = Some(pass);
+            report.pass = checkpoint.pass.clone();
         }
-        summary.elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(
-            run_id,
-            seen = summary.seen,
-            added = summary.added,
-            changed = summary.changed,
-            unchanged = summary.unchanged,
-            operations_finished = summary.operations_finished,
-            operations_dropped = summary.operations_dropped,
-            errors = summary.errors,
-            complete = summary.complete,
-            elapsed_ms = summary.elapsed_ms,
-            "reconcile finished"
-        );
-        summary
+        // Released, so that the next run (or Lambda's retry of a failed one) need not wait.
+        checkpoint.lease = None;
+        self.save(&mut checkpoint).await?;
+        Ok(outcome)
+    }
+
+    async fn save(&self, checkpoint: &mut ReconcileCheckpoint) -> Result<(), StoreError> {
+        checkpoint.version = self.store.save_checkpoint(checkpoint).await?;
+        Ok(())
     }
 
     async fn page(

@@ -164,7 +164,7 @@ async fn the_reconciliation_types_what_it_repairs_and_calls_other_drift_drift() 
         (term.start_date, term.end_date) = (Some(now), Some(now + chrono::Duration::days(365)));
     });
     world.tick();
-    Reconciler::new(world.store.clone(), world.market.clone(), world.clock.clone()).run("run-1").await;
+    Reconciler::new(world.store.clone(), world.market.clone(), world.clock.clone()).pass("run-1").await;
 
     let events = world.relayed().await;
     let by_reconcile: Vec<(&SubscriptionId, EventType)> = events
@@ -186,7 +186,7 @@ async fn a_customer_change_read_again_later_is_no_second_event() {
     world.deliver(world.market.customer_change_quantity(&id, 5)).await;
     world.tick();
     // Microsoft's whole view, with its new lastModified, read by the reconciliation and a visit.
-    Reconciler::new(world.store.clone(), world.market.clone(), world.clock.clone()).run("run-1").await;
+    Reconciler::new(world.store.clone(), world.market.clone(), world.clock.clone()).pass("run-1").await;
     world.land_again(&id).await;
     let events = world.relayed().await;
     use EventType as T;

@@ -65,7 +65,7 @@ impl World {
 
     async fn reconcile(&self, run: &str) -> fulfillment::reconcile::Summary {
         self.tick();
-        Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone()).run(run).await
+        Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone()).pass(run).await
     }
 }
 

@@ -13,8 +13,11 @@ async fn main() -> Result<(), Error> {
     let job = reconcile::Deployed::from_environment(Environment::from_process()).await?;
     let job = &job;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let summary = job.handle(&event.payload).await?;
-        Ok::<_, Error>(serde_json::to_value(summary)?)
+        // Lambda's deadline, in milliseconds since the epoch: the run hands over before it.
+        let deadline = chrono::DateTime::from_timestamp_millis(event.context.deadline as i64)
+            .ok_or("the invocation's deadline is not a time")?;
+        let report = job.handle(&event.payload, deadline).await?;
+        Ok::<_, Error>(serde_json::to_value(report)?)
     }))
     .await
 }

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    BoxError, Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery,
-    StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
+    BoxError, Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
+    RejectedDelivery, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 use crate::domain::{OperationId, SubscriptionId};
 
@@ -35,6 +35,9 @@ pub mod layout {
     pub const REJECTED_PREFIX: &str = "REJECTED#";
     pub const OPERATION_PREFIX: &str = "OP#";
     pub const EVENT_PREFIX: &str = "EVENT#";
+    /// The reconciliation's checkpoint: one item, apart from every subscription.
+    pub const RECONCILE: &str = "RECONCILE";
+    pub const CHECKPOINT: &str = "CHECKPOINT";
 
     pub fn partition(id: &SubscriptionId) -> String {
         format!("SUB#{id}")
@@ -339,6 +342,42 @@ impl SubscriptionStore for DynamoDbStore {
             .expression_attribute_names("#tenant", layout::TENANT_KEY)
             .expression_attribute_values(":tenant", string(tenant_id));
         self.query_all("find by beneficiary tenant", query).await?.iter().map(decode).collect()
+    }
+
+    async fn checkpoint(&self) -> Result<Option<ReconcileCheckpoint>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(layout::PARTITION_KEY, string(layout::RECONCILE))
+            .key(layout::SORT_KEY, string(layout::CHECKPOINT))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("read the reconciliation's checkpoint", e))?;
+        output.item.map(|item| decode(&item)).transpose()
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &ReconcileCheckpoint) -> Result<u64, StoreError> {
+        let version = checkpoint.version + 1;
+        let saved = ReconcileCheckpoint { version, ..checkpoint.clone() };
+        let item = encode(layout::RECONCILE, layout::CHECKPOINT, &saved)?;
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let put = if checkpoint.version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :expected")
+                .expression_attribute_values(":expected", number(checkpoint.version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(version),
+            Err(error)
+                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::CheckpointTaken)
+            }
+            Err(error) => Err(classify("save the reconciliation's checkpoint", error)),
+        }
     }
 }
 

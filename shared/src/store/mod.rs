@@ -292,6 +292,9 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// Another run of the reconciliation saved its checkpoint first: this one must stop.
+    #[error("the reconciliation's checkpoint was changed by another run")]
+    CheckpointTaken,
     /// A listing's page token that the store did not make (or that names no place to go on from).
     #[error("the page token is not valid")]
     InvalidPageToken,
@@ -307,8 +310,33 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same request may succeed later (after a re-read, for a conflict).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict { .. } | Self::Unavailable { .. })
+        matches!(self, Self::Conflict { .. } | Self::CheckpointTaken | Self::Unavailable { .. })
     }
+}
+
+/// Where the reconciliation stands (one item): the pass under way, the page it goes on from, the
+/// last finished pass, and which run holds it. See [`crate::reconcile`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileCheckpoint {
+    /// The pass under way; `None` between passes.
+    pub pass: Option<crate::reconcile::Summary>,
+    /// Microsoft's continuation token of the pass's next page, as received; `None` for the first.
+    pub next_page: Option<String>,
+    /// The last pass that read every page.
+    pub last_pass: Option<crate::reconcile::Summary>,
+    /// The run working on the pass, until when; no other run starts before then.
+    pub lease: Option<Lease>,
+    /// 0 before the first save; every save adds one, and is conditional on it.
+    pub version: u64,
+}
+
+/// A run's claim on the reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub holder: String,
+    pub until: Timestamp,
 }
 
 /// Where subscriptions, operations and history are kept.
@@ -366,4 +394,15 @@ pub trait SubscriptionStore: Send + Sync {
         &self,
         tenant_id: &str,
     ) -> impl Future<Output = Result<Vec<SubscriptionRecord>, StoreError>> + Send;
+
+    /// The reconciliation's checkpoint, read consistently (`None` before the first save).
+    fn checkpoint(&self) -> impl Future<Output = Result<Option<ReconcileCheckpoint>, StoreError>> + Send;
+
+    /// Saves `checkpoint` at `checkpoint.version + 1` if the stored one is still at
+    /// `checkpoint.version`; otherwise [`StoreError::CheckpointTaken`] and nothing is written.
+    /// Returns the new version.
+    fn save_checkpoint(
+        &self,
+        checkpoint: &ReconcileCheckpoint,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

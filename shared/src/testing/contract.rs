@@ -10,8 +10,8 @@ use crate::domain::{
 };
 use crate::lifecycle::LifecycleEvent;
 use crate::store::{
-    Change, ChangeSource, Committed, ListFilter, RejectedDelivery, StateWrite, StoreError,
-    SubscriptionRecord, SubscriptionStore,
+    Change, ChangeSource, Committed, Lease, ListFilter, ReconcileCheckpoint, RejectedDelivery, StateWrite,
+    StoreError, SubscriptionRecord, SubscriptionStore,
 };
 
 fn at(minute: i64) -> Timestamp {
@@ -75,6 +75,7 @@ where
     a_page_token_we_did_not_make_is_refused(&fresh().await).await;
     batch_reads_and_tenant_lookups_find_exactly_what_exists(&fresh().await).await;
     rejected_deliveries_are_kept_by_day(&fresh().await).await;
+    the_checkpoint_is_saved_only_over_the_version_read(&fresh().await).await;
 }
 
 pub async fn a_record_reads_back_exactly_as_written(store: &impl SubscriptionStore) {
@@ -281,4 +282,40 @@ pub async fn rejected_deliveries_are_kept_by_day(store: &impl SubscriptionStore)
     let day = at(0).date_naive();
     assert_eq!(store.rejected_on(day).await.expect("read"), vec![first, second.clone()]);
     assert_eq!(second.excerpt.len(), 1024);
+}
+
+pub async fn the_checkpoint_is_saved_only_over_the_version_read(store: &impl SubscriptionStore) {
+    assert_eq!(store.checkpoint().await.expect("read"), None, "no checkpoint before the first save");
+    let first = ReconcileCheckpoint {
+        pass: Some(crate::reconcile::Summary {
+            pass_id: "run-1".into(),
+            started_at: at(0),
+            seen: 100,
+            pages: 1,
+            ..Default::default()
+        }),
+        // As Microsoft's tokens are: URL-encoded JSON.
+        next_page: Some("%7B%22token%22%3A%22%2BRID%3A~a%2Fb%23TRC%3A100%22%7D".into()),
+        lease: Some(Lease { holder: "run-1".into(), until: at(15) }),
+        ..Default::default()
+    };
+    assert_eq!(store.save_checkpoint(&first).await.expect("first save"), 1);
+    let read = store.checkpoint().await.expect("read").expect("saved");
+    assert_eq!(read, ReconcileCheckpoint { version: 1, ..first.clone() });
+    assert!(
+        matches!(store.save_checkpoint(&first).await, Err(StoreError::CheckpointTaken)),
+        "a run that read no checkpoint cannot save over one"
+    );
+    let handed_over = ReconcileCheckpoint { lease: None, next_page: None, ..read.clone() };
+    assert_eq!(store.save_checkpoint(&handed_over).await.expect("save over version 1"), 2);
+    assert!(
+        matches!(store.save_checkpoint(&read).await, Err(StoreError::CheckpointTaken)),
+        "a run that read version 1 cannot save over version 2"
+    );
+    assert_eq!(
+        store.checkpoint().await.expect("read"),
+        Some(ReconcileCheckpoint { version: 2, ..handed_over })
+    );
+    let listed = store.list(&ListFilter::default(), None, 100).await.expect("list");
+    assert!(listed.subscriptions.is_empty(), "the checkpoint is no subscription: {listed:?}");
 }

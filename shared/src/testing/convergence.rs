@@ -239,14 +239,16 @@ impl<S: SubscriptionStore + Clone + 'static> Model<S> {
                                     webhook.handle(&payload, Instant::now() + Duration::from_secs(8)).await;
                             }
                             None => {
-                                Reconciler::new(store, market, clock).run("race").await;
+                                Reconciler::new(store, market, clock).pass("race").await;
                             }
                         }
                     }),
                 );
             }
             Step::Reconcile => {
-                Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone()).run("run").await;
+                Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone())
+                    .pass("run")
+                    .await;
             }
         }
     }
@@ -311,7 +313,7 @@ impl<S: SubscriptionStore + Clone + 'static> Model<S> {
         self.market.complete_publisher_operations();
         self.clock.advance(chrono::Duration::seconds(2));
         let summary =
-            Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone()).run("final").await;
+            Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone()).pass("final").await;
         prop_assert!(summary.complete && summary.errors == 0, "{summary:?}");
         for microsoft in self.market.subscriptions() {
             let ours = self.store.inner().get(&microsoft.id).await.expect("read");

@@ -48,6 +48,8 @@ struct Market {
     /// Microsoft has been seen to apply a change the publisher refused (docs/marketplace-api.md#webhook-responses).
     refusals_ignored: bool,
     page_size: usize,
+    /// How far each `list_subscriptions` call moves the clock (how long it "takes").
+    list_takes: chrono::Duration,
     counter: u64,
     calls: Vec<&'static str>,
 }
@@ -115,6 +117,12 @@ impl FakeMarketplace {
     /// Whether a `Failure` acknowledgement is ignored (the change applied anyway).
     pub fn ignore_refusals(&self, ignored: bool) {
         self.with(|m| m.refusals_ignored = ignored);
+    }
+
+    /// Each `list_subscriptions` call moves the shared clock on by `takes`: time passes as pages
+    /// are read, so that deadlines are reached without waiting.
+    pub fn set_list_takes(&self, takes: chrono::Duration) {
+        self.with(|m| m.list_takes = takes);
     }
 
     pub fn set_page_size(&self, size: usize) {
@@ -512,6 +520,8 @@ impl MarketplaceApi for FakeMarketplace {
         page: Option<&PageToken>,
         _call: &Call,
     ) -> Result<SubscriptionsPage, MarketplaceError> {
+        let takes = self.with(|m| m.list_takes);
+        self.clock.advance(takes);
         let lost = self.before("list_subscriptions")?;
         let start = match page {
             Some(PageToken(token)) => token.parse::<usize>().map_err(|_| bad("continuation token"))?,

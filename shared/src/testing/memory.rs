@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use crate::domain::{OperationId, SubscriptionId};
 use crate::store::dynamodb::layout;
 use crate::store::{
-    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StateWrite,
-    StoreError, SubscriptionRecord, SubscriptionStore, page_token,
+    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
+    RejectedDelivery, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore, page_token,
 };
 
 #[derive(Debug, Default)]
@@ -20,6 +20,7 @@ struct Tables {
     rejected: Vec<RejectedDelivery>,
     /// Every history entry in commit order: what the table's stream carries.
     stream: Vec<HistoryEntry>,
+    checkpoint: Option<ReconcileCheckpoint>,
 }
 
 /// The in-memory store; clones share the same tables.
@@ -165,5 +166,21 @@ impl SubscriptionStore for MemoryStore {
                 .cloned()
                 .collect()
         }))
+    }
+
+    async fn checkpoint(&self) -> Result<Option<ReconcileCheckpoint>, StoreError> {
+        Ok(self.with(|t| t.checkpoint.clone()))
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &ReconcileCheckpoint) -> Result<u64, StoreError> {
+        self.with(|t| {
+            let stored = t.checkpoint.as_ref().map_or(0, |c| c.version);
+            if stored != checkpoint.version {
+                return Err(StoreError::CheckpointTaken);
+            }
+            let version = checkpoint.version + 1;
+            t.checkpoint = Some(ReconcileCheckpoint { version, ..checkpoint.clone() });
+            Ok(version)
+        })
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::{OperationId, SubscriptionId};
 use crate::store::{
-    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, RejectedDelivery, StoreError,
-    SubscriptionRecord, SubscriptionStore,
+    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
+    RejectedDelivery, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 
 type Writer<S> = Box<dyn FnOnce(S) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -180,5 +180,15 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
     async fn by_beneficiary_tenant(&self, tenant_id: &str) -> Result<Vec<SubscriptionRecord>, StoreError> {
         self.check("find by beneficiary tenant")?;
         self.inner.by_beneficiary_tenant(tenant_id).await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<ReconcileCheckpoint>, StoreError> {
+        self.check("read the reconciliation's checkpoint")?;
+        self.inner.checkpoint().await
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &ReconcileCheckpoint) -> Result<u64, StoreError> {
+        self.check("save the reconciliation's checkpoint")?;
+        self.inner.save_checkpoint(checkpoint).await
     }
 }

@@ -231,8 +231,8 @@ fn print(results: &Results, starts: usize) {
         "\nReconcile (the reconcile bootstrap; 5 % missing and 5 % drifted, then a run with nothing to do)"
     );
     println!(
-        "{:>13} {:>5} {:>18} {:>13} {:>16}",
-        "subscriptions", "runs", "repairing p50 ms", "idle p50 ms", "ms/subscription"
+        "{:>13} {:>5} {:>18} {:>13} {:>22} {:>17}",
+        "subscriptions", "runs", "repairing p50 ms", "idle p50 ms", "repairing s/10,000", "idle s/10,000"
     );
     let mut sizes: Vec<usize> = results.reconcile.iter().map(|s| s.subscriptions).collect();
     sizes.sort_unstable();
@@ -244,13 +244,15 @@ fn print(results: &Results, starts: usize) {
                 results.reconcile.iter().filter(|s| s.subscriptions == size).collect();
             let repairing: Vec<f64> = runs.iter().map(|s| s.repairing_ms).collect();
             let idle: Vec<f64> = runs.iter().map(|s| s.idle_ms).collect();
+            let per_10k = |ms: f64| ms / size as f64 * 10_000.0 / 1000.0;
             println!(
-                "{:>13} {:>5} {:>18.0} {:>13.0} {:>16.3}",
+                "{:>13} {:>5} {:>18.0} {:>13.0} {:>22.1} {:>17.1}",
                 size,
                 runs.len(),
                 median(&repairing),
                 median(&idle),
-                median(&repairing) / size as f64
+                per_10k(median(&repairing)),
+                per_10k(median(&idle))
             );
             (size, median(&repairing), median(&idle))
         })

@@ -166,9 +166,9 @@ impl<'a> Bench<'a> {
                     .map(|_| json!({ "id": uuid::Uuid::new_v4().to_string(), "offerId": "contoso-saas", "planId": PLAN, "quantity": 10, "saasSubscriptionStatus": "Subscribed" }))
                     .collect();
                 self.stack.emulator.seed(listed).await;
-                let summary = self.stack.functions.reconcile.handle(&json!({})).await;
-                if summary.as_ref().map_or(true, |s| s.added != RECONCILED as u64) {
-                    return Err(format!("set-up reconciliation: {summary:?}").into());
+                let pass = self.stack.functions.reconcile.reconciler.pass("bench-set-up").await;
+                if !pass.complete || pass.added != RECONCILED as u64 {
+                    return Err(format!("set-up reconciliation: {pass:?}").into());
                 }
                 Ok((String::new(), String::new()))
             }
@@ -238,9 +238,9 @@ impl<'a> Bench<'a> {
             return Err(format!("{}: {}", self.flow.function(), String::from_utf8_lossy(answer)).into());
         }
         if let Flow::Reconcile = self.flow {
-            let summary: Value = serde_json::from_slice(answer)?;
-            if summary["complete"] != true || summary["unchanged"] != RECONCILED {
-                return Err(format!("reconcile: {summary}").into());
+            let report: Value = serde_json::from_slice(answer)?;
+            if report["pass"]["complete"] != true || report["pass"]["unchanged"] != RECONCILED {
+                return Err(format!("reconcile: {report}").into());
             }
         }
         let floor = &self.floor;

@@ -101,7 +101,7 @@ async fn run(stack: &LocalStack, subs: &[String], step: &Step) {
         }
         Step::Reconcile => {
             Reconciler::new(stack.store.clone(), client(stack), SystemClock)
-                .run(&uuid::Uuid::new_v4().to_string())
+                .pass(&uuid::Uuid::new_v4().to_string())
                 .await;
         }
     }
@@ -125,7 +125,7 @@ async fn converge(stack: &LocalStack, subs: &[String]) -> Result<(), TestCaseErr
         deliveries.iter().all(|d| d.status.is_some() || d.attempt == 0)
     };
     let _ = emulator.wait_webhooks(WAIT, settled).await;
-    let summary = Reconciler::new(stack.store.clone(), client(stack), SystemClock).run("final").await;
+    let summary = Reconciler::new(stack.store.clone(), client(stack), SystemClock).pass("final").await;
     prop_assert!(summary.complete && summary.errors == 0, "{summary:?}");
     for sub in subs {
         let id = SubscriptionId::parse(sub).expect("id");

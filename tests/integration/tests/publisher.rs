@@ -213,7 +213,7 @@ async fn seats_plan_and_cancel_complete_through_reconcile_when_the_partner_webho
                 .expect("the Partner webhook was lost");
             assert_eq!(record(stack, &sub).await.pending_operation.as_ref(), Some(&pending));
 
-            let summary = reconciler.run(&run_id()).await;
+            let summary = reconciler.pass(&run_id()).await;
             assert_eq!(
                 (summary.seen, summary.operations_finished, summary.operations_dropped, summary.errors),
                 (1, 1, 0, 0),
@@ -248,7 +248,7 @@ async fn seats_plan_and_cancel_complete_through_reconcile_when_the_partner_webho
     assert_eq!(ours.status(), SubscriptionStatus::Unsubscribed);
     assert!(ours.retain_data_until.is_some());
 
-    let again = reconciler.run(&run_id()).await;
+    let again = reconciler.pass(&run_id()).await;
     assert_eq!((again.unchanged, again.changed, again.operations_finished), (1, 0, 0), "{again:?}");
 
     let events = lifecycle_events(&stack, &sub).await;
@@ -323,7 +323,7 @@ async fn a_second_change_is_refused_while_one_is_pending() {
     assert_eq!(changes_sent(&stack, &sub).await, 1, "only the first change reached Microsoft");
 
     // Once settled, changes are possible again.
-    assert_eq!(reconciler(&stack).run(&run_id()).await.operations_finished, 1);
+    assert_eq!(reconciler(&stack).pass(&run_id()).await.operations_finished, 1);
     let next = core.request(&id(&sub), ChangeRequest::Seats(20), &Call::new()).await.expect("202");
     assert_eq!(next.quantity, Some(20));
 }

@@ -285,6 +285,8 @@ fn environment(
         ("PRODUCT_URL", "https://app.contoso.example/".into()),
         ("AUTO_ACTIVATE", options.auto_activate.to_string()),
         ("SECURE_COOKIES", "false".into()),
+        // No schedule here: every invocation of the reconciliation starts a pass.
+        ("RECONCILE_INTERVAL_MINUTES", "0".into()),
     ];
     // The webhook's policy, as the template's parameters would set it.
     let policy = &options.policy;
@@ -371,15 +373,16 @@ fn as_iam_caller(mut request: lambda_http::Request) -> lambda_http::Request {
     request
 }
 
-/// Runs the reconciliation now (in AWS an EventBridge schedule does): answers its summary, with
-/// 500 when the run is incomplete (Lambda would count an error).
+/// Runs a whole reconciliation pass now (in AWS a schedule does, every few minutes, a pass an
+/// interval): answers its summary, with 500 when it is incomplete (Lambda would count an error).
 async fn reconcile_now(State(functions): State<Arc<Functions>>) -> axum::response::Response {
-    match functions.reconcile.handle(&serde_json::json!({})).await {
-        Ok(summary) => axum::Json(summary).into_response(),
-        Err(incomplete) => {
-            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(incomplete.0)).into_response()
-        }
-    }
+    let pass = functions.reconcile.reconciler.pass(&uuid::Uuid::new_v4().to_string()).await;
+    let status = if pass.complete {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    };
+    (status, axum::Json(pass)).into_response()
 }
 
 /// What API Gateway would hand the function: the same method, path, raw query, headers and body.

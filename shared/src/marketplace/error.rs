@@ -112,6 +112,14 @@ pub enum MarketplaceError {
         #[source]
         source: reqwest::Error,
     },
+    /// The request could not be built (a value no HTTP request can carry): nothing was sent, and
+    /// sending again would fail the same way.
+    #[error("the request for {action} could not be built")]
+    Unsendable {
+        action: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
     /// The call's deadline passed before an answer came.
     #[error("{action} did not finish before its deadline")]
     DeadlineExceeded { action: &'static str },

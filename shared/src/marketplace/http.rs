@@ -153,6 +153,11 @@ impl HttpMarketplaceClient {
             });
             let (status, headers, body) = match attempt.await {
                 Err(_) => return Err(MarketplaceError::DeadlineExceeded { action }),
+                // Nothing was sent, and it would fail the same way again: not a dropped connection.
+                Ok(Err(error)) if error.is_builder() => {
+                    tracing::error!(action, %request_id, error = %crate::error_chain(&error), "the request could not be built");
+                    return Err(MarketplaceError::Unsendable { action, source: error });
+                }
                 Ok(Err(error)) => {
                     // A request that may have reached Microsoft is sent again only when that is safe.
                     let may_resend = request.idempotent || error.is_connect();
@@ -309,10 +314,11 @@ impl MarketplaceApi for HttpMarketplaceClient {
         if token.trim().is_empty() {
             return Err(MarketplaceError::Invalid("the purchase token is empty"));
         }
-        // No header can carry it: refused before any request (sending would fail to build, and
-        // be tried again until the deadline).
-        if token.chars().any(|c| c.is_control() || !c.is_ascii()) {
-            return Err(MarketplaceError::Invalid("the purchase token holds characters no token has"));
+        // What no purchase token is (too long, or what no header can carry) is not sent.
+        if !super::plausible_purchase_token(token) {
+            return Err(MarketplaceError::Invalid(
+                "the purchase token is too long or holds characters no token has",
+            ));
         }
         let mut request =
             self.request("resolve", Method::POST, self.url(&["saas", "subscriptions", "resolve"]));

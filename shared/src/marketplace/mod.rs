@@ -21,6 +21,19 @@ pub use error::{ApiError, MarketplaceError, ResponseMeta};
 pub use http::HttpMarketplaceClient;
 pub use retry::RetryPolicy;
 
+/// The longest purchase token sent to Microsoft. Microsoft's are a few hundred characters (an
+/// encrypted blob, base64); this leaves room, and still fits the sign-in cookie that carries the
+/// token through the sign-in (a browser keeps 4,096 bytes a cookie).
+pub const MAX_PURCHASE_TOKEN_LENGTH: usize = 2048;
+
+/// Whether `token` may be a purchase token: not empty, not longer than
+/// [`MAX_PURCHASE_TOKEN_LENGTH`], only printable ASCII (no header can carry the rest).
+pub fn plausible_purchase_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_PURCHASE_TOKEN_LENGTH
+        && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 use crate::domain::{
     BatchUsageEventResult, Operation, OperationId, Plan, PlanId, ResolvedSubscription, Subscription,
     SubscriptionId, UsageEvent, UsageEventResult, UsageQuery, UsageRecord,

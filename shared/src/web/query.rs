@@ -1,7 +1,6 @@
 //! Reading the landing page's query string as Microsoft sends it (docs/marketplace-api.md#token-decoding).
 
-/// The longest purchase token we pass on to Microsoft; real ones are a few hundred characters.
-pub const MAX_TOKEN_LENGTH: usize = 8 * 1024;
+pub use crate::marketplace::MAX_PURCHASE_TOKEN_LENGTH as MAX_TOKEN_LENGTH;
 
 /// The value of `name` in a raw query string, percent-decoded exactly once, with no `+`-to-space
 /// conversion (that is form decoding, and purchase tokens contain `+`). `None` when absent or
@@ -20,8 +19,7 @@ pub fn parameter(raw_query: &str, name: &str) -> Option<String> {
 pub fn purchase_token(raw_query: &str) -> Option<String> {
     // Spaces first: a `+` at either end that became a space is part of the token, not padding.
     let token = parameter(raw_query, "token")?.replace(' ', "+").trim().to_owned();
-    let plausible = token.bytes().all(|b| b.is_ascii_graphic());
-    (!token.is_empty() && token.len() <= MAX_TOKEN_LENGTH && plausible).then_some(token)
+    crate::marketplace::plausible_purchase_token(&token).then_some(token)
 }
 
 fn percent_decode(value: &str) -> Option<String> {
@@ -76,6 +74,9 @@ mod tests {
         assert_eq!(purchase_token("tokens=abc"), None);
         assert_eq!(purchase_token(&format!("token={}", "a".repeat(MAX_TOKEN_LENGTH + 1))), None);
         assert_eq!(purchase_token("token=%FF%FE"), None, "not UTF-8");
+        // Microsoft's are a few hundred characters; the sign-in cookie must carry one.
+        assert_eq!(purchase_token(&format!("token={}", "a".repeat(2049))), None);
+        assert!(purchase_token(&format!("token={}", "a".repeat(2048))).is_some());
     }
 
     #[test]

@@ -105,8 +105,11 @@ async fn resolve_refuses_unknown_mangled_and_expired_tokens() {
     let client = client_of(&emulator);
     let bought = emulator.purchase(seats("team-monthly", 1)).await;
     assert!(is_bad_request(client.resolve("not-a-token", &Call::new()).await));
-    // A `+` turned into a space by a careless decoder.
-    assert!(is_bad_request(client.resolve(&bought.token.replace('+', " "), &Call::new()).await));
+    // A `+` turned into another character by a careless decoder: Microsoft cannot decrypt it.
+    assert!(is_bad_request(client.resolve(&bought.token.replace('+', "-"), &Call::new()).await));
+    // Turned into a space, it is no token at all, and is not sent.
+    let spaced = client.resolve(&bought.token.replace('+', " "), &Call::new()).await;
+    assert!(matches!(spaced, Err(MarketplaceError::Invalid(_))), "{spaced:?}");
     assert!(client.resolve(&bought.token, &Call::new()).await.is_ok());
     // Expiry is a matter of time passing, not of an event to wait for.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -118,12 +121,31 @@ async fn resolve_refuses_unknown_mangled_and_expired_tokens() {
 async fn a_token_no_header_can_carry_is_refused_before_any_request() {
     let emulator = emulator().await;
     let client = client_of(&emulator);
-    for token in ["abc\ndef", "abc\u{0}def", "abc\u{7f}", "ab\u{e9}c"] {
+    let too_long = "a".repeat(fulfillment::marketplace::MAX_PURCHASE_TOKEN_LENGTH + 1);
+    for token in ["abc\ndef", "abc\u{0}def", "abc\u{7f}", "ab\u{e9}c", too_long.as_str()] {
         let answer = client.resolve(token, &Call::new()).await;
         assert!(matches!(answer, Err(MarketplaceError::Invalid(_))), "{token:?}: {answer:?}");
     }
     let resolves = emulator.requests().await.into_iter().filter(|r| r.path.contains("resolve")).count();
     assert_eq!(resolves, 0, "nothing sent, nothing retried");
+}
+
+/// A request that cannot be built (here: a correlation id with a newline, which no header can
+/// carry) fails at once, as refused: sending it again would fail the same way.
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_not_retried() {
+    let emulator = emulator().await;
+    let client = client_of(&emulator);
+    let id = subscribed(&emulator, &client).await;
+    let before = emulator.requests().await.len();
+    let answer = client.get_subscription(&id, &Call::correlated("run\nid")).await;
+    match &answer {
+        Err(error @ MarketplaceError::Unsendable { action: "get subscription", .. }) => {
+            assert!(!error.is_retryable(), "{error:?}");
+        }
+        other => panic!("a typed, final error: {other:?}"),
+    }
+    assert_eq!(emulator.requests().await.len(), before, "nothing sent");
 }
 
 #[tokio::test]

@@ -191,6 +191,35 @@ async fn a_store_outage_answers_5xx_and_the_redelivery_applies_once() {
     assert_eq!(history.iter().filter(|h| h.operation_id.as_str() != "seed").count(), 1, "applied once");
 }
 
+/// Microsoft waits 10 seconds, counted from its request: with the table and Microsoft both slow
+/// (1.5 s a call each, a dozen calls) and a slow start, the refusal still comes within the
+/// webhook's budget of 8 seconds from when the function began to start, and the redelivery,
+/// once both are quick again, applies the change once.
+#[tokio::test]
+async fn with_the_store_and_microsoft_slow_a_refusal_is_answered_within_the_budget_counted_from_the_cold_start()
+ {
+    let began = std::time::Instant::now();
+    let fixture = fixture().await;
+    // A slow cold start (the secret, the keys): it is part of the first request's wait.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    fixture.scripted.set_delay(std::time::Duration::from_millis(1500));
+    fixture.market.set_delay(std::time::Duration::from_millis(1500));
+    let (status, body) = answer(&fixture, "suspend.json").await;
+    let waited = began.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "Microsoft will deliver again: {body}");
+    assert!(
+        waited <= webhook::BUDGET + std::time::Duration::from_millis(500),
+        "answered {waited:?} after the start began, over the budget of {:?}",
+        webhook::BUDGET
+    );
+
+    fixture.scripted.set_delay(std::time::Duration::ZERO);
+    fixture.market.set_delay(std::time::Duration::ZERO);
+    let (status, body) = answer(&fixture, "suspend.json").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("recorded")), "{body}");
+    assert_eq!(record(&fixture).await.status(), SubscriptionStatus::Suspended);
+}
+
 #[tokio::test]
 async fn the_publishers_finished_change_records_microsofts_view() {
     let fixture = fixture().await;

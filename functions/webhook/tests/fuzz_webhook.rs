@@ -9,9 +9,9 @@
 mod support;
 
 use fulfillment::clock::SystemClock;
+use fulfillment::config::Environment;
 use fulfillment::domain::WebhookPayload;
 use fulfillment::store::dynamodb::DynamoDbStore;
-use fulfillment::webhook::{ChangePolicy, Webhook};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use proptest::collection::vec;
@@ -34,16 +34,14 @@ impl Fixture {
         let key = TestKey::load();
         let keys = KeyServer::start(&key.jwks());
         let table = EmptyTable::default();
-        let function = WebhookFunction {
-            webhook: Webhook::new(
-                table.store(),
-                Unreachable::default(),
-                SystemClock,
-                ChangePolicy::default(),
-            ),
-            authenticator: support::authenticator(&keys),
-            clock: SystemClock,
-        };
+        // The token's issuer and keys as the deployed function reads them.
+        let environment = Environment::from_pairs([
+            ("ENTRA_TENANT_ID", support::TENANT),
+            ("ENTRA_CLIENT_ID", support::APP),
+            ("WEBHOOK_JWKS_URL", keys.url.as_str()),
+        ]);
+        let function = WebhookFunction::new(table.store(), Unreachable::default(), SystemClock, &environment)
+            .expect("the webhook");
         let token = key.webhook_token(false, "marketplace-sp");
         Self { function, table, token: format!("Bearer {token}"), runtime: runtime(), _keys: keys }
     }

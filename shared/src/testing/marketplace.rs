@@ -48,6 +48,8 @@ struct Market {
     /// Microsoft has been seen to apply a change the publisher refused (docs/marketplace-api.md#webhook-responses).
     refusals_ignored: bool,
     page_size: usize,
+    /// How long each call takes, in real time (a slow Microsoft).
+    delay: std::time::Duration,
     /// How far each `list_subscriptions` call moves the clock (how long it "takes").
     list_takes: chrono::Duration,
     counter: u64,
@@ -125,6 +127,11 @@ impl FakeMarketplace {
         self.with(|m| m.list_takes = takes);
     }
 
+    /// Every call takes this long before it acts (a slow Microsoft).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.with(|m| m.delay = delay);
+    }
+
     pub fn set_page_size(&self, size: usize) {
         self.with(|m| m.page_size = size.max(1));
     }
@@ -186,7 +193,11 @@ impl FakeMarketplace {
     }
 
     /// A fault that stops the call before it acts; a lost answer is returned for after.
-    fn before(&self, call: &'static str) -> Result<Option<MarketFault>, MarketplaceError> {
+    async fn before(&self, call: &'static str) -> Result<Option<MarketFault>, MarketplaceError> {
+        let delay = self.with(|m| m.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         match self.take_fault(call) {
             Some(MarketFault::LostAnswer) => Ok(Some(MarketFault::LostAnswer)),
             Some(fault) => Err(failed(fault)),
@@ -467,7 +478,7 @@ impl Market {
 
 impl MarketplaceApi for FakeMarketplace {
     async fn resolve(&self, token: &str, _call: &Call) -> Result<ResolvedSubscription, MarketplaceError> {
-        let lost = self.before("resolve")?;
+        let lost = self.before("resolve").await?;
         let resolved = self.with(|m| {
             let id = m.tokens.get(token).ok_or_else(|| bad("the token is not valid"))?;
             let s = m.subscriptions.get(id).ok_or_else(|| bad("the token is not valid"))?;
@@ -490,7 +501,7 @@ impl MarketplaceApi for FakeMarketplace {
         quantity: Option<u32>,
         _call: &Call,
     ) -> Result<(), MarketplaceError> {
-        let lost = self.before("activate")?;
+        let lost = self.before("activate").await?;
         let now = self.clock.now();
         self.with(|m| {
             let s = m.subscriptions.get_mut(id).ok_or_else(|| not_found("no such subscription"))?;
@@ -522,7 +533,7 @@ impl MarketplaceApi for FakeMarketplace {
     ) -> Result<SubscriptionsPage, MarketplaceError> {
         let takes = self.with(|m| m.list_takes);
         self.clock.advance(takes);
-        let lost = self.before("list_subscriptions")?;
+        let lost = self.before("list_subscriptions").await?;
         let start = match page {
             Some(PageToken(token)) => token.parse::<usize>().map_err(|_| bad("continuation token"))?,
             None => 0,
@@ -542,7 +553,7 @@ impl MarketplaceApi for FakeMarketplace {
         id: &SubscriptionId,
         _call: &Call,
     ) -> Result<Subscription, MarketplaceError> {
-        let lost = self.before("get_subscription")?;
+        let lost = self.before("get_subscription").await?;
         let found = self.subscription(id).ok_or_else(|| not_found("no such subscription"))?;
         Self::after(lost, found)
     }
@@ -553,7 +564,7 @@ impl MarketplaceApi for FakeMarketplace {
         plan: Option<&PlanId>,
         _call: &Call,
     ) -> Result<Vec<Plan>, MarketplaceError> {
-        let lost = self.before("list_available_plans")?;
+        let lost = self.before("list_available_plans").await?;
         let plans = self.with(|m| {
             if !m.subscriptions.contains_key(id) {
                 return Err(not_found("no such subscription"));
@@ -586,7 +597,7 @@ impl MarketplaceApi for FakeMarketplace {
         plan: &PlanId,
         _call: &Call,
     ) -> Result<OperationLocation, MarketplaceError> {
-        let lost = self.before("change_plan")?;
+        let lost = self.before("change_plan").await?;
         let now = self.clock.now();
         let started =
             self.with(|m| m.start(id, OperationAction::ChangePlan, Some(plan.clone()), None, now))?;
@@ -599,7 +610,7 @@ impl MarketplaceApi for FakeMarketplace {
         quantity: u32,
         _call: &Call,
     ) -> Result<OperationLocation, MarketplaceError> {
-        let lost = self.before("change_quantity")?;
+        let lost = self.before("change_quantity").await?;
         let now = self.clock.now();
         let started =
             self.with(|m| m.start(id, OperationAction::ChangeQuantity, None, Some(quantity), now))?;
@@ -611,7 +622,7 @@ impl MarketplaceApi for FakeMarketplace {
         id: &SubscriptionId,
         _call: &Call,
     ) -> Result<OperationLocation, MarketplaceError> {
-        let lost = self.before("delete_subscription")?;
+        let lost = self.before("delete_subscription").await?;
         let now = self.clock.now();
         let started = self.with(|m| m.start(id, OperationAction::Unsubscribe, None, None, now))?;
         Self::after(lost, started)
@@ -622,7 +633,7 @@ impl MarketplaceApi for FakeMarketplace {
         id: &SubscriptionId,
         _call: &Call,
     ) -> Result<Vec<Operation>, MarketplaceError> {
-        let lost = self.before("list_outstanding_operations")?;
+        let lost = self.before("list_outstanding_operations").await?;
         let operations = self.with(|m| {
             m.operations
                 .values()
@@ -639,7 +650,7 @@ impl MarketplaceApi for FakeMarketplace {
         operation: &OperationId,
         _call: &Call,
     ) -> Result<Operation, MarketplaceError> {
-        let lost = self.before("get_operation")?;
+        let lost = self.before("get_operation").await?;
         let found = self
             .operation(operation)
             .filter(|o| &o.subscription_id == id)
@@ -655,7 +666,7 @@ impl MarketplaceApi for FakeMarketplace {
         status: AckStatus,
         _call: &Call,
     ) -> Result<(), MarketplaceError> {
-        let lost = self.before("update_operation_status")?;
+        let lost = self.before("update_operation_status").await?;
         let now = self.clock.now();
         self.with(|m| {
             let o = m

@@ -43,6 +43,8 @@ struct Script<S> {
     down: bool,
     /// Every call is refused (as a missing table or permission would) while set.
     refusing: bool,
+    /// Every call takes this long first.
+    delay: std::time::Duration,
 }
 
 /// Wraps `S` (cloned for each interleaved writer); clones share the script.
@@ -65,6 +67,7 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
                 steps: BTreeMap::new(),
                 down: false,
                 refusing: false,
+                delay: std::time::Duration::ZERO,
             })),
         }
     }
@@ -98,12 +101,21 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
         self.script.lock().expect("script").applies
     }
 
+    /// Every call takes this long before it acts (a slow table).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.script.lock().expect("script").delay = delay;
+    }
+
     /// While refusing, every call fails as refused (not retryable).
     pub fn set_refusing(&self, refusing: bool) {
         self.script.lock().expect("script").refusing = refusing;
     }
 
-    fn check(&self, action: &'static str) -> Result<(), StoreError> {
+    async fn check(&self, action: &'static str) -> Result<(), StoreError> {
+        let delay = self.script.lock().expect("script").delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let script = self.script.lock().expect("script");
         if script.refusing {
             return Err(StoreError::Refused { action, source: "scripted refusal".into() });
@@ -114,12 +126,12 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
 
 impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore<S> {
     async fn get(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
-        self.check("get subscription")?;
+        self.check("get subscription").await?;
         self.inner.get(id).await
     }
 
     async fn apply(&self, change: &Change) -> Result<Committed, StoreError> {
-        self.check("apply change")?;
+        self.check("apply change").await?;
         let step = {
             let mut script = self.script.lock().expect("script");
             script.applies += 1;
@@ -139,7 +151,7 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
     }
 
     async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        self.check("get subscriptions")?;
+        self.check("get subscriptions").await?;
         self.inner.get_many(ids).await
     }
 
@@ -149,7 +161,7 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
         page: Option<&str>,
         limit: u32,
     ) -> Result<ListPage, StoreError> {
-        self.check("list subscriptions")?;
+        self.check("list subscriptions").await?;
         self.inner.list(filter, page, limit).await
     }
 
@@ -158,37 +170,37 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
         subscription_id: &SubscriptionId,
         operation_id: &OperationId,
     ) -> Result<Option<OperationRecord>, StoreError> {
-        self.check("get operation")?;
+        self.check("get operation").await?;
         self.inner.operation(subscription_id, operation_id).await
     }
 
     async fn history(&self, id: &SubscriptionId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.check("read history")?;
+        self.check("read history").await?;
         self.inner.history(id).await
     }
 
     async fn record_rejected(&self, delivery: &RejectedDelivery) -> Result<(), StoreError> {
-        self.check("record rejected delivery")?;
+        self.check("record rejected delivery").await?;
         self.inner.record_rejected(delivery).await
     }
 
     async fn rejected_on(&self, day: chrono::NaiveDate) -> Result<Vec<RejectedDelivery>, StoreError> {
-        self.check("read rejected deliveries")?;
+        self.check("read rejected deliveries").await?;
         self.inner.rejected_on(day).await
     }
 
     async fn by_beneficiary_tenant(&self, tenant_id: &str) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        self.check("find by beneficiary tenant")?;
+        self.check("find by beneficiary tenant").await?;
         self.inner.by_beneficiary_tenant(tenant_id).await
     }
 
     async fn checkpoint(&self) -> Result<Option<ReconcileCheckpoint>, StoreError> {
-        self.check("read the reconciliation's checkpoint")?;
+        self.check("read the reconciliation's checkpoint").await?;
         self.inner.checkpoint().await
     }
 
     async fn save_checkpoint(&self, checkpoint: &ReconcileCheckpoint) -> Result<u64, StoreError> {
-        self.check("save the reconciliation's checkpoint")?;
+        self.check("save the reconciliation's checkpoint").await?;
         self.inner.save_checkpoint(checkpoint).await
     }
 }

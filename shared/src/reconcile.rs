@@ -78,6 +78,19 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// As the report and the log line spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Finished => "finished",
+            Self::HandedOver => "handedOver",
+            Self::Busy => "busy",
+            Self::Idle => "idle",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// One invocation's report; logged as one JSON line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -199,7 +212,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         let pass = report.pass.as_ref();
         tracing::info!(
             run_id = invocation.id,
-            outcome = ?report.outcome,
+            outcome = report.outcome.as_str(),
             pages = report.pages,
             elapsed_ms = report.elapsed_ms,
             pass_id = pass.map(|p| p.pass_id.as_str()),

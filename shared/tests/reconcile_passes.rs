@@ -226,3 +226,10 @@ async fn a_pass_asked_for_now_starts_afresh_even_with_one_under_way() {
     );
     assert_eq!(world.checkpoint().await.last_pass, Some(pass));
 }
+
+#[test]
+fn the_log_line_spells_each_outcome_as_the_report_does() {
+    for outcome in [Outcome::Finished, Outcome::HandedOver, Outcome::Busy, Outcome::Idle, Outcome::Failed] {
+        assert_eq!(serde_json::to_value(outcome).expect("JSON"), outcome.as_str());
+    }
+}

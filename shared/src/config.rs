@@ -34,6 +34,10 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error(
+        "{0} is set both as an environment variable and in the secret, to different values: set it in one place"
+    )]
+    InBothPlaces(String),
 }
 
 fn invalid(name: &'static str, reason: impl std::fmt::Display) -> ConfigError {
@@ -64,14 +68,19 @@ impl Environment {
     }
 
     /// Adds `fields` (a secret's) where nothing is set: a blank value is unset, so the template's
-    /// blank declarations never shadow the secret.
-    pub fn with_defaults(mut self, fields: HashMap<String, String>) -> Self {
+    /// blank declarations never shadow the secret. A setting with another value in the
+    /// environment is refused: which one wins would be a guess.
+    pub fn with_secret(mut self, fields: HashMap<String, String>) -> Result<Self, ConfigError> {
         for (name, value) in fields {
-            if self.get(&name).is_none() {
-                self.values.insert(name, value);
+            match self.get(&name) {
+                None => {
+                    self.values.insert(name, value);
+                }
+                Some(set) if set == value.trim() => {}
+                Some(_) => return Err(ConfigError::InBothPlaces(name)),
             }
         }
-        self
+        Ok(self)
     }
 
     /// The Secrets Manager secret to read, if any: an ARN, as the template passes it. Anything else
@@ -144,13 +153,26 @@ impl Environment {
         Ok(self.number::<u64>(name)?.map_or(default, Duration::from_millis))
     }
 
-    /// An http(s) URL.
+    /// An https URL; plain http only to this machine (local runs, tests) or under `sam local`
+    /// (its containers reach the host by name).
     fn url(&self, name: &'static str) -> Result<Option<Url>, ConfigError> {
-        match self.get(name).map(|v| Url::parse(&v).map_err(|e| invalid(name, e))).transpose()? {
-            Some(url) if !matches!(url.scheme(), "http" | "https") => {
-                Err(invalid(name, "must be an http(s) URL"))
+        let Some(url) = self.get(name).map(|v| Url::parse(&v).map_err(|e| invalid(name, e))).transpose()?
+        else {
+            return Ok(None);
+        };
+        let loopback = match url.host() {
+            Some(url::Host::Domain(domain)) => domain == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => Ok(Some(url)),
+            "http" if loopback || self.flag("AWS_SAM_LOCAL", false)? => Ok(Some(url)),
+            "http" => {
+                Err(invalid(name, "must be an https URL (plain http only to this machine, for local runs)"))
             }
-            other => Ok(other),
+            _ => Err(invalid(name, "must be an https URL")),
         }
     }
 

@@ -96,7 +96,7 @@ impl Services {
             Some(arn) => {
                 let fields = read_secret(&aws, &arn).await?;
                 (
-                    environment.with_defaults(fields),
+                    environment.with_secret(fields)?,
                     SecretSource::SecretsManager { client: aws.secrets_manager(), arn },
                 )
             }

@@ -223,13 +223,72 @@ fn a_blank_declaration_never_shadows_the_secret() {
         ("FORM_SIGNING_KEY".to_owned(), "also-from-the-secret-and-32-bytes-long".to_owned()),
     ]
     .into();
-    let environment = environment(&[
-        ("ENTRA_CLIENT_SECRET", ""),
-        ("FORM_SIGNING_KEY", "set-in-the-environment-itself-32b"),
-    ])
-    .with_defaults(secret);
+    let environment = environment(&[("ENTRA_CLIENT_SECRET", ""), ("FORM_SIGNING_KEY", " ")])
+        .with_secret(secret)
+        .expect("blank declarations take the secret's values");
     assert_eq!(environment.get("ENTRA_CLIENT_SECRET").as_deref(), Some("from-the-secret"));
-    assert_eq!(environment.get("FORM_SIGNING_KEY").as_deref(), Some("set-in-the-environment-itself-32b"));
+    assert_eq!(
+        environment.get("FORM_SIGNING_KEY").as_deref(),
+        Some("also-from-the-secret-and-32-bytes-long")
+    );
+}
+
+/// A setting in both places used to be the environment's, silently: a stale variable left from a
+/// test would shadow the rotated secret. It stops the start, naming the setting.
+#[test]
+fn a_setting_both_in_the_environment_and_in_the_secret_is_refused() {
+    let secret: std::collections::HashMap<String, String> =
+        [("FORM_SIGNING_KEY".to_owned(), "from-the-secret-and-at-least-32-bytes".to_owned())].into();
+    let both =
+        environment(&[("FORM_SIGNING_KEY", "set-in-the-environment-itself-32b")]).with_secret(secret.clone());
+    match both {
+        Err(error @ ConfigError::InBothPlaces(_)) => {
+            assert!(error.to_string().starts_with("FORM_SIGNING_KEY is set both"), "{error}");
+            assert!(!error.to_string().contains("32b"), "no value is shown: {error}");
+        }
+        other => panic!("refused: {other:?}"),
+    }
+    let same =
+        environment(&[("FORM_SIGNING_KEY", "from-the-secret-and-at-least-32-bytes")]).with_secret(secret);
+    assert!(same.is_ok(), "the same value in both places is no conflict");
+}
+
+/// Outside local runs every URL is https: a token, a purchase token or a signing key never
+/// travels in the clear, and no URL that cannot be a base (`mailto:`) gets as far as a call.
+#[test]
+fn outside_local_runs_every_url_setting_is_https() {
+    for name in ["MARKETPLACE_API_BASE", "ENTRA_AUTHORITY"] {
+        assert_invalid(
+            with(&MARKETPLACE, name, "http://marketplace.example/api").marketplace(),
+            name,
+            "http",
+        );
+        assert_invalid(with(&MARKETPLACE, name, "mailto:ops@example.com").marketplace(), name, "mailto");
+    }
+    assert_invalid(
+        with(&MARKETPLACE, "WEBHOOK_JWKS_URL", "http://keys.example/keys").webhook_token(),
+        "WEBHOOK_JWKS_URL",
+        "http",
+    );
+    let pages = [
+        ("FORM_SIGNING_KEY", "0123456789abcdef0123456789abcdef"),
+        ("LANDING_URL", "https://app.example/landing"),
+    ];
+    for name in ["LANDING_URL", "ACTIVATE_URL", "OIDC_REDIRECT_URI", "OIDC_AUTHORITY"] {
+        let mut pairs = pages.to_vec();
+        pairs.push(("OIDC_CLIENT_ID", APP));
+        assert_invalid(with(&pairs, name, "http://app.example/x").web(), name, "http");
+    }
+    // This machine (local runs and tests) and sam local's containers may use plain http.
+    assert!(with(&MARKETPLACE, "MARKETPLACE_API_BASE", "http://127.0.0.1:8600/api").marketplace().is_ok());
+    assert!(with(&MARKETPLACE, "ENTRA_AUTHORITY", "http://localhost:8600/entra").marketplace().is_ok());
+    let mut sam_local = MARKETPLACE.to_vec();
+    sam_local.push(("AWS_SAM_LOCAL", "true"));
+    assert!(
+        with(&sam_local, "MARKETPLACE_API_BASE", "http://host.docker.internal:8600/api")
+            .marketplace()
+            .is_ok()
+    );
 }
 
 #[test]

@@ -138,13 +138,15 @@ impl PublisherError {
     }
 }
 
-/// A subscription with everything that happened to it.
+/// A subscription with a page of what happened to it (oldest first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionView {
     pub record: SubscriptionRecord,
     pub entitlement: Entitlement,
     pub history: Vec<HistoryEntry>,
+    /// Where the history goes on; `None` at its end.
+    pub history_next_page_token: Option<String>,
 }
 
 pub struct Publisher<S, M, C> {
@@ -189,10 +191,21 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Publisher<S, M, C> {
         Ok(self.store.list(filter, page, limit).await?)
     }
 
-    pub async fn view(&self, id: &SubscriptionId) -> Result<SubscriptionView, PublisherError> {
+    /// The record, its entitlement, and up to `limit` history entries from `page`.
+    pub async fn view(
+        &self,
+        id: &SubscriptionId,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<SubscriptionView, PublisherError> {
         let record = self.record(id).await?;
-        let history = self.store.history(id).await?;
-        Ok(SubscriptionView { entitlement: Entitlement::from(&record), record, history })
+        let history = self.store.history_page(id, page, limit).await?;
+        Ok(SubscriptionView {
+            entitlement: Entitlement::from(&record),
+            record,
+            history: history.entries,
+            history_next_page_token: history.next,
+        })
     }
 
     pub async fn entitlement(&self, id: &SubscriptionId) -> Result<Entitlement, PublisherError> {

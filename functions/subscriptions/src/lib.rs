@@ -34,6 +34,8 @@ const MARKETPLACE_BUDGET: Duration = Duration::from_secs(20);
 /// The self-check's checks run at once, well inside the function's timeout.
 const SELF_CHECK_BUDGET: Duration = Duration::from_secs(10);
 const MAX_BODY: usize = 16 * 1024;
+/// History entries in one answer at most: a few kilobytes each, well inside Lambda's 6 MB.
+const MAX_HISTORY_PAGE: u32 = 500;
 
 pub struct AdminApi<S, M, C> {
     pub publisher: Publisher<S, M, C>,
@@ -144,7 +146,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
                 return respond::json(status, &json!({ "healthy": healthy, "findings": findings }));
             }
             Route::List => self.list(request).await,
-            Route::Get(id) => self.publisher.view(&id).await.map(|view| (StatusCode::OK, json!(view))),
+            Route::Get(id) => self.view(request, &id).await,
             Route::Entitlement(id) => {
                 self.publisher.entitlement(&id).await.map(|e| (StatusCode::OK, json!(e)))
             }
@@ -180,6 +182,23 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
         let subscriptions: Vec<Value> =
             page.subscriptions.iter().map(|r| json!({ "subscription": r.subscription, "version": r.version, "pendingOperation": r.pending_operation, "updatedAt": r.updated_at })).collect();
         Ok((StatusCode::OK, json!({ "subscriptions": subscriptions, "nextPageToken": page.next })))
+    }
+
+    /// A page of the history comes with the record: Lambda answers at most 6 MB, and a history
+    /// only grows. `historyLimit` (100, at most [`MAX_HISTORY_PAGE`]) and `historyPageToken`.
+    async fn view(
+        &self,
+        request: &Request,
+        id: &SubscriptionId,
+    ) -> Result<(StatusCode, Value), PublisherError> {
+        let raw = request.uri().query().unwrap_or_default();
+        let limit = query::parameter(raw, "historyLimit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(100u32)
+            .clamp(1, MAX_HISTORY_PAGE);
+        let page = query::parameter(raw, "historyPageToken").filter(|p| !p.is_empty());
+        let view = self.publisher.view(id, page.as_deref(), limit).await?;
+        Ok((StatusCode::OK, json!(view)))
     }
 
     async fn request(

@@ -6,7 +6,7 @@ use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
 use fulfillment::config::Environment;
 use fulfillment::domain::{OperationId, Subscription};
-use fulfillment::store::ChangeSource;
+use fulfillment::store::{ChangeSource, SubscriptionStore};
 use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore, ScriptedStore};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
@@ -138,4 +138,62 @@ async fn each_change_event_alone_is_accepted() {
         assert_eq!(response.status(), StatusCode::ACCEPTED, "{file}: {body}");
         assert!(matches!(response.body(), Body::Text(_) | Body::Binary(_)));
     }
+}
+
+/// A subscription's history grows for ever; Lambda answers at most 6 MB. The record comes with a
+/// page of it (100 entries unless `historyLimit` says fewer, at most 500), and
+/// `historyNextPageToken` leads on.
+#[tokio::test]
+async fn a_long_history_comes_in_pages() {
+    let (api, store, _) = fixture().await;
+    let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).single().expect("time"));
+    let id = fulfillment::domain::SubscriptionId::parse(SUBSCRIPTION).expect("id");
+    for seats in 11..260 {
+        let mut subscription = store.inner().get(&id).await.expect("read").expect("there").subscription;
+        subscription.quantity = Some(seats);
+        let operation = OperationId::parse(&format!("change-{seats}")).expect("id");
+        let seen = Event::observed(subscription, clock.now(), operation, ChangeSource::Webhook);
+        record_event(store.inner(), &seen, clock.now()).await.expect("recorded");
+        clock.advance(chrono::Duration::seconds(1));
+    }
+    let get = |query: String| {
+        let mut request = event("get.json");
+        let path = request.uri().path().to_owned();
+        *request.uri_mut() = format!("{path}?{query}").parse().expect("a URI");
+        let api = &api;
+        async move {
+            let response = api.handle(request).await;
+            let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).expect("JSON");
+            (response.status(), body)
+        }
+    };
+    let (status, first) = get(String::new()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["history"].as_array().map(Vec::len), Some(100), "a page of 100 by default");
+    assert_eq!(first["record"]["subscription"]["quantity"], 259);
+
+    let (mut seen, mut token, mut pages) = (0, None::<String>, 0);
+    loop {
+        let query = match &token {
+            None => "historyLimit=40".to_owned(),
+            Some(token) => format!("historyLimit=40&historyPageToken={token}"),
+        };
+        let (status, page) = get(query).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let entries = page["history"].as_array().expect("history");
+        assert!(entries.len() <= 40);
+        seen += entries.len();
+        pages += 1;
+        token = page["historyNextPageToken"].as_str().map(str::to_owned);
+        if token.is_none() || pages > 20 {
+            break;
+        }
+    }
+    assert_eq!((seen, token), (250, None), "every entry once, over {pages} pages");
+
+    let (status, refused) = get("historyPageToken=not-ours".to_owned()).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("InvalidPageToken"))
+    );
 }

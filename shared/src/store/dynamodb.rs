@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    BoxError, Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
-    RejectedDelivery, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
+    BoxError, Change, Committed, HistoryEntry, HistoryPage, ListFilter, ListPage, OperationRecord,
+    ReconcileCheckpoint, RejectedDelivery, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 use crate::domain::{OperationId, SubscriptionId};
 
@@ -301,6 +301,34 @@ impl SubscriptionStore for DynamoDbStore {
             .expression_attribute_values(":prefix", string(layout::EVENT_PREFIX))
             .consistent_read(true);
         self.query_all("read history", query).await?.iter().map(decode).collect()
+    }
+
+    async fn history_page(
+        &self,
+        id: &SubscriptionId,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        let partition = layout::partition(id);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", string(&partition))
+            .expression_attribute_values(":prefix", string(layout::EVENT_PREFIX))
+            .limit(limit.clamp(1, 1000) as i32)
+            .consistent_read(true);
+        if let Some(page) = page {
+            let (token_partition, sort) = super::page_token::parse(page)?;
+            if token_partition != partition || !sort.starts_with(layout::EVENT_PREFIX) {
+                return Err(StoreError::InvalidPageToken);
+            }
+            query = query.set_exclusive_start_key(Some(page_key(page)?));
+        }
+        let output = query.send().await.map_err(|e| classify("read history", e))?;
+        let entries = output.items.unwrap_or_default().iter().map(decode).collect::<Result<_, _>>()?;
+        Ok(HistoryPage { entries, next: output.last_evaluated_key.map(|key| page_token(&key)) })
     }
 
     async fn record_rejected(&self, delivery: &RejectedDelivery) -> Result<(), StoreError> {

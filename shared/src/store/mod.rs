@@ -237,6 +237,15 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
+/// A page of one subscription's history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    /// Where the next page starts; `None` when nothing follows. A full page may be followed by an
+    /// empty one (DynamoDB cannot tell before it looks).
+    pub next: Option<String>,
+}
+
 /// What a change does to the subscription's state item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateWrite {
@@ -376,6 +385,15 @@ pub trait SubscriptionStore: Send + Sync {
         &self,
         id: &SubscriptionId,
     ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+
+    /// Up to `limit` history entries of a subscription, oldest first, from `page` (a previous
+    /// answer's `next`; a token of another subscription's history is refused).
+    fn history_page(
+        &self,
+        id: &SubscriptionId,
+        page: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
 
     /// Keeps a delivery refused before it named a subscription.
     fn record_rejected(

@@ -76,6 +76,7 @@ where
     batch_reads_and_tenant_lookups_find_exactly_what_exists(&fresh().await).await;
     rejected_deliveries_are_kept_by_day(&fresh().await).await;
     the_checkpoint_is_saved_only_over_the_version_read(&fresh().await).await;
+    history_pages_through_every_entry_once_in_order(&fresh().await).await;
 }
 
 pub async fn a_record_reads_back_exactly_as_written(store: &impl SubscriptionStore) {
@@ -318,4 +319,44 @@ pub async fn the_checkpoint_is_saved_only_over_the_version_read(store: &impl Sub
     );
     let listed = store.list(&ListFilter::default(), None, 100).await.expect("list");
     assert!(listed.subscriptions.is_empty(), "the checkpoint is no subscription: {listed:?}");
+}
+
+pub async fn history_pages_through_every_entry_once_in_order(store: &impl SubscriptionStore) {
+    let record = seeded(store, SubscriptionStatus::Subscribed, "tenant-h").await;
+    let id = record.subscription.id.clone();
+    let mut current = record;
+    for (minute, seats) in (1..=4).zip(6..) {
+        let mut next = current.subscription.clone();
+        next.quantity = Some(seats);
+        let change = change(Some(&current), seen(next, minute));
+        store.apply(&change).await.expect("applied");
+        current = store.get(&id).await.expect("read").expect("there");
+    }
+    let other = seeded(store, SubscriptionStatus::Subscribed, "tenant-h").await;
+    let all = store.history(&id).await.expect("history");
+    assert_eq!(all.len(), 5);
+
+    let (mut paged, mut page, mut sizes) = (Vec::new(), None::<String>, Vec::new());
+    for _ in 0..10 {
+        let answer = store.history_page(&id, page.as_deref(), 2).await.expect("a page");
+        sizes.push(answer.entries.len());
+        paged.extend(answer.entries);
+        page = answer.next;
+        if page.is_none() {
+            break;
+        }
+    }
+    assert_eq!(page, None, "the paging ended: {sizes:?}");
+    assert_eq!(paged, all, "every entry once, oldest first, in pages of {sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 2), "{sizes:?}");
+
+    let first = store.history_page(&id, None, 2).await.expect("a page").next.expect("more");
+    assert!(
+        matches!(
+            store.history_page(&other.subscription.id, Some(&first), 2).await,
+            Err(StoreError::InvalidPageToken)
+        ),
+        "another subscription's position is refused"
+    );
+    assert!(matches!(store.history_page(&id, Some("garbage"), 2).await, Err(StoreError::InvalidPageToken)));
 }

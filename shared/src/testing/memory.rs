@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::domain::{OperationId, SubscriptionId};
 use crate::store::dynamodb::layout;
 use crate::store::{
-    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
+    Change, Committed, HistoryEntry, HistoryPage, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
     RejectedDelivery, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore, page_token,
 };
 
@@ -141,6 +141,39 @@ impl SubscriptionStore for MemoryStore {
     async fn history(&self, id: &SubscriptionId) -> Result<Vec<HistoryEntry>, StoreError> {
         Ok(self.with(|t| {
             t.history.iter().filter(|((sub, _), _)| sub == id).map(|(_, entry)| entry.clone()).collect()
+        }))
+    }
+
+    async fn history_page(
+        &self,
+        id: &SubscriptionId,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        let after = match page {
+            None => None,
+            Some(token) => {
+                let (partition, sort) = page_token::parse(token)?;
+                if partition != layout::partition(id) || !sort.starts_with(layout::EVENT_PREFIX) {
+                    return Err(StoreError::InvalidPageToken);
+                }
+                Some(sort)
+            }
+        };
+        let limit = limit.clamp(1, 1000) as usize;
+        Ok(self.with(|t| {
+            let entries: Vec<(String, HistoryEntry)> = t
+                .history
+                .iter()
+                .filter(|((sub, sort), _)| sub == id && after.as_ref().is_none_or(|a| sort > a))
+                .take(limit)
+                .map(|((_, sort), entry)| (sort.clone(), entry.clone()))
+                .collect();
+            // As DynamoDB: a full page says where it stopped, whether or not more follows.
+            let next = (entries.len() == limit)
+                .then(|| entries.last().map(|(sort, _)| page_token::new(&layout::partition(id), sort)))
+                .flatten();
+            HistoryPage { entries: entries.into_iter().map(|(_, e)| e).collect(), next }
         }))
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::{OperationId, SubscriptionId};
 use crate::store::{
-    Change, Committed, HistoryEntry, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
+    Change, Committed, HistoryEntry, HistoryPage, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
     RejectedDelivery, StoreError, SubscriptionRecord, SubscriptionStore,
 };
 
@@ -177,6 +177,16 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
     async fn history(&self, id: &SubscriptionId) -> Result<Vec<HistoryEntry>, StoreError> {
         self.check("read history").await?;
         self.inner.history(id).await
+    }
+
+    async fn history_page(
+        &self,
+        id: &SubscriptionId,
+        page: Option<&str>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        self.check("read history").await?;
+        self.inner.history_page(id, page, limit).await
     }
 
     async fn record_rejected(&self, delivery: &RejectedDelivery) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `GET /admin/self-check` | Entra ID, the Marketplace API, the webhook's keys, the table, the secret: 200 or 500 |
 //! | `GET /admin/subscriptions?status=&offerId=&limit=&pageToken=` | a page of subscriptions |
-//! | `GET /admin/subscriptions/{id}` | the record, its entitlement and its history |
+//! | `GET /admin/subscriptions/{id}` | the record, its entitlement and a page of its history |
 //! | `GET /admin/subscriptions/{id}/entitlement` | may it be used now, on which plan, with how many seats |
 //! | `GET /admin/tenants/{tenantId}/entitlements` | the same for every subscription of a customer tenant |
 //! | `PATCH /admin/subscriptions/{id}` `{"planId"}` or `{"quantity"}` | 202 with the pending operation |

@@ -157,6 +157,25 @@ mod tests {
         );
     }
 
+    /// A browser keeps 4,096 bytes of a cookie (name, value and attributes); past that it drops
+    /// it, and the sign-in could never finish. The longest purchase token we take must fit.
+    #[test]
+    fn the_sign_in_cookie_fits_a_browser_with_the_longest_purchase_token() {
+        let sealer = Sealer::new(&[3u8; 32]).expect("key");
+        let pending = PendingSignin {
+            start: SigninStart {
+                state: "s".repeat(43),
+                nonce: "n".repeat(43),
+                code_verifier: "v".repeat(43),
+            },
+            purchase_token: "t".repeat(crate::marketplace::MAX_PURCHASE_TOKEN_LENGTH),
+        };
+        let sealed = seal_signin(&sealer, &pending, now());
+        let header = set_cookie(SIGNIN_COOKIE, &sealed, SIGNIN_LIFETIME, true);
+        assert!(header.len() <= 4096, "{} bytes", header.len());
+        assert_eq!(open_signin(&sealer, &sealed, now()), Ok(pending));
+    }
+
     #[test]
     fn cookies_are_found_by_exact_name() {
         let header = "a=1; landing_session=abc.def; landing_session_x=no";

@@ -104,8 +104,11 @@ fn price(plan: &Plan, subscription: &Subscription) -> Option<String> {
     Some(format!("{} {:.2}{seat} per {per}", billing.currency.as_deref().unwrap_or(""), billing.price?))
 }
 
-fn who(identity: &AadIdentifier) -> String {
-    match (&identity.email_id, &identity.tenant_id) {
+/// Who an identity is; e-mail addresses only for a signed-in visitor (without sign-in, anyone
+/// holding the page's link would read them).
+fn who(identity: &AadIdentifier, signed_in: bool) -> String {
+    let email = identity.email_id.as_ref().filter(|_| signed_in);
+    match (email, &identity.tenant_id) {
         (Some(email), Some(tenant)) => {
             format!("{} <small>(tenant {})</small>", escape(email), escape(tenant))
         }
@@ -116,7 +119,7 @@ fn who(identity: &AadIdentifier) -> String {
 }
 
 /// The purchase as a definition list: offer, plan, seats, term, price, purchaser and beneficiary.
-fn details(subscription: &Subscription, plan: Option<&Plan>) -> String {
+fn details(subscription: &Subscription, plan: Option<&Plan>, signed_in: bool) -> String {
     let mut rows: Vec<(&str, String)> = Vec::new();
     if let Some(name) = &subscription.name {
         rows.push(("Subscription", escape(name)));
@@ -141,10 +144,10 @@ fn details(subscription: &Subscription, plan: Option<&Plan>) -> String {
         rows.push(("Price", escape(&price)));
     }
     if let Some(purchaser) = &subscription.purchaser {
-        rows.push(("Purchased by", who(purchaser)));
+        rows.push(("Purchased by", who(purchaser, signed_in)));
     }
     if let Some(beneficiary) = &subscription.beneficiary {
-        rows.push(("For", who(beneficiary)));
+        rows.push(("For", who(beneficiary, signed_in)));
     }
     let mut html = String::from("<dl>");
     for (term, value) in rows {
@@ -181,7 +184,7 @@ pub fn landing(
     plan: Option<&Plan>,
     confirm: Option<ConfirmForm>,
 ) -> String {
-    let details = details(subscription, plan);
+    let details = details(subscription, plan, frame.user.is_some());
     let status = subscription.status.clone().unwrap_or_else(|| SubscriptionStatus::Unknown(String::new()));
     let (title, body) = match (&status, confirm) {
         (SubscriptionStatus::PendingFulfillmentStart | SubscriptionStatus::NotStarted, Some(form)) => (
@@ -251,7 +254,11 @@ pub fn activated(
         ),
         None => String::new(),
     };
-    page(frame, "Your subscription is active", &format!("<p>{lead}</p>{}{next}", details(subscription, plan)))
+    page(
+        frame,
+        "Your subscription is active",
+        &format!("<p>{lead}</p>{}{next}", details(subscription, plan, frame.user.is_some())),
+    )
 }
 
 /// A missing, malformed, expired or unknown purchase token.
@@ -336,5 +343,31 @@ mod tests {
         let html = landing(&Frame { product_name: "P", user: None }, &subscription, None, None);
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    }
+
+    /// Without sign-in, whoever holds the page's link sees it: no e-mail address is shown, only
+    /// the tenants. A signed-in visitor sees the addresses.
+    #[test]
+    fn the_purchasers_and_beneficiarys_addresses_are_shown_only_to_a_signed_in_visitor() {
+        let mut subscription = Subscription::new(crate::domain::SubscriptionId::parse("s").expect("id"));
+        subscription.status = Some(SubscriptionStatus::Subscribed);
+        let identity = |email: &str, tenant: &str| crate::domain::AadIdentifier {
+            email_id: Some(email.into()),
+            tenant_id: Some(tenant.into()),
+            ..Default::default()
+        };
+        subscription.purchaser = Some(identity("buyer@reseller.example", "tenant-r"));
+        subscription.beneficiary = Some(identity("ops@fabrikam.example", "tenant-f"));
+        let anonymous = landing(&Frame { product_name: "P", user: None }, &subscription, None, None);
+        assert!(!anonymous.contains("@"), "{anonymous}");
+        assert!(anonymous.contains("tenant-r") && anonymous.contains("tenant-f"), "{anonymous}");
+        let user =
+            SignedInUser { name: None, email: None, object_id: "u".into(), tenant_id: "tenant-f".into() };
+        let signed_in = landing(&Frame { product_name: "P", user: Some(&user) }, &subscription, None, None);
+        assert!(signed_in.contains("buyer@reseller.example") && signed_in.contains("ops@fabrikam.example"));
+        assert!(
+            !activated(&Frame { product_name: "P", user: None }, &subscription, None, false, None)
+                .contains("@")
+        );
     }
 }

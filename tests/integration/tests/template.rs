@@ -1057,3 +1057,29 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     assert!(lines.iter().any(|l| l["fields"]["message"] == "reconcile run ended"), "{lines:#?}");
     assert_eq!((drift.published(&lines), incomplete.published(&lines)), (0.0, 0.0), "{lines:#?}");
 }
+
+/// Microsoft requires Entra ID sign-in on the landing page: a deploy without the sign-in app is
+/// refused, unless the switch says this is a test offer; then no app id reaches the functions.
+#[test]
+fn the_landing_page_signs_in_unless_a_test_offer_turns_it_off() {
+    let template = template();
+    let parameters = &template["Parameters"];
+    let switch = &parameters["SigninOffForTestOfferOnly"];
+    assert_eq!(switch["Default"].as_str(), Some("false"), "{switch:?}");
+    let allowed: Vec<&str> = switch["AllowedValues"]
+        .as_sequence()
+        .expect("allowed values")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(allowed, ["false", "true"]);
+
+    let rule = &template["Rules"]["SigninRequired"];
+    assert_eq!(text(&rule["RuleCondition"]), "!Equals !Ref SigninOffForTestOfferOnly,false", "{rule:?}");
+    let assertions = rule["Assertions"].as_sequence().expect("assertions");
+    assert_eq!(text(&assertions[0]["Assert"]), "!Not !Equals !Ref SigninClientId,", "{assertions:?}");
+
+    let variables = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(text(&variables["OIDC_CLIENT_ID"]), "!If SigninOff,,!Ref SigninClientId");
+    assert_eq!(text(&template["Conditions"]["SigninOff"]), "!Equals !Ref SigninOffForTestOfferOnly,true");
+}

@@ -342,7 +342,7 @@ impl Environment {
         Ok(WebSettings {
             sealer,
             product_name: self.get("PRODUCT_NAME").unwrap_or_else(|| "Our product".into()),
-            product_url: self.get("PRODUCT_URL"),
+            product_url: self.url("PRODUCT_URL")?.map(String::from),
             landing_url,
             activate_url,
             auto_activate: self.flag("AUTO_ACTIVATE", false)?,

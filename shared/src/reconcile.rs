@@ -74,7 +74,9 @@ pub enum Outcome {
     Busy,
     /// No pass is due (the last one started less than the interval ago): it did nothing.
     Idle,
-    /// It could not go on (Microsoft's list or the table failed); the position is kept.
+    /// It could not go on (Microsoft's list or the table failed); the position is kept, unless
+    /// Microsoft refused it more than [`MAX_RESTARTS`] times: then the pass is given up,
+    /// incomplete, and the next starts when it is due.
     Failed,
 }
 
@@ -156,8 +158,8 @@ pub struct Reconciler<S, M, C> {
 /// How long past its deadline a lease holds: the deadline is Lambda's, so the run is over by then.
 const LEASE_SLACK: chrono::Duration = chrono::Duration::seconds(5);
 
-/// A pass that Microsoft refuses the saved position of this often is failed, not started over.
-const MAX_RESTARTS: u32 = 3;
+/// A pass whose saved position Microsoft refuses more often is given up, not started over.
+pub const MAX_RESTARTS: u32 = 3;
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
     pub fn new(store: S, marketplace: M, clock: C) -> Self {
@@ -167,7 +169,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
             clock,
             concurrency: 16,
             interval: chrono::Duration::hours(1),
-            handover_margin: chrono::Duration::minutes(2),
+            handover_margin: chrono::Duration::minutes(1),
         }
     }
 
@@ -177,12 +179,20 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         self.invoke(invocation, false).await
     }
 
+    /// [`Self::run`], starting a new pass now (due or not, a pass under way dropped): an operator's
+    /// "reconcile now".
+    pub async fn start(&self, invocation: &Invocation<'_>) -> Report {
+        self.invoke(invocation, true).await
+    }
+
     /// A whole new pass now, due or not, with no deadline (local runs, tests, benchmarks): a pass
     /// under way is dropped, so that every subscription is compared from now on. The pass as it
     /// ended (`complete` unless Microsoft's list or the table failed, or another run holds the
     /// reconciliation).
     pub async fn pass(&self, run_id: &str) -> Summary {
-        let deadline = self.clock.now() + chrono::Duration::days(1);
+        // As long as a deployed invocation may take: the lease of a run whose caller went away
+        // ends by then.
+        let deadline = self.clock.now() + chrono::Duration::minutes(15);
         let report = self.invoke(&Invocation { id: run_id, deadline }, true).await;
         let mut pass = report.pass.unwrap_or_default();
         if report.outcome != Outcome::Finished {
@@ -269,9 +279,12 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         checkpoint.lease =
             Some(Lease { holder: invocation.id.to_owned(), until: invocation.deadline + LEASE_SLACK });
         let worked_before = pass.elapsed_ms;
-        let call = Call::correlated(invocation.id);
+        // No call outlives the invocation (a page begun in the margin still ends with it).
+        let left = (invocation.deadline - self.clock.now()).to_std().unwrap_or_default();
+        let call = Call::correlated(invocation.id).until(Instant::now() + left);
         // Only the position read from the checkpoint may have expired at Microsoft.
         let mut from_saved_position = checkpoint.next_page.is_some();
+        let mut given_up = false;
         let outcome = loop {
             pass.elapsed_ms = worked_before + started.elapsed().as_millis() as u64;
             checkpoint.pass = Some(pass.clone());
@@ -293,6 +306,13 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                     from_saved_position = false;
                     continue;
                 }
+                Err(error @ MarketplaceError::BadRequest { .. }) if from_saved_position => {
+                    // Given up, so that the next pass can start when it is due.
+                    tracing::error!(run_id = invocation.id, pass_id = pass.pass_id, error = %crate::error_chain(&error), "Microsoft refused the saved position again; the pass is given up, incomplete");
+                    pass.failed_runs += 1;
+                    given_up = true;
+                    break Outcome::Failed;
+                }
                 Err(error) => {
                     tracing::error!(run_id = invocation.id, pass_id = pass.pass_id, error = %crate::error_chain(&error), "listing subscriptions failed; the pass goes on from this page next time");
                     pass.failed_runs += 1;
@@ -300,7 +320,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 }
             };
             from_saved_position = false;
-            self.page(invocation.id, page.subscriptions, listed_at, &mut pass).await;
+            self.page(invocation.id, &call, page.subscriptions, listed_at, &mut pass).await;
             pass.pages += 1;
             report.pages += 1;
             match page.next {
@@ -315,7 +335,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
             }
         };
         pass.elapsed_ms = worked_before + started.elapsed().as_millis() as u64;
-        if outcome == Outcome::Finished {
+        if outcome == Outcome::Finished || given_up {
             checkpoint.last_pass = Some(pass);
             checkpoint.pass = None;
             checkpoint.next_page = None;
@@ -338,6 +358,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
     async fn page(
         &self,
         run_id: &str,
+        call: &Call,
         subscriptions: Vec<Subscription>,
         listed_at: Timestamp,
         summary: &mut Summary,
@@ -357,7 +378,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 let record = stored.get(&subscription.id);
                 async move {
                     let id = subscription.id.clone();
-                    (id, self.reconcile_subscription(run_id, subscription, record, listed_at).await)
+                    (id, self.reconcile_subscription(run_id, call, subscription, record, listed_at).await)
                 }
             })
             .buffer_unordered(self.concurrency.max(1))
@@ -386,14 +407,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
     async fn reconcile_subscription(
         &self,
         run_id: &str,
+        call: &Call,
         listed: Subscription,
         record: Option<&SubscriptionRecord>,
         listed_at: Timestamp,
     ) -> Result<(Reconciled, u64, u64), SubscriptionError> {
-        let call = Call::correlated(run_id);
         let (finished, mut dropped) = (0, 0);
         if let Some(pending) = record.and_then(|r| r.pending_operation.as_ref()) {
-            let status = match self.marketplace.get_operation(&listed.id, &pending.id, &call).await {
+            let status = match self.marketplace.get_operation(&listed.id, &pending.id, call).await {
                 Ok(operation) => operation.status,
                 Err(MarketplaceError::NotFound { .. }) => Some(OperationStatus::Failed),
                 // The real service answers 400 for an operation it does not know, but a 400 may
@@ -413,7 +434,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 Some(OperationStatus::Succeeded) => {
                     // The listing may predate the completion: read Microsoft's view now.
                     let read_at = self.clock.now();
-                    let now = self.marketplace.get_subscription(&listed.id, &call).await?;
+                    let now = self.marketplace.get_subscription(&listed.id, call).await?;
                     // A webhook may have settled it meanwhile: then nothing is written here.
                     return Ok(match self.observe(&now, read_at, &pending.id).await? {
                         Effect::Written { .. } => (Reconciled::Changed, 1, dropped),

@@ -274,7 +274,7 @@ fn outside_local_runs_every_url_setting_is_https() {
         ("FORM_SIGNING_KEY", "0123456789abcdef0123456789abcdef"),
         ("LANDING_URL", "https://app.example/landing"),
     ];
-    for name in ["LANDING_URL", "ACTIVATE_URL", "OIDC_REDIRECT_URI", "OIDC_AUTHORITY"] {
+    for name in ["LANDING_URL", "ACTIVATE_URL", "OIDC_REDIRECT_URI", "OIDC_AUTHORITY", "PRODUCT_URL"] {
         let mut pairs = pages.to_vec();
         pairs.push(("OIDC_CLIENT_ID", APP));
         assert_invalid(with(&pairs, name, "http://app.example/x").web(), name, "http");

@@ -33,7 +33,9 @@ impl World {
     }
 
     fn reconciler(&self) -> Reconciler<MemoryStore, FakeMarketplace, ManualClock> {
-        Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone())
+        let mut reconciler = Reconciler::new(self.store.clone(), self.market.clone(), self.clock.clone());
+        reconciler.handover_margin = Duration::minutes(2);
+        reconciler
     }
 
     /// One invocation named `id` with `minutes` to its deadline (the margin is two minutes).
@@ -232,4 +234,31 @@ fn the_log_line_spells_each_outcome_as_the_report_does() {
     for outcome in [Outcome::Finished, Outcome::HandedOver, Outcome::Busy, Outcome::Idle, Outcome::Failed] {
         assert_eq!(serde_json::to_value(outcome).expect("JSON"), outcome.as_str());
     }
+}
+
+#[tokio::test]
+async fn a_pass_whose_saved_position_microsoft_keeps_refusing_is_given_up_and_the_next_starts_when_due() {
+    let world = World::new();
+    assert_eq!(world.invoke("tick-1", 5).await.outcome, Outcome::HandedOver);
+    for tick in 2..=(1 + fulfillment::reconcile::MAX_RESTARTS) {
+        world.market.fail_next("list_subscriptions", MarketFault::BadRequest, 1);
+        let report = world.invoke(&format!("tick-{tick}"), 5).await;
+        assert_eq!(report.outcome, Outcome::HandedOver, "started over: {report:?}");
+    }
+    world.market.fail_next("list_subscriptions", MarketFault::BadRequest, 1);
+    let given_up = world.invoke("tick-last", 5).await;
+    assert_eq!(given_up.outcome, Outcome::Failed, "{given_up:?}");
+    let checkpoint = world.checkpoint().await;
+    assert_eq!((&checkpoint.pass, &checkpoint.next_page, &checkpoint.lease), (&None, &None, &None));
+    let last = checkpoint.last_pass.expect("the given-up pass");
+    assert_eq!((last.pass_id.as_str(), last.restarts, last.complete), ("tick-1", 3, false), "{last:?}");
+
+    world.clock.set(at(30));
+    assert_eq!(world.invoke("tick-idle", 5).await.outcome, Outcome::Idle, "not due before the interval");
+    world.clock.set(at(60));
+    let next = world.invoke("tick-new", 5).await;
+    assert_eq!(
+        (next.outcome, next.pass.map(|p| p.pass_id)),
+        (Outcome::HandedOver, Some("tick-new".to_owned()))
+    );
 }

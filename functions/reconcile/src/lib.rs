@@ -49,6 +49,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> ReconcileJob<S, M, C> {
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty())
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        self.reconciler.run(&Invocation { id: &run_id, deadline }).await.into_result()
+        let invocation = Invocation { id: &run_id, deadline };
+        // An operator's `{"startPass": true}` starts a pass now; the schedule's ticks go on with
+        // the pass under way or start one when it is due.
+        let report = if event.get("startPass").and_then(Value::as_bool) == Some(true) {
+            self.reconciler.start(&invocation).await
+        } else {
+            self.reconciler.run(&invocation).await
+        };
+        report.into_result()
     }
 }

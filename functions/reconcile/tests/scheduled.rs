@@ -73,3 +73,15 @@ impl Deadline for ManualClock {
         self.now() + Duration::minutes(minutes)
     }
 }
+
+#[tokio::test]
+async fn an_operator_starts_a_pass_now_whatever_the_interval() {
+    let (job, _, market, clock) = job(&[]);
+    market.purchase("basic", Some(3), "tenant");
+    assert_eq!(job.handle(&scheduled(), clock.now_plus(5)).await.expect("run").outcome, Outcome::Finished);
+    assert_eq!(job.handle(&scheduled(), clock.now_plus(5)).await.expect("run").outcome, Outcome::Idle);
+    let now = serde_json::json!({ "id": "operator-1", "startPass": true });
+    let report = job.handle(&now, clock.now_plus(5)).await.expect("run");
+    assert_eq!(report.outcome, Outcome::Finished, "{report:?}");
+    assert_eq!(report.pass.map(|p| (p.pass_id, p.unchanged)), Some(("operator-1".to_owned(), 1)));
+}

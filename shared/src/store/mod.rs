@@ -31,8 +31,11 @@ pub mod page_token {
         let refused = || StoreError::InvalidPageToken;
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
         let [partition, sort]: [String; 2] = serde_json::from_slice(&json).map_err(|_| refused())?;
+        // A scan's page may end on any item: a subscription's, a refused delivery's, or the
+        // reconciliation's checkpoint.
         let ours =
-            ["SUB#", "REJECTED#"].iter().any(|p| partition.len() > p.len() && partition.starts_with(p));
+            ["SUB#", "REJECTED#"].iter().any(|p| partition.len() > p.len() && partition.starts_with(p))
+                || partition == super::dynamodb::layout::RECONCILE;
         if !ours || sort.is_empty() || new(&partition, &sort) != token {
             return Err(refused());
         }

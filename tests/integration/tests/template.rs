@@ -995,7 +995,9 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     let clock = ManualClock::at(chrono::Utc::now());
     let market = FakeMarketplace::new(clock.clone(), &["basic"]);
     let store = ScriptedStore::new(MemoryStore::new());
-    let reconciler = Reconciler::new(store.clone(), market.clone(), clock.clone());
+    let mut reconciler = Reconciler::new(store.clone(), market.clone(), clock.clone());
+    // Pages begun until 2 minutes before the deadline (a page a minute, below).
+    reconciler.handover_margin = Duration::minutes(2);
     let ids: Vec<_> = (0..3).map(|_| market.purchase("basic", Some(3), "tenant").0).collect();
     let mut run = 0;
     let mut invoke = async |minutes: i64| {

@@ -320,10 +320,7 @@ impl SubscriptionStore for DynamoDbStore {
             .limit(limit.clamp(1, 1000) as i32)
             .consistent_read(true);
         if let Some(page) = page {
-            let (token_partition, sort) = super::page_token::parse(page)?;
-            if token_partition != partition || !sort.starts_with(layout::EVENT_PREFIX) {
-                return Err(StoreError::InvalidPageToken);
-            }
+            super::page_token::history_position(page, id)?;
             query = query.set_exclusive_start_key(Some(page_key(page)?));
         }
         let output = query.send().await.map_err(|e| classify("read history", e))?;

@@ -41,6 +41,20 @@ pub mod page_token {
         }
         Ok((partition, sort))
     }
+
+    /// The history entry (its sort key) a page of `id`'s history goes on after; a token of any
+    /// other place is refused.
+    pub fn history_position(token: &str, id: &SubscriptionId) -> Result<String, StoreError> {
+        use super::dynamodb::layout;
+        match parse(token)? {
+            (partition, sort)
+                if partition == layout::partition(id) && sort.starts_with(layout::EVENT_PREFIX) =>
+            {
+                Ok(sort)
+            }
+            _ => Err(StoreError::InvalidPageToken),
+        }
+    }
 }
 
 use std::future::Future;

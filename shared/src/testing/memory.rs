@@ -150,16 +150,7 @@ impl SubscriptionStore for MemoryStore {
         page: Option<&str>,
         limit: u32,
     ) -> Result<HistoryPage, StoreError> {
-        let after = match page {
-            None => None,
-            Some(token) => {
-                let (partition, sort) = page_token::parse(token)?;
-                if partition != layout::partition(id) || !sort.starts_with(layout::EVENT_PREFIX) {
-                    return Err(StoreError::InvalidPageToken);
-                }
-                Some(sort)
-            }
-        };
+        let after = page.map(|token| page_token::history_position(token, id)).transpose()?;
         let limit = limit.clamp(1, 1000) as usize;
         Ok(self.with(|t| {
             let entries: Vec<(String, HistoryEntry)> = t

@@ -82,8 +82,9 @@ impl AwsClients {
         aws_sdk_eventbridge::Client::from_conf(config.build())
     }
 
-    pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
-        let config = aws_sdk_secretsmanager::Config::builder()
+    /// A Secrets Manager client; `endpoint` points it at a local stand-in.
+    pub fn secrets_manager(&self, endpoint: Option<&str>) -> aws_sdk_secretsmanager::Client {
+        let mut config = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
             .region(self.settings.region.clone())
             .credentials_provider(self.settings.credentials.clone())
@@ -95,6 +96,9 @@ impl AwsClients {
                     .operation_timeout(Duration::from_secs(5))
                     .build(),
             );
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint_url(endpoint);
+        }
         aws_sdk_secretsmanager::Client::from_conf(config.build())
     }
 }

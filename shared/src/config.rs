@@ -1,6 +1,7 @@
 //! Configuration: every setting the functions read, parsed here and nowhere else, once per
 //! execution environment. The settings come from the process environment and, in AWS, from the
-//! fields of one Secrets Manager secret (the composition root, [`crate::wiring`], adds those).
+//! fields of Secrets Manager secrets, one per purpose (the composition root, [`crate::wiring`],
+//! adds those).
 //! Values are never logged: [`Environment`]'s `Debug` shows names only.
 
 use std::collections::HashMap;
@@ -21,9 +22,33 @@ use crate::web::seal::{MIN_KEY_BYTES, Sealer};
 use crate::web::{FORM_LIFETIME, WebSettings};
 use crate::webhook::ChangePolicy;
 
-/// Names a Secrets Manager secret holding a JSON object of settings (e.g. `ENTRA_CLIENT_SECRET`,
-/// `FORM_SIGNING_KEY`, `OIDC_CLIENT_SECRET`); its values fill in what the environment lacks.
-pub const SECRETS_VARIABLE: &str = "APP_SECRETS_ARN";
+/// A Secrets Manager secret holding a JSON object of settings, named by the environment variable
+/// `variable` (its ARN), and the only settings it may hold. Its values fill in what the
+/// environment lacks. There is one per purpose, so that a function's role can read only the
+/// secrets it needs: the webhook never holds the pages' keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretKind {
+    pub variable: &'static str,
+    pub fields: &'static [&'static str],
+}
+
+/// The app's credentials for Microsoft's API: every function that calls Microsoft.
+pub const MARKETPLACE_SECRET: SecretKind = SecretKind {
+    variable: "MARKETPLACE_SECRET_ARN",
+    fields: &[
+        "ENTRA_CLIENT_SECRET",
+        "ENTRA_CLIENT_SECRET_NEXT",
+        "ENTRA_CLIENT_CERTIFICATE",
+        "ENTRA_CLIENT_CERTIFICATE_KEY",
+    ],
+};
+
+/// The buyer-facing pages' keys: the landing page and the confirmation only.
+pub const PAGES_SECRET: SecretKind =
+    SecretKind { variable: "PAGES_SECRET_ARN", fields: &["FORM_SIGNING_KEY", "OIDC_CLIENT_SECRET"] };
+
+/// Every kind of secret, in the order they are read.
+pub const SECRETS: [SecretKind; 2] = [MARKETPLACE_SECRET, PAGES_SECRET];
 
 /// Entra ID's public cloud: the publisher's tenant, its keys, and the landing page's sign-in.
 pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -38,6 +63,8 @@ pub enum ConfigError {
         "{0} is set both as an environment variable and in the secret, to different values: set it in one place"
     )]
     InBothPlaces(String),
+    #[error("the secret named by {secret} holds {field}, which does not belong there (it may hold {})", .allowed.join(", "))]
+    NotInThisSecret { secret: &'static str, field: String, allowed: &'static [&'static str] },
 }
 
 fn invalid(name: &'static str, reason: impl std::fmt::Display) -> ConfigError {
@@ -67,11 +94,23 @@ impl Environment {
         Self::from_pairs(std::env::vars())
     }
 
-    /// Adds `fields` (a secret's) where nothing is set: a blank value is unset, so the template's
-    /// blank declarations never shadow the secret. A setting with another value in the
-    /// environment is refused: which one wins would be a guess.
-    pub fn with_secret(mut self, fields: HashMap<String, String>) -> Result<Self, ConfigError> {
+    /// Adds `fields`, a secret of `kind`, where nothing is set: a blank value is unset, so the
+    /// template's blank declarations never shadow the secret. A setting with another value in the
+    /// environment is refused (which one wins would be a guess), and so is a field the secret
+    /// should not hold: one secret with everything, given to every function, would undo the split.
+    pub fn with_secret(
+        mut self,
+        kind: SecretKind,
+        fields: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         for (name, value) in fields {
+            if !kind.fields.contains(&name.as_str()) {
+                return Err(ConfigError::NotInThisSecret {
+                    secret: kind.variable,
+                    field: name,
+                    allowed: kind.fields,
+                });
+            }
             match self.get(&name) {
                 None => {
                     self.values.insert(name, value);
@@ -83,17 +122,31 @@ impl Environment {
         Ok(self)
     }
 
-    /// The Secrets Manager secret to read, if any: an ARN, as the template passes it. Anything else
-    /// (e.g. `AppSecretsArn`, which is what `sam local` passes for a parameter nobody set) is
-    /// refused rather than looked up in the real Secrets Manager.
-    pub fn secrets_arn(&self) -> Result<Option<String>, ConfigError> {
-        match self.get(SECRETS_VARIABLE) {
-            Some(arn) if !arn.starts_with("arn:") => Err(invalid(
-                SECRETS_VARIABLE,
-                format!("{arn:?} is not a Secrets Manager ARN (leave it empty to run without a secret)"),
-            )),
-            other => Ok(other),
+    /// The Secrets Manager secrets to read, each an ARN, as the template passes them. Anything else
+    /// (e.g. `MarketplaceSecretArn`, which is what `sam local` passes for a parameter nobody set)
+    /// is refused rather than looked up in the real Secrets Manager.
+    pub fn secret_arns(&self) -> Result<Vec<(SecretKind, String)>, ConfigError> {
+        let mut arns = Vec::new();
+        for kind in SECRETS {
+            match self.get(kind.variable) {
+                Some(arn) if !arn.starts_with("arn:") => {
+                    return Err(invalid(
+                        kind.variable,
+                        format!(
+                            "{arn:?} is not a Secrets Manager ARN (leave it empty to run without this secret)"
+                        ),
+                    ));
+                }
+                Some(arn) => arns.push((kind, arn)),
+                None => {}
+            }
         }
+        Ok(arns)
+    }
+
+    /// `SECRETSMANAGER_ENDPOINT`: a local stand-in for Secrets Manager (tests); unset in AWS.
+    pub fn secrets_manager_endpoint(&self) -> Result<Option<Url>, ConfigError> {
+        self.url("SECRETSMANAGER_ENDPOINT")
     }
 
     /// Under `sam local` (which sets `AWS_SAM_LOCAL`), a function must be pointed at DynamoDB Local

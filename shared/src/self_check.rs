@@ -188,7 +188,7 @@ pub fn secret_age(changed: Result<Option<Timestamp>, String>, now: Timestamp) ->
         Ok(None) => Finding::new(
             check,
             Verdict::Skipped,
-            "no APP_SECRETS_ARN: settings come from the environment",
+            "no MARKETPLACE_SECRET_ARN: the credentials come from the environment",
             "",
         ),
         Ok(Some(at)) => {

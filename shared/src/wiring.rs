@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::aws::AwsClients;
-use crate::config::{ConfigError, Environment, SECRETS_VARIABLE};
+use crate::config::{ConfigError, Environment, MARKETPLACE_SECRET, SecretKind};
 use crate::domain::Timestamp;
 use crate::events::bus::EventBridgeBus;
 use crate::marketplace::{HttpMarketplaceClient, MarketplaceConfig};
@@ -22,10 +22,18 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum StartupError {
     #[error("invalid configuration")]
     Config(#[from] ConfigError),
-    #[error("cannot read the secret named by {SECRETS_VARIABLE}")]
-    Secret(#[source] BoxError),
-    #[error("the secret named by {SECRETS_VARIABLE} is not a JSON object of strings")]
-    SecretFormat(#[source] serde_json::Error),
+    #[error("cannot read the secret named by {variable}")]
+    Secret {
+        variable: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("the secret named by {variable} is not a JSON object of strings")]
+    SecretFormat {
+        variable: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot build an HTTP client")]
     Http(#[from] reqwest::Error),
 }
@@ -38,12 +46,12 @@ impl std::fmt::Debug for StartupError {
 
 /// What every function builds once per execution environment.
 pub struct Services {
-    /// The settings, with the secret's fields.
+    /// The settings, with the secrets' fields.
     pub environment: Environment,
     pub store: DynamoDbStore,
     /// Microsoft's API, as configured; a function may tune it before building its client.
     pub marketplace: MarketplaceConfig,
-    /// The secret the settings came from, for the self-check.
+    /// Where the app's credentials for Microsoft came from, for the self-check.
     pub secret: SecretSource,
 }
 
@@ -56,7 +64,7 @@ pub fn event_bus(environment: &Environment) -> Result<EventBridgeBus, StartupErr
     Ok(EventBridgeBus::new(client, settings.bus_name))
 }
 
-/// Where the settings' secret lives.
+/// Where the app's credentials for Microsoft live (they expire; the pages' keys do not).
 #[derive(Debug, Clone)]
 pub enum SecretSource {
     /// None: every setting is in the environment (local runs).
@@ -87,20 +95,25 @@ impl SecretSource {
 }
 
 impl Services {
-    /// Reads the secret (if `APP_SECRETS_ARN` names one) and builds the clients.
+    /// Reads the secrets the environment names (see [`crate::config::SECRETS`]) and builds the
+    /// clients.
     pub async fn load(environment: Environment) -> Result<Self, StartupError> {
         environment.check_local_run()?;
         let aws = AwsClients::new(environment.aws()?)?;
-        let (environment, secret) = match environment.secrets_arn()? {
-            None => (environment, SecretSource::Environment),
-            Some(arn) => {
-                let fields = read_secret(&aws, &arn).await?;
-                (
-                    environment.with_secret(fields)?,
-                    SecretSource::SecretsManager { client: aws.secrets_manager(), arn },
-                )
+        let arns = environment.secret_arns()?;
+        if !arns.is_empty() {
+            environment.check_local_endpoints(&["SECRETSMANAGER_ENDPOINT"])?;
+        }
+        let client =
+            aws.secrets_manager(environment.secrets_manager_endpoint()?.as_ref().map(|u| u.as_str()));
+        let (mut environment, mut secret) = (environment, SecretSource::Environment);
+        for (kind, arn) in arns {
+            let fields = read_secret(&client, kind, &arn).await?;
+            environment = environment.with_secret(kind, fields)?;
+            if kind == MARKETPLACE_SECRET {
+                secret = SecretSource::SecretsManager { client: client.clone(), arn };
             }
-        };
+        }
         let settings = environment.store()?;
         // A stuck call must not eat the webhook's 10 seconds (connecting gives up after a second:
         // see `aws::sdk_http_client`).
@@ -120,13 +133,17 @@ impl Services {
     }
 }
 
-async fn read_secret(aws: &AwsClients, arn: &str) -> Result<HashMap<String, String>, StartupError> {
-    let secret = aws
-        .secrets_manager()
+async fn read_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    kind: SecretKind,
+    arn: &str,
+) -> Result<HashMap<String, String>, StartupError> {
+    let secret = client
         .get_secret_value()
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| StartupError::Secret(e.into()))?;
-    serde_json::from_str(secret.secret_string().unwrap_or("{}")).map_err(StartupError::SecretFormat)
+        .map_err(|e| StartupError::Secret { variable: kind.variable, source: e.into() })?;
+    serde_json::from_str(secret.secret_string().unwrap_or("{}"))
+        .map_err(|source| StartupError::SecretFormat { variable: kind.variable, source })
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fulfillment::config::{ConfigError, Environment};
+use fulfillment::config::{ConfigError, Environment, MARKETPLACE_SECRET, PAGES_SECRET};
 use fulfillment::domain::PlanId;
 use fulfillment::marketplace::{ClientCredential, MARKETPLACE_RESOURCE_ID, TokenEndpointVersion};
 use fulfillment::webhook::ChangePolicy;
@@ -218,14 +218,14 @@ fn values_are_never_printed() {
 
 #[test]
 fn a_blank_declaration_never_shadows_the_secret() {
-    let secret: std::collections::HashMap<String, String> = [
-        ("ENTRA_CLIENT_SECRET".to_owned(), "from-the-secret".to_owned()),
-        ("FORM_SIGNING_KEY".to_owned(), "also-from-the-secret-and-32-bytes-long".to_owned()),
-    ]
-    .into();
+    let marketplace: std::collections::HashMap<String, String> =
+        [("ENTRA_CLIENT_SECRET".to_owned(), "from-the-secret".to_owned())].into();
+    let pages: std::collections::HashMap<String, String> =
+        [("FORM_SIGNING_KEY".to_owned(), "also-from-the-secret-and-32-bytes-long".to_owned())].into();
     let environment = environment(&[("ENTRA_CLIENT_SECRET", ""), ("FORM_SIGNING_KEY", " ")])
-        .with_secret(secret)
-        .expect("blank declarations take the secret's values");
+        .with_secret(MARKETPLACE_SECRET, marketplace)
+        .and_then(|e| e.with_secret(PAGES_SECRET, pages))
+        .expect("blank declarations take the secrets' values");
     assert_eq!(environment.get("ENTRA_CLIENT_SECRET").as_deref(), Some("from-the-secret"));
     assert_eq!(
         environment.get("FORM_SIGNING_KEY").as_deref(),
@@ -239,8 +239,8 @@ fn a_blank_declaration_never_shadows_the_secret() {
 fn a_setting_both_in_the_environment_and_in_the_secret_is_refused() {
     let secret: std::collections::HashMap<String, String> =
         [("FORM_SIGNING_KEY".to_owned(), "from-the-secret-and-at-least-32-bytes".to_owned())].into();
-    let both =
-        environment(&[("FORM_SIGNING_KEY", "set-in-the-environment-itself-32b")]).with_secret(secret.clone());
+    let both = environment(&[("FORM_SIGNING_KEY", "set-in-the-environment-itself-32b")])
+        .with_secret(PAGES_SECRET, secret.clone());
     match both {
         Err(error @ ConfigError::InBothPlaces(_)) => {
             assert!(error.to_string().starts_with("FORM_SIGNING_KEY is set both"), "{error}");
@@ -248,8 +248,8 @@ fn a_setting_both_in_the_environment_and_in_the_secret_is_refused() {
         }
         other => panic!("refused: {other:?}"),
     }
-    let same =
-        environment(&[("FORM_SIGNING_KEY", "from-the-secret-and-at-least-32-bytes")]).with_secret(secret);
+    let same = environment(&[("FORM_SIGNING_KEY", "from-the-secret-and-at-least-32-bytes")])
+        .with_secret(PAGES_SECRET, secret);
     assert!(same.is_ok(), "the same value in both places is no conflict");
 }
 
@@ -292,16 +292,57 @@ fn outside_local_runs_every_url_setting_is_https() {
 }
 
 #[test]
-fn only_an_arn_names_the_secret() {
-    assert_eq!(environment(&[("APP_SECRETS_ARN", "")]).secrets_arn(), Ok(None));
+fn only_an_arn_names_a_secret() {
+    assert_eq!(
+        environment(&[("MARKETPLACE_SECRET_ARN", ""), ("PAGES_SECRET_ARN", " ")]).secret_arns(),
+        Ok(vec![])
+    );
     let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:saas-AbCdEf";
-    assert_eq!(environment(&[("APP_SECRETS_ARN", arn)]).secrets_arn(), Ok(Some(arn.to_owned())));
+    let pages = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pages-GhIjKl";
+    assert_eq!(
+        environment(&[("MARKETPLACE_SECRET_ARN", arn), ("PAGES_SECRET_ARN", pages)]).secret_arns(),
+        Ok(vec![(MARKETPLACE_SECRET, arn.to_owned()), (PAGES_SECRET, pages.to_owned())])
+    );
     // What sam local passes for a parameter nobody set.
     assert_invalid(
-        environment(&[("APP_SECRETS_ARN", "AppSecretsArn")]).secrets_arn(),
-        "APP_SECRETS_ARN",
-        "AppSecretsArn",
+        environment(&[("MARKETPLACE_SECRET_ARN", arn), ("PAGES_SECRET_ARN", "PagesSecretArn")]).secret_arns(),
+        "PAGES_SECRET_ARN",
+        "PagesSecretArn",
     );
+}
+
+/// Issue 15: each function reads only the secret values it needs. A secret holding another
+/// purpose's field would hand that field to every function given the secret (one secret with
+/// everything, passed as both, would undo the split), so it stops the start, naming the field.
+#[test]
+fn a_secret_holding_another_purposes_field_is_refused() {
+    let everything: std::collections::HashMap<String, String> = [
+        ("ENTRA_CLIENT_SECRET".to_owned(), "the-client-secret".to_owned()),
+        ("FORM_SIGNING_KEY".to_owned(), "a-form-signing-key-of-32-bytes-or-more".to_owned()),
+    ]
+    .into();
+    for kind in [MARKETPLACE_SECRET, PAGES_SECRET] {
+        match environment(&[]).with_secret(kind, everything.clone()) {
+            Err(error @ ConfigError::NotInThisSecret { .. }) => {
+                let text = error.to_string();
+                assert!(text.starts_with(&format!("the secret named by {}", kind.variable)), "{text}");
+                assert!(
+                    !text.contains("the-client-secret") && !text.contains("a-form-signing-key"),
+                    "no value: {text}"
+                );
+            }
+            other => panic!("{} refuses a foreign field: {other:?}", kind.variable),
+        }
+    }
+    // The fields of the two kinds are disjoint, and each kind takes all of its own.
+    for field in MARKETPLACE_SECRET.fields {
+        assert!(!PAGES_SECRET.fields.contains(field), "{field}");
+    }
+    for kind in [MARKETPLACE_SECRET, PAGES_SECRET] {
+        let own = kind.fields.iter().map(|f| (f.to_string(), "value".to_owned())).collect();
+        let taken = environment(&[]).with_secret(kind, own).expect("its own fields");
+        assert!(kind.fields.iter().all(|f| taken.get(f).is_some()), "{kind:?}");
+    }
 }
 
 #[test]

@@ -716,12 +716,12 @@ async fn on_dynamodb_local_a_pass_goes_on_over_invocations_that_race_and_reads_e
         (1_000, 1_000, 0, true, 10),
         "{pass:?}"
     );
-    // A run stopped at its deadline in the middle of a listing read that page again (its call
-    // did not outlive the run, which failed): every other page was read once.
-    assert_eq!(
-        list_requests(&stack.emulator.requests().await) - before,
-        10 + pass.failed_runs as usize,
-        "no page was read twice: two runs never worked at once: {pass:?}"
+    // A run stopped at its deadline during a listing failed, and the next run read that page
+    // again; its call may have been cut before it reached Microsoft. No other page was read twice.
+    let reads = list_requests(&stack.emulator.requests().await) - before;
+    assert!(
+        (10..=10 + pass.failed_runs as usize).contains(&reads),
+        "{reads} listings for 10 pages: only a failed run's page may be read again, so two runs never worked at once: {pass:?}"
     );
     assert!(reports.iter().any(|r| r.outcome == fulfillment::reconcile::Outcome::Busy), "the runs did race");
     assert_all_equal_to_microsoft(&stack, &ids[..50]).await;

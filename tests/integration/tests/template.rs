@@ -455,6 +455,9 @@ struct Alarm {
     period: f64,
     threshold: f64,
     condition: Option<&'static str>,
+    /// `None`: it alarms when one period reaches the threshold. `Some(n)`: when `n` periods in a
+    /// row stay under it, missing data included (silence is the fault).
+    silent_periods: Option<f64>,
 }
 
 /// The namespace of the metrics the stack's metric filters publish.
@@ -470,6 +473,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "WebhookErrorsAlarm",
@@ -480,6 +484,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "WebhookThrottlesAlarm",
@@ -490,6 +495,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "WebhookUnauthorizedAlarm",
@@ -500,6 +506,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 10.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "ReconcileErrorsAlarm",
@@ -510,6 +517,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "ReconcileIncompleteAlarm",
@@ -520,6 +528,18 @@ const ALARMS: &[Alarm] = &[
         period: 3600.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
+    },
+    Alarm {
+        id: "ReconcileStalledAlarm",
+        namespace: OWN_NAMESPACE,
+        metric: "ReconcilePassesFinished",
+        dimensions: &[],
+        statistic: "Sum",
+        period: 21600.0,
+        threshold: 1.0,
+        condition: None,
+        silent_periods: Some(4.0),
     },
     Alarm {
         id: "ReconcileDriftAlarm",
@@ -530,6 +550,7 @@ const ALARMS: &[Alarm] = &[
         period: 3600.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "EventsRelayDeadLetterAlarm",
@@ -540,6 +561,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "ReconcileFailuresAlarm",
@@ -550,6 +572,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: None,
+        silent_periods: None,
     },
     Alarm {
         id: "ForwardEventsDeadLetterAlarm",
@@ -560,6 +583,7 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: Some("ForwardEvents"),
+        silent_periods: None,
     },
 ];
 
@@ -580,9 +604,15 @@ fn every_alarm_notifies_the_topic_and_says_what_to_do() {
         assert_eq!(resource.get("Condition").and_then(Value::as_str), alarm.condition, "{id}");
         let p = &resource["Properties"];
         assert_eq!(text(&p["AlarmActions"]), "!Ref AlarmTopic", "{id}: the topic, and only it");
-        assert_eq!(p["TreatMissingData"].as_str(), Some("notBreaching"), "{id}");
-        assert_eq!(p["ComparisonOperator"].as_str(), Some("GreaterThanOrEqualToThreshold"), "{id}");
-        assert_eq!(property_number(p, "EvaluationPeriods"), Some(1.0), "{id}");
+        let (missing, comparison, periods) = match alarm.silent_periods {
+            None => ("notBreaching", "GreaterThanOrEqualToThreshold", 1.0),
+            Some(periods) => ("breaching", "LessThanThreshold", periods),
+        };
+        assert_eq!(p["TreatMissingData"].as_str(), Some(missing), "{id}");
+        assert_eq!(p["ComparisonOperator"].as_str(), Some(comparison), "{id}");
+        assert_eq!(property_number(p, "EvaluationPeriods"), Some(periods), "{id}");
+        let to_alarm = property_number(p, "DatapointsToAlarm").unwrap_or(periods);
+        assert_eq!(to_alarm, periods, "{id}: every period counts");
         assert_eq!(text(&p["Namespace"]), alarm.namespace, "{id}");
         assert_eq!(p["MetricName"].as_str(), Some(alarm.metric), "{id}");
         assert_eq!(p["Statistic"].as_str(), Some(alarm.statistic), "{id}");
@@ -979,7 +1009,8 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     let template = template();
     let drift = metric_filter(&template, "ReconcileDriftMetricFilter");
     let incomplete = metric_filter(&template, "ReconcileIncompleteMetricFilter");
-    for filter in [&drift, &incomplete] {
+    let finished_passes = metric_filter(&template, "ReconcilePassFinishedMetricFilter");
+    for filter in [&drift, &incomplete, &finished_passes] {
         assert_eq!(filter.log_group, "!Ref ReconcileLogGroup");
         assert_eq!(filter.namespace, OWN_NAMESPACE);
     }
@@ -990,6 +1021,10 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     assert_eq!(
         (incomplete.metric.as_str(), incomplete.value.as_str()),
         ("ReconcileSubscriptionsNotReconciled", "$.fields.errors")
+    );
+    assert_eq!(
+        (finished_passes.metric.as_str(), finished_passes.value.as_str()),
+        ("ReconcilePassesFinished", "1")
     );
 
     let clock = ManualClock::at(chrono::Utc::now());
@@ -1016,6 +1051,7 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     );
     let lines = captured.take();
     assert_eq!((drift.published(&lines), incomplete.published(&lines)), (0.0, 0.0), "{lines:#?}");
+    assert_eq!(finished_passes.published(&lines), 1.0, "{lines:#?}");
 
     // Microsoft changed all three without a webhook; the next pass takes two invocations (a page
     // a minute, one subscription a page), and the first hands over with 2 repairs counted so far.
@@ -1034,6 +1070,7 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     assert_eq!(lines.iter().filter(|l| l["fields"]["message"] == "reconcile run ended").count(), 2);
     assert_eq!(drift.published(&lines), 3.0, "each repair once: {lines:#?}");
     assert_eq!(incomplete.published(&lines), 0.0);
+    assert_eq!(finished_passes.published(&lines), 1.0, "the pass, not its runs: {lines:#?}");
 
     // One subscription cannot be written this time: the pass finishes without it.
     market.set_list_takes(Duration::zero());
@@ -1048,6 +1085,7 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     );
     let lines = captured.take();
     assert_eq!((drift.published(&lines), incomplete.published(&lines)), (0.0, 1.0), "{lines:#?}");
+    assert_eq!(finished_passes.published(&lines), 1.0, "finished, though not all reconciled");
 
     // Microsoft's list fails: the run is an error for Lambda; neither filter counts it.
     market.fail_next("list_subscriptions", MarketFault::Server, 1);
@@ -1058,6 +1096,27 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     let lines = captured.take();
     assert!(lines.iter().any(|l| l["fields"]["message"] == "reconcile run ended"), "{lines:#?}");
     assert_eq!((drift.published(&lines), incomplete.published(&lines)), (0.0, 0.0), "{lines:#?}");
+    assert_eq!(finished_passes.published(&lines), 0.0, "no pass finished: silence, the stalled alarm's cue");
+}
+
+/// ReconcileStalledAlarm alarms after a day without a finished pass; passes start at least every
+/// ReconcileIntervalMinutes (at most 12 hours), so a healthy reconciliation never goes that long.
+#[test]
+fn the_stalled_alarm_waits_longer_than_the_longest_interval_between_passes() {
+    let template = template();
+    let alarm = &resource(&template, "ReconcileStalledAlarm")["Properties"];
+    let silence = property_number(alarm, "Period").expect("a period")
+        * property_number(alarm, "EvaluationPeriods").expect("periods");
+    let interval = &template["Parameters"]["ReconcileIntervalMinutes"];
+    let longest = property_number(interval, "MaxValue").expect("the interval has a maximum") * 60.0;
+    assert!(longest * 2.0 <= silence, "a pass may take as long as the interval: {longest} s, {silence} s");
+    // Every tick is a run: a pass under way goes on at the next one.
+    let tick = text(&resource_properties("ReconcileFunction")["Events"]["Tick"]["Properties"]["Schedule"]);
+    assert_eq!(tick, "rate(5 minutes)");
+    // A run ends before the next tick (so a tick never waits behind one), with room for the minute
+    // before its deadline in which it begins no page.
+    let timeout = property_number(&resource_properties("ReconcileFunction"), "Timeout").expect("a timeout");
+    assert!((120.0..300.0).contains(&timeout), "{timeout}");
 }
 
 /// Microsoft requires Entra ID sign-in on the landing page: a deploy without the sign-in app is

@@ -43,8 +43,11 @@ pub struct Summary {
     pub seen: u64,
     /// Recorded for the first time.
     pub added: u64,
-    /// Repaired: our record differed from Microsoft's.
+    /// Repaired: our record differed from Microsoft's (including pending operations finished).
     pub changed: u64,
+    /// Of those, the ones no operation of ours explains: changes the webhook missed.
+    #[serde(default)]
+    pub drifted: u64,
     /// Already equal.
     pub unchanged: u64,
     /// Pending publisher operations that completed at Microsoft, and were applied.
@@ -153,6 +156,9 @@ pub struct Reconciler<S, M, C> {
     pub interval: chrono::Duration,
     /// No page is begun with less than this left before the deadline: a page's worst case.
     pub handover_margin: chrono::Duration,
+    /// Calls to Microsoft end this long before the deadline, so that a page cut short is still
+    /// saved (its cut subscriptions counted as errors) and the next run goes on after it.
+    pub save_reserve: std::time::Duration,
 }
 
 /// How long past its deadline a lease holds: the deadline is Lambda's, so the run is over by then.
@@ -170,6 +176,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
             concurrency: 16,
             interval: chrono::Duration::hours(1),
             handover_margin: chrono::Duration::minutes(1),
+            save_reserve: std::time::Duration::from_secs(10),
         }
     }
 
@@ -229,6 +236,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
             seen = pass.map(|p| p.seen),
             added = pass.map(|p| p.added),
             changed = pass.map(|p| p.changed),
+            drifted = pass.map(|p| p.drifted),
             unchanged = pass.map(|p| p.unchanged),
             operations_finished = pass.map(|p| p.operations_finished),
             operations_dropped = pass.map(|p| p.operations_dropped),
@@ -281,7 +289,8 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         let worked_before = pass.elapsed_ms;
         // No call outlives the invocation (a page begun in the margin still ends with it).
         let left = (invocation.deadline - self.clock.now()).to_std().unwrap_or_default();
-        let call = Call::correlated(invocation.id).until(Instant::now() + left);
+        let call =
+            Call::correlated(invocation.id).until(Instant::now() + left.saturating_sub(self.save_reserve));
         // Only the position read from the checkpoint may have expired at Microsoft.
         let mut from_saved_position = checkpoint.next_page.is_some();
         let mut given_up = false;
@@ -320,7 +329,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 }
             };
             from_saved_position = false;
-            self.page(invocation.id, &call, page.subscriptions, listed_at, &mut pass).await;
+            if let Err(error) =
+                self.page(invocation.id, &call, page.subscriptions, listed_at, &mut pass).await
+            {
+                // Not skipped: the position stays, and the next run reads this page again.
+                tracing::error!(run_id = invocation.id, pass_id = pass.pass_id, error = %crate::error_chain(&error), "reading a page's records failed; the pass goes on from this page next time");
+                pass.failed_runs += 1;
+                break Outcome::Failed;
+            }
             pass.pages += 1;
             report.pages += 1;
             match page.next {
@@ -362,17 +378,11 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
         subscriptions: Vec<Subscription>,
         listed_at: Timestamp,
         summary: &mut Summary,
-    ) {
-        summary.seen += subscriptions.len() as u64;
+    ) -> Result<(), StoreError> {
         let ids: Vec<SubscriptionId> = subscriptions.iter().map(|s| s.id.clone()).collect();
-        let stored: HashMap<SubscriptionId, SubscriptionRecord> = match self.store.get_many(&ids).await {
-            Ok(records) => records.into_iter().map(|r| (r.subscription.id.clone(), r)).collect(),
-            Err(error) => {
-                tracing::error!(run_id, error = %crate::error_chain(&error), "reading a page of records failed");
-                summary.errors += ids.len() as u64;
-                return;
-            }
-        };
+        let stored: HashMap<SubscriptionId, SubscriptionRecord> =
+            self.store.get_many(&ids).await?.into_iter().map(|r| (r.subscription.id.clone(), r)).collect();
+        summary.seen += subscriptions.len() as u64;
         let outcomes: Vec<_> = stream::iter(subscriptions)
             .map(|subscription| {
                 let record = stored.get(&subscription.id);
@@ -389,7 +399,12 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 Ok((result, finished, dropped)) => {
                     match result {
                         Reconciled::Added => summary.added += 1,
-                        Reconciled::Changed => summary.changed += 1,
+                        Reconciled::Changed => {
+                            summary.changed += 1;
+                            if finished == 0 {
+                                summary.drifted += 1;
+                            }
+                        }
                         Reconciled::Unchanged => summary.unchanged += 1,
                     }
                     summary.operations_finished += finished;
@@ -401,6 +416,7 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Reconciler<S, M, C> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Reconciles one subscription: its pending operation first, then its state.

@@ -3,7 +3,7 @@
 //! (accept or reject a customer's plan or seat change), apply it exactly once, all inside the
 //! 10-second window (docs/marketplace-api.md#webhook).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::changes::{Effect, Event, Seen, record_event, record_event_on, record_kept};
 use crate::clock::Clock;
@@ -287,7 +287,15 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
     ) -> Result<Handled, WebhookError> {
         let (id, operation_id) = (&operation.subscription_id, &operation.id);
         tracing::info!(subscription_id = %id, %operation_id, %reason, "rejecting the change");
-        let acknowledged = match self.acknowledge(operation, AckStatus::Failure, call).await {
+        // Decided: the answer must leave within the window whatever follows, or Microsoft takes
+        // the silence as a failed delivery and accepts the change. Telling it, recording the
+        // refusal and checking it held all end a little before the call's deadline.
+        let answer_by = call.deadline.and_then(|deadline| deadline.checked_sub(REFUSAL_ANSWER_RESERVE));
+        let ack_call = match answer_by {
+            Some(at) => call.clone().until(at),
+            None => call.clone(),
+        };
+        let acknowledged = match self.acknowledge(operation, AckStatus::Failure, &ack_call).await {
             Ok(acknowledged) => acknowledged,
             // Our 4xx inside the window is itself the rejection (docs/marketplace-api.md#webhook-responses): answer it.
             Err(error) => {
@@ -297,27 +305,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         };
         match acknowledged {
             Acknowledged::Done | Acknowledged::AlreadyDecided(OperationStatus::Failed) => {
-                if let Err(error) = self.keep(payload, operation, Outcome::Rejected, &reason).await {
-                    // Still a rejection: Microsoft keeps the old plan and seats either way.
-                    tracing::error!(subscription_id = %id, error = %crate::error_chain(&error), "refusal not recorded");
-                }
-                // Microsoft has been seen to apply a change the publisher refused: look.
-                match self.view(id, call).await {
-                    Ok(read) if applied_anyway(operation, &read.0) => {
-                        tracing::warn!(subscription_id = %id, %operation_id, "Microsoft applied the change although we refused it");
-                        let drift =
-                            OperationId::parse(&format!("{operation_id}-applied-anyway")).expect("not empty");
-                        // The view just read is the one recorded: no second read.
-                        let recorded =
-                            self.record_view(payload, Some(operation), drift, Some(read), call).await;
-                        if let Err(error) = recorded {
-                            tracing::error!(subscription_id = %id, error = %crate::error_chain(&error), "the drift was not recorded; the reconciliation will");
+                let follow_up = self.after_refusal(payload, operation, &reason, &ack_call);
+                match answer_by {
+                    Some(at) => {
+                        if tokio::time::timeout_at(at.into(), follow_up).await.is_err() {
+                            tracing::warn!(subscription_id = %id, %operation_id, "the refusal is answered before it was recorded; the reconciliation checks it held");
                         }
                     }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(subscription_id = %id, error = %crate::error_chain(&error), "could not check that the refusal held; the reconciliation will")
-                    }
+                    None => follow_up.await,
                 }
                 Ok(Handled::Rejected(reason))
             }
@@ -326,6 +321,37 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
                 tracing::warn!(subscription_id = %id, %status, "rejection came too late");
                 self.resync(payload, operation, call).await?;
                 Ok(Handled::Recorded)
+            }
+        }
+    }
+
+    /// What follows a refusal: record it (plan and seats kept), and look whether Microsoft
+    /// applied the change anyway (it has been seen to); failures are only logged.
+    async fn after_refusal(
+        &self,
+        payload: &WebhookPayload,
+        operation: &Operation,
+        reason: &str,
+        call: &Call,
+    ) {
+        let (id, operation_id) = (&operation.subscription_id, &operation.id);
+        if let Err(error) = self.keep(payload, operation, Outcome::Rejected, reason).await {
+            // Still a rejection: Microsoft keeps the old plan and seats either way.
+            tracing::error!(subscription_id = %id, error = %crate::error_chain(&error), "refusal not recorded");
+        }
+        match self.view(id, call).await {
+            Ok(read) if applied_anyway(operation, &read.0) => {
+                tracing::warn!(subscription_id = %id, %operation_id, "Microsoft applied the change although we refused it");
+                let drift = OperationId::parse(&format!("{operation_id}-applied-anyway")).expect("not empty");
+                // The view just read is the one recorded: no second read.
+                let recorded = self.record_view(payload, Some(operation), drift, Some(read), call).await;
+                if let Err(error) = recorded {
+                    tracing::error!(subscription_id = %id, error = %crate::error_chain(&error), "the drift was not recorded; the reconciliation will");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(subscription_id = %id, error = %crate::error_chain(&error), "could not check that the refusal held; the reconciliation will")
             }
         }
     }
@@ -542,6 +568,10 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         }
     }
 }
+
+/// Kept, once a refusal is decided, for answering it: what follows the decision ends this long
+/// before the call's deadline.
+const REFUSAL_ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
 /// How long Microsoft's view may lag its own operation before the operation counts as undone.
 const VIEW_LAG: chrono::Duration = chrono::Duration::minutes(10);

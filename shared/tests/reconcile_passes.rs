@@ -8,7 +8,7 @@ use fulfillment::clock::Clock;
 use fulfillment::domain::{SubscriptionId, Timestamp};
 use fulfillment::reconcile::{Invocation, Outcome, Reconciler, Report};
 use fulfillment::store::{Lease, ReconcileCheckpoint, SubscriptionStore};
-use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore};
+use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore, ScriptedStore};
 
 const SUBSCRIPTIONS: usize = 50;
 const PAGE: usize = 5;
@@ -164,6 +164,38 @@ async fn a_failed_run_keeps_its_position_and_its_retry_repeats_no_page() {
         "{pass:?}"
     );
     assert_eq!(world.list_calls(), 10 + 1, "every page once, and the failed call");
+}
+
+/// The table failing to read a page's records (DynamoDB throttling the batch read) fails the run
+/// at that page: its position is kept and the next run reads the page again. Skipping it would
+/// leave its subscriptions unreconciled in a pass that says it read everything.
+#[tokio::test]
+async fn a_page_whose_records_cannot_be_read_is_read_again_by_the_next_run_not_skipped() {
+    let world = World::new();
+    let store = ScriptedStore::new(world.store.clone());
+    let mut reconciler = Reconciler::new(store.clone(), world.market.clone(), world.clock.clone());
+    reconciler.handover_margin = Duration::minutes(2);
+    let invoke = async |id: &str| {
+        let deadline = world.clock.now() + Duration::minutes(30);
+        reconciler.run(&Invocation { id, deadline }).await
+    };
+    store.fail_batch_reads(1);
+    let failed = invoke("tick-1").await;
+    assert_eq!((failed.outcome, failed.pages), (Outcome::Failed, 0), "{failed:?}");
+    let pass = failed.pass.as_ref().expect("the pass under way");
+    assert_eq!((pass.seen, pass.errors, pass.failed_runs), (0, 0, 1), "{pass:?}");
+    assert_eq!(world.checkpoint().await.next_page, None, "still at the first page");
+
+    let finished = invoke("tick-2").await;
+    assert_eq!(finished.outcome, Outcome::Finished, "{finished:?}");
+    let pass = finished.pass.expect("the pass");
+    assert_eq!(
+        (pass.pages, pass.seen, pass.added, pass.errors, pass.failed_runs),
+        (10, 50, 50, 0, 1),
+        "{pass:?}"
+    );
+    assert_eq!(world.recorded().await, 50, "every subscription recorded");
+    assert_eq!(world.list_calls(), 10 + 1, "the first page twice, every other once");
 }
 
 #[tokio::test]

@@ -36,6 +36,11 @@ struct Fixture {
 /// Microsoft holds the subscription (Subscribed, 6 seats on team-monthly) and each event's
 /// operation as that event says; we hold the subscription as Microsoft showed it before.
 async fn fixture() -> Fixture {
+    fixture_with(&[]).await
+}
+
+/// [`fixture`], with more settings (e.g. the policy for customers' changes).
+async fn fixture_with(settings: &[(&str, &str)]) -> Fixture {
     let key = TestKey::load();
     let keys = KeyServer::start(&key.jwks());
     let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 5, 20, 14, 30, 0).single().expect("time"));
@@ -57,11 +62,15 @@ async fn fixture() -> Fixture {
     record_event(&store, &seen, clock.now()).await.expect("seeded");
     let scripted = ScriptedStore::new(store.clone());
     // The token's issuer and keys as the deployed function reads them.
-    let environment = Environment::from_pairs([
-        ("ENTRA_TENANT_ID", support::TENANT),
-        ("ENTRA_CLIENT_ID", support::APP),
-        ("WEBHOOK_JWKS_URL", keys.url.as_str()),
-    ]);
+    let environment = Environment::from_pairs(
+        [
+            ("ENTRA_TENANT_ID", support::TENANT),
+            ("ENTRA_CLIENT_ID", support::APP),
+            ("WEBHOOK_JWKS_URL", keys.url.as_str()),
+        ]
+        .into_iter()
+        .chain(settings.iter().copied()),
+    );
     let function =
         WebhookFunction::new(scripted.clone(), market.clone(), clock, &environment).expect("the webhook");
     Fixture {
@@ -218,6 +227,32 @@ async fn with_the_store_and_microsoft_slow_a_refusal_is_answered_within_the_budg
     let (status, body) = answer(&fixture, "suspend.json").await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("recorded")), "{body}");
     assert_eq!(record(&fixture).await.status(), SubscriptionStatus::Suspended);
+}
+
+/// A refusal (a plan the policy does not allow) is answered 400 within the budget even when what
+/// follows the decision (telling Microsoft, recording it, checking it held) is slow: a 503 instead
+/// would let Microsoft accept the change when its 10 seconds run out.
+#[tokio::test]
+async fn a_refused_change_is_answered_400_within_the_budget_when_microsoft_and_the_store_are_slow() {
+    let began = std::time::Instant::now();
+    let fixture = fixture_with(&[("ALLOWED_PLANS", "team-monthly")]).await;
+    fixture.scripted.set_delay(std::time::Duration::from_millis(1000));
+    fixture.market.set_delay(std::time::Duration::from_millis(2500));
+    let (status, body) = answer(&fixture, "change-plan-customer.json").await;
+    let waited = began.elapsed();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the refusal itself: {body}");
+    assert!(
+        waited <= webhook::BUDGET + std::time::Duration::from_millis(500),
+        "answered after {waited:?}, over the budget of {:?}",
+        webhook::BUDGET
+    );
+    fixture.scripted.set_delay(std::time::Duration::ZERO);
+    fixture.market.set_delay(std::time::Duration::ZERO);
+    assert_eq!(
+        record(&fixture).await.subscription.plan_id.map(|p| p.to_string()),
+        Some("team-monthly".into()),
+        "the plan is kept"
+    );
 }
 
 #[tokio::test]

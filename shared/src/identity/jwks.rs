@@ -84,9 +84,11 @@ impl JwksCache {
             });
         }
         // Another caller may have refreshed while we waited: fetch only if the key is still missing
-        // (at most once per `min_refresh`) or the keys are too old.
+        // (at most once per `min_refresh`) or the keys are too old (and no refresh of them failed
+        // within `min_refresh`: while the issuer is down, each request would wait on it again).
         let missing = cached.is_none() && fetched_at.is_none_or(|at| at.elapsed() >= self.min_refresh);
-        if missing || (cached.is_some() && !fresh(fetched_at)) {
+        let failed_lately = refreshes.failed.is_some_and(|failed| failed.elapsed() < self.min_refresh);
+        if missing || (cached.is_some() && !fresh(fetched_at) && !failed_lately) {
             match self.fetch().await {
                 Ok(fetched) => {
                     *self.keys.write().await = Keys { by_id: fetched, fetched_at: Some(Instant::now()) };

@@ -45,6 +45,8 @@ struct Script<S> {
     refusing: bool,
     /// Every call takes this long first.
     delay: std::time::Duration,
+    /// So many more `get_many` calls fail.
+    failing_batch_reads: usize,
 }
 
 /// Wraps `S` (cloned for each interleaved writer); clones share the script.
@@ -68,6 +70,7 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
                 down: false,
                 refusing: false,
                 delay: std::time::Duration::ZERO,
+                failing_batch_reads: 0,
             })),
         }
     }
@@ -104,6 +107,11 @@ impl<S: SubscriptionStore + Clone + 'static> ScriptedStore<S> {
     /// Every call takes this long before it acts (a slow table).
     pub fn set_delay(&self, delay: std::time::Duration) {
         self.script.lock().expect("script").delay = delay;
+    }
+
+    /// The next `n` batch reads (`get_many`) fail as unavailable (e.g. DynamoDB throttling).
+    pub fn fail_batch_reads(&self, n: usize) {
+        self.script.lock().expect("script").failing_batch_reads = n;
     }
 
     /// While refusing, every call fails as refused (not retryable).
@@ -152,6 +160,13 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
 
     async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
         self.check("get subscriptions").await?;
+        {
+            let mut script = self.script.lock().expect("script");
+            if script.failing_batch_reads > 0 {
+                script.failing_batch_reads -= 1;
+                return Err(outage("get subscriptions"));
+            }
+        }
         self.inner.get_many(ids).await
     }
 

@@ -634,6 +634,7 @@ async fn a_subscription_that_cannot_be_reconciled_does_not_stop_the_others() {
         (10, 1, 3, 6, 0, true),
         "{summary:?}"
     );
+    assert_eq!(summary.drifted, 3, "each change Microsoft made without a webhook: {summary:?}");
     assert_eq!((summary.operations_finished, summary.operations_dropped), (0, 0));
     assert_all_equal_to_microsoft(&stack, &ids[1..]).await;
     let stuck = record(&stack, &ids[0]).await;
@@ -648,9 +649,50 @@ async fn a_subscription_that_cannot_be_reconciled_does_not_stop_the_others() {
         (0, 1, 1, 9),
         "{next:?}"
     );
+    assert_eq!(next.drifted, 0, "our own change finished: no drift");
     let ours = record(&stack, &ids[0]).await;
     assert_eq!((ours.pending_operation, ours.subscription.quantity), (None, Some(12)));
     assert_all_equal_to_microsoft(&stack, &ids).await;
+}
+
+/// A page begun near the deadline whose calls to Microsoft hang: the calls are cut early enough
+/// that the page is saved (the hung subscription counted as an error) before Lambda stops the
+/// function at its deadline. Cut only at the deadline, nothing would be saved, and every retry
+/// would begin the same page and die the same way.
+#[tokio::test]
+async fn hung_calls_are_cut_in_time_for_the_page_to_be_saved_before_lambda_stops_the_run() {
+    let stack = stack_with(options(EmulatorConfig {
+        operation_delay: Duration::from_millis(100),
+        ..EmulatorConfig::default()
+    }))
+    .await;
+    let ids: Vec<String> = (0..10).map(|_| guid()).collect();
+    let seeds = ids.iter().map(|s| seeded(s, "Subscribed", "team-monthly", 10)).collect();
+    stack.emulator.seed(seeds).await;
+    let mut reconcile = reconciler(&stack);
+    assert_eq!(reconcile.pass(&run_id()).await.added, 10);
+    // A change of ours whose webhook never comes: the next pass asks Microsoft how it went.
+    stack.emulator.webhook_faults(WebhookFaults { drop: true, ..WebhookFaults::default() }).await;
+    let pending =
+        publisher(&stack).request(&id(&ids[0]), ChangeRequest::Seats(12), &Call::new()).await.expect("202");
+    assert_eq!(record(&stack, &ids[0]).await.pending_operation, Some(pending));
+    stack.emulator.inject(Endpoint::GetOperation, Fault::Latency(Duration::from_secs(60)), 100).await;
+
+    reconcile.handover_margin = chrono::Duration::seconds(1);
+    reconcile.save_reserve = Duration::from_secs(1);
+    let lambda_timeout = Duration::from_secs(4);
+    let deadline = Utc::now() + chrono::Duration::from_std(lambda_timeout).expect("a duration");
+    let run_id = run_id();
+    let invocation = fulfillment::reconcile::Invocation { id: &run_id, deadline };
+    let report = tokio::time::timeout(lambda_timeout, reconcile.start(&invocation))
+        .await
+        .expect("the run ended before Lambda would have stopped it");
+    assert_eq!(report.outcome, fulfillment::reconcile::Outcome::Finished, "{report:?}");
+    let pass = report.pass.expect("the pass");
+    assert_eq!((pass.seen, pass.errors, pass.unchanged), (10, 1, 9), "{pass:?}");
+    let saved = stack.store.checkpoint().await.expect("read").expect("saved");
+    assert_eq!(saved.last_pass.map(|p| p.pass_id), Some(run_id), "the page was saved");
+    assert_eq!(saved.lease, None, "and the lease released");
 }
 
 // Issue 15: a pass over many invocations ---------------------------------------------------------
@@ -694,6 +736,7 @@ async fn on_dynamodb_local_a_pass_goes_on_over_invocations_that_race_and_reads_e
     let mut reconcile = reconciler(&stack);
     // 50 ms a run: far less than recording a page of 100 subscriptions takes.
     reconcile.handover_margin = chrono::Duration::zero();
+    reconcile.save_reserve = std::time::Duration::ZERO;
     let reconcile = &reconcile;
     let reports = until_finished(200, |n| async move {
         let deadline = Utc::now() + chrono::Duration::milliseconds(50);
@@ -761,6 +804,7 @@ async fn a_pass_over_100000_subscriptions_finishes_across_short_invocations_and_
 
     let mut reconcile = Reconciler::new(store.clone(), client(&stack), SystemClock);
     reconcile.handover_margin = chrono::Duration::milliseconds(250);
+    reconcile.save_reserve = std::time::Duration::from_millis(50);
     let reconcile = &reconcile;
     let reports = until_finished(1_000, |n| async move {
         let deadline = Utc::now() + chrono::Duration::seconds(2);

@@ -263,11 +263,12 @@ fn the_api_throttles_every_route_and_the_public_ones_have_their_own_caps() {
     keys.sort_unstable();
     assert_eq!(keys, ["GET /landing", "POST /activate", "POST /webhook"]);
     assert_eq!(throttle(&api["RouteSettings"]["POST /webhook"]), (Some(100.0), Some(50.0)));
-    assert_eq!(throttle(&api["RouteSettings"]["GET /landing"]), (Some(20.0), Some(10.0)));
-    assert_eq!(throttle(&api["RouteSettings"]["POST /activate"]), (Some(20.0), Some(10.0)));
-    // Per-route metrics (billed as custom metrics) for the webhook only: its 5xx alarm reads them.
-    assert_eq!(api["RouteSettings"]["POST /webhook"]["DetailedMetricsEnabled"].as_bool(), Some(true));
-    assert!(api["DefaultRouteSettings"].get("DetailedMetricsEnabled").is_none(), "not on every route");
+    assert_eq!(throttle(&api["RouteSettings"]["GET /landing"]), (Some(10.0), Some(5.0)));
+    assert_eq!(throttle(&api["RouteSettings"]["POST /activate"]), (Some(10.0), Some(5.0)));
+    // No per-route metrics (billed as custom metrics): the webhook's 5xx alarm reads its own log.
+    for route in settings.values().chain([&api["DefaultRouteSettings"]]) {
+        assert!(route.get("DetailedMetricsEnabled").is_none(), "{route:?}");
+    }
 
     // The keys name real routes (a stage setting for a missing route fails the deploy), and every
     // route without IAM has its own cap.
@@ -465,10 +466,10 @@ const OWN_NAMESPACE: &str = "!Sub SaaSFulfillment/${AWS::StackName}";
 
 const ALARMS: &[Alarm] = &[
     Alarm {
-        id: "WebhookRoute5xxAlarm",
-        namespace: "AWS/ApiGateway",
-        metric: "5xx",
-        dimensions: &[("ApiId", "!Ref HttpApi"), ("Stage", "$default"), ("Route", "POST /webhook")],
+        id: "WebhookServerErrorsAlarm",
+        namespace: OWN_NAMESPACE,
+        metric: "WebhookServerErrors",
+        dimensions: &[],
         statistic: "Sum",
         period: 300.0,
         threshold: 1.0,
@@ -631,10 +632,6 @@ fn every_alarm_notifies_the_topic_and_says_what_to_do() {
         let description = p["AlarmDescription"].as_str().unwrap_or_default();
         assert!(description.len() >= 80, "{id}: what it means and what to do: {description:?}");
     }
-
-    // The webhook's route alarm reads the metrics of a route that has them.
-    let route = &resource_properties("HttpApi")["RouteSettings"]["POST /webhook"];
-    assert_eq!(route["DetailedMetricsEnabled"].as_bool(), Some(true));
 
     // Each alarm on a metric of ours reads what a metric filter publishes.
     for alarm in ALARMS.iter().filter(|a| a.namespace == OWN_NAMESPACE) {
@@ -940,7 +937,7 @@ impl MetricFilter {
 /// Refused tokens: the webhook's 401 answers, counted from its log (10 in 5 minutes alarm: a
 /// misconfigured app or tenant, or someone probing the public endpoint).
 #[tokio::test]
-async fn the_unauthorized_filter_counts_the_webhooks_401_answers() {
+async fn the_webhook_filters_count_its_401_and_5xx_answers() {
     use fulfillment::config::Environment;
     use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
     use lambda_http::Body;
@@ -952,12 +949,18 @@ async fn the_unauthorized_filter_counts_the_webhooks_401_answers() {
         (filter.namespace.as_str(), filter.metric.as_str(), filter.value.as_str()),
         (OWN_NAMESPACE, "WebhookUnauthorized", "1")
     );
+    let server_errors = metric_filter(&template, "WebhookServerErrorsMetricFilter");
+    assert_eq!(server_errors.log_group, "!Ref WebhookLogGroup");
+    assert_eq!(
+        (server_errors.namespace.as_str(), server_errors.metric.as_str(), server_errors.value.as_str()),
+        (OWN_NAMESPACE, "WebhookServerErrors", "1")
+    );
 
     let clock = ManualClock::at(chrono::Utc::now());
     let environment = Environment::from_pairs([
         ("ENTRA_TENANT_ID", "72f988bf-0000-4000-8000-00000000f022"),
         ("ENTRA_CLIENT_ID", "a1b2c3d4-0000-4000-8000-00000000f022"),
-        // Never fetched: no request below carries a token with a key id.
+        // Nothing answers there: a token with a key id cannot be checked (503).
         ("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"),
     ]);
     let function = webhook::WebhookFunction::new(
@@ -983,13 +986,16 @@ async fn the_unauthorized_filter_counts_the_webhooks_401_answers() {
         ("POST", Some("Bearer not-a-token")),
         ("POST", Some("Basic dXNlcjpwYXNz")),
         ("GET", None),
+        // {"alg":"RS256","kid":"k1"}.{"x":1}.signature: its key must be fetched, and cannot be.
+        ("POST", Some("Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJ4IjoxfQ.c2lnbmF0dXJl")),
     ] {
         statuses.push(function.handle(request(method, authorization)).await.status().as_u16());
     }
-    assert_eq!(statuses, [401, 401, 401, 405]);
+    assert_eq!(statuses, [401, 401, 401, 405, 503]);
     let lines = captured.take();
-    assert!(lines.len() >= 4, "{lines:?}");
+    assert!(lines.len() >= 5, "{lines:?}");
     assert_eq!(filter.published(&lines), 3.0, "one per 401 answer, not the 405: {lines:#?}");
+    assert_eq!(server_errors.published(&lines), 1.0, "the 503, nothing else: {lines:#?}");
 }
 
 /// The reconciliation's one line per invocation (`reconcile run ended`): the pass's counts as the
@@ -1016,7 +1022,7 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     }
     assert_eq!(
         (drift.metric.as_str(), drift.value.as_str()),
-        ("ReconcileRecordsRepaired", "$.fields.changed")
+        ("ReconcileRecordsRepaired", "$.fields.drifted")
     );
     assert_eq!(
         (incomplete.metric.as_str(), incomplete.value.as_str()),

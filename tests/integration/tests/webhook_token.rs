@@ -847,3 +847,24 @@ async fn keys_older_than_their_maximum_age_are_fetched_again() {
     assert!(matches!(withdrawn, Err(JwksError::UnknownKey(_))), "withdrawn: {:?}", withdrawn.err());
     assert_eq!(fetches(&stub), 3);
 }
+
+/// While the issuer is down, old keys are refreshed at most once per `min_refresh`: each request
+/// asking again would spend up to 3 s of the webhook's 8 on a fetch that fails.
+#[tokio::test]
+async fn while_the_issuer_is_down_old_keys_are_served_without_asking_again_on_every_request() {
+    use fulfillment::identity::JwksCache;
+    let emulator = Emulator::start(EmulatorConfig::default()).await.expect("the emulator starts");
+    let kid = emulator.jwks()["keys"][0]["kid"].as_str().expect("a key id").to_owned();
+    let stub = jwks_stub(&emulator).await;
+    stub.on("GET", JWKS_PATH, Canned::json(500, "{}"));
+    stub.on("GET", JWKS_PATH, Canned::json(500, "{}"));
+    let cache =
+        JwksCache::new(reqwest::Client::new(), format!("{}{JWKS_PATH}", stub.url), Duration::from_secs(60))
+            .with_max_age(Duration::ZERO);
+
+    assert!(cache.key(&kid).await.is_ok(), "fetched");
+    for n in 0..5 {
+        assert!(cache.key(&kid).await.is_ok(), "request {n}: the old key still works");
+    }
+    assert_eq!(fetches(&stub), 2, "the first fetch, and one failed refresh for five requests");
+}

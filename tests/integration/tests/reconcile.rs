@@ -599,6 +599,16 @@ async fn assert_dropped(stack: &LocalStack, sub: &str, pending: &PendingOperatio
 
 // One failure does not stop the rest -------------------------------------------------------------
 
+/// Ten subscriptions at Microsoft, recorded by a first pass; their ids, and the reconciliation.
+async fn ten_recorded(stack: &LocalStack) -> (Vec<String>, Reconcile) {
+    let ids: Vec<String> = (0..10).map(|_| guid()).collect();
+    let seeds = ids.iter().map(|s| seeded(s, "Subscribed", "team-monthly", 10)).collect();
+    stack.emulator.seed(seeds).await;
+    let reconcile = reconciler(stack);
+    assert_eq!(reconcile.pass(&run_id()).await.added, 10);
+    (ids, reconcile)
+}
+
 #[tokio::test]
 async fn a_subscription_that_cannot_be_reconciled_does_not_stop_the_others() {
     let stack = stack_with(options(EmulatorConfig {
@@ -607,11 +617,7 @@ async fn a_subscription_that_cannot_be_reconciled_does_not_stop_the_others() {
         ..EmulatorConfig::default()
     }))
     .await;
-    let ids: Vec<String> = (0..10).map(|_| guid()).collect();
-    let seeds = ids.iter().map(|s| seeded(s, "Subscribed", "team-monthly", 10)).collect();
-    stack.emulator.seed(seeds).await;
-    let reconcile = reconciler(&stack);
-    assert_eq!(reconcile.pass(&run_id()).await.added, 10);
+    let (ids, reconcile) = ten_recorded(&stack).await;
 
     // From now on no webhook arrives: only the reconciliation can see what happens.
     stack.emulator.webhook_faults(WebhookFaults { drop: true, ..WebhookFaults::default() }).await;
@@ -666,11 +672,7 @@ async fn hung_calls_are_cut_in_time_for_the_page_to_be_saved_before_lambda_stops
         ..EmulatorConfig::default()
     }))
     .await;
-    let ids: Vec<String> = (0..10).map(|_| guid()).collect();
-    let seeds = ids.iter().map(|s| seeded(s, "Subscribed", "team-monthly", 10)).collect();
-    stack.emulator.seed(seeds).await;
-    let mut reconcile = reconciler(&stack);
-    assert_eq!(reconcile.pass(&run_id()).await.added, 10);
+    let (ids, mut reconcile) = ten_recorded(&stack).await;
     // A change of ours whose webhook never comes: the next pass asks Microsoft how it went.
     stack.emulator.webhook_faults(WebhookFaults { drop: true, ..WebhookFaults::default() }).await;
     let pending =

@@ -3,8 +3,7 @@
 //! only after the durable write; 4xx to reject a customer's change or refuse a bad delivery; 5xx
 //! when Microsoft or the store fails transiently, so Microsoft retries.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fulfillment::clock::{Clock, SystemClock};
 use fulfillment::config::Environment;
@@ -17,12 +16,15 @@ use fulfillment::web::respond;
 use fulfillment::webhook::{Handled, Webhook};
 use fulfillment::wiring::{Services, StartupError};
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 
 /// Microsoft waits 10 seconds; leave room for the answer to travel back. Everything a delivery
 /// waits for is inside it: the cold start before it, the keys, Microsoft and the table.
 pub const BUDGET: Duration = Duration::from_secs(8);
+/// API Gateway gives up on a Lambda after 30 s: a request cannot have waited longer than that.
+const LONGEST_WAIT: Duration = Duration::from_secs(30);
 /// Real payloads are a few kilobytes.
 pub const MAX_BODY: usize = 256 * 1024;
 
@@ -30,8 +32,6 @@ pub struct WebhookFunction<S, M, C> {
     pub webhook: Webhook<S, M, C>,
     pub authenticator: WebhookAuthenticator,
     pub clock: C,
-    /// When the function began to start: the first delivery has been waiting since then.
-    cold_start: Mutex<Option<Instant>>,
 }
 
 /// The webhook as deployed: DynamoDB, Microsoft's API, the system clock.
@@ -40,7 +40,6 @@ pub type Deployed = WebhookFunction<DynamoDbStore, HttpMarketplaceClient, System
 impl Deployed {
     /// The one way to build the deployed webhook (its `main.rs`, the local stack, the benchmarks).
     pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
-        let began = Instant::now();
         let mut services = Services::load(environment).await?;
         // Inside Microsoft's 10 seconds: short attempts, short backoff.
         let marketplace = &mut services.marketplace;
@@ -48,9 +47,7 @@ impl Deployed {
         marketplace.retry.base_delay = Duration::from_millis(200);
         marketplace.retry.max_delay = Duration::from_secs(1);
         let marketplace = services.marketplace_client()?;
-        let function = Self::new(services.store, marketplace, SystemClock, &services.environment)?;
-        *function.cold_start.lock().expect("cold start") = Some(began);
-        Ok(function)
+        Self::new(services.store, marketplace, SystemClock, &services.environment)
     }
 }
 
@@ -61,17 +58,14 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock + Clone> WebhookFunction<
         let authenticator =
             WebhookAuthenticator::new(fulfillment::http::client()?, environment.webhook_token()?);
         let webhook = Webhook::new(store, marketplace, clock.clone(), environment.change_policy()?);
-        Ok(Self { webhook, authenticator, clock, cold_start: Mutex::new(Some(Instant::now())) })
+        Ok(Self { webhook, authenticator, clock })
     }
 }
 
 impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C> {
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let started = Instant::now();
-        // A start long before the request (Lambda's proactive start, a local stack) kept nobody
-        // waiting: only a start within the budget counts.
-        let began = self.cold_start.lock().expect("cold start").take();
-        let arrived = began.filter(|began| started - *began < BUDGET).unwrap_or(started);
+        let arrived = received_at(&request, started);
         let deadline = arrived + BUDGET;
         // Whatever is still waiting at the deadline (a slow table, keys, Microsoft) is given up,
         // as if the function had stopped there: nothing is answered 200 before it is durable, and
@@ -175,5 +169,21 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> WebhookFunction<S, M, C>
                 }
             }
         }
+    }
+}
+
+/// When API Gateway received the request (its `timeEpoch`), as an instant of this process:
+/// Microsoft's 10 seconds began then, before whatever came first here (a cold start: the secret,
+/// the keys). A request without one (a local run) or with one it cannot have (an event file's, a
+/// clock far off) arrived `now`.
+fn received_at(request: &Request, now: Instant) -> Instant {
+    let epoch_ms = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.time_epoch,
+        _ => return now,
+    };
+    let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    match u64::try_from(now_ms - epoch_ms).map(Duration::from_millis) {
+        Ok(waited) if waited < LONGEST_WAIT => now.checked_sub(waited).unwrap_or(now),
+        _ => now,
     }
 }

@@ -7,3 +7,8 @@ use fulfillment::testing::{MemoryStore, contract};
 async fn the_store_contract_holds_in_memory() {
     contract::run_all(|| async { MemoryStore::new() }).await;
 }
+
+#[tokio::test]
+async fn the_usage_store_contract_holds_in_memory() {
+    fulfillment::testing::usage_contract::run_all(|| async { MemoryStore::new() }).await;
+}

@@ -19,6 +19,8 @@ use super::{
 };
 use crate::domain::{OperationId, SubscriptionId};
 
+mod usage;
+
 /// The table's keys and index; `template.yaml` declares the same (a test checks they agree).
 pub mod layout {
     use crate::domain::{OperationId, SubscriptionId, Timestamp};
@@ -38,6 +40,27 @@ pub mod layout {
     /// The reconciliation's checkpoint: one item, apart from every subscription.
     pub const RECONCILE: &str = "RECONCILE";
     pub const CHECKPOINT: &str = "CHECKPOINT";
+    /// A subscription's usage of a dimension in an hour (metered billing).
+    pub const USAGE_PREFIX: &str = "USAGE#";
+    /// A usage report's idempotency key, kept a few days.
+    pub const USAGE_KEY_PREFIX: &str = "USAGEKEY#";
+    /// Sparse global secondary index: only usage hours not yet settled carry its key, the hour.
+    pub const UNSETTLED_INDEX: &str = "ByUnsettledHour";
+    pub const UNSETTLED_KEY: &str = "unsettledHour";
+
+    /// An hour as usage keys spell it: `2026-12-02T10`, so that sort-key order is time order.
+    pub fn hour(hour: Timestamp) -> String {
+        hour.format("%Y-%m-%dT%H").to_string()
+    }
+
+    /// Time first, so that a subscription's hours come in time order.
+    pub fn usage(hour: Timestamp, dimension: &str) -> String {
+        format!("{USAGE_PREFIX}{}#{dimension}", self::hour(hour))
+    }
+
+    pub fn usage_key(key: &str) -> String {
+        format!("{USAGE_KEY_PREFIX}{key}")
+    }
 
     pub fn partition(id: &SubscriptionId) -> String {
         format!("SUB#{id}")
@@ -111,6 +134,42 @@ impl DynamoDbStore {
         };
         let check = check.build().expect("table, key and condition are set");
         TransactWriteItem::builder().condition_check(check).build()
+    }
+
+    /// The items with these (distinct) keys that exist, read consistently: BatchGetItem takes at
+    /// most 100 keys, and keys it could not serve (throttling) are asked for again after a pause.
+    async fn get_items(&self, action: &'static str, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut keys = chunk.to_vec();
+            let mut rounds = 0;
+            while !keys.is_empty() {
+                rounds += 1;
+                if rounds > 10 {
+                    return Err(StoreError::Unavailable { action, source: "keys left unprocessed".into() });
+                }
+                if rounds > 1 {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << rounds.min(6))).await;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys are set");
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| classify(action, e))?;
+                found.extend(output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
+                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    keys = left.keys;
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn query_all(
@@ -187,54 +246,12 @@ impl SubscriptionStore for DynamoDbStore {
     }
 
     async fn get_many(&self, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let mut records = Vec::with_capacity(ids.len());
         // DynamoDB refuses a batch that names a key twice: each id is asked for once.
         let mut unique: Vec<&SubscriptionId> = ids.iter().collect();
         unique.sort();
         unique.dedup();
-        // BatchGetItem takes at most 100 keys; keys it could not serve come back to be asked again.
-        for chunk in unique.chunks(100) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|id| {
-                    HashMap::from([
-                        (layout::PARTITION_KEY.to_owned(), string(layout::partition(id))),
-                        (layout::SORT_KEY.to_owned(), string(layout::STATE)),
-                    ])
-                })
-                .collect();
-            let mut rounds = 0;
-            while !keys.is_empty() {
-                rounds += 1;
-                if rounds > 10 {
-                    return Err(StoreError::Unavailable {
-                        action: "get subscriptions",
-                        source: "keys left unprocessed".into(),
-                    });
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
-                    .build()
-                    .expect("keys are set");
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| classify("get subscriptions", e))?;
-                if let Some(items) = output.responses.and_then(|mut r| r.remove(&self.table)) {
-                    for item in &items {
-                        records.push(decode(item)?);
-                    }
-                }
-                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
-                    keys = left.keys;
-                }
-            }
-        }
-        Ok(records)
+        let keys = unique.into_iter().map(|id| key(&layout::partition(id), layout::STATE)).collect();
+        self.get_items("get subscriptions", keys).await?.iter().map(decode).collect()
     }
 
     async fn list(
@@ -416,10 +433,15 @@ fn page_token(key: &Item) -> String {
 
 fn page_key(token: &str) -> Result<Item, StoreError> {
     let (partition, sort) = super::page_token::parse(token)?;
-    Ok(HashMap::from([
+    Ok(key(&partition, &sort))
+}
+
+/// An item's key.
+fn key(partition: &str, sort: &str) -> Item {
+    HashMap::from([
         (layout::PARTITION_KEY.to_owned(), string(partition)),
         (layout::SORT_KEY.to_owned(), string(sort)),
-    ]))
+    ])
 }
 
 // Items ----------------------------------------------------------------------------------------

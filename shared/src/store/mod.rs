@@ -6,6 +6,7 @@
 //! wins and the other gets [`StoreError::Conflict`] and must re-read.
 
 pub mod dynamodb;
+pub mod usage;
 
 /// The opaque page token of [`SubscriptionStore::list`]: the key of the last item examined
 /// (base64url JSON), which is any item of the table for a scan, not only a state item.

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::domain::{OperationId, SubscriptionId};
+use crate::domain::{OperationId, PlanId, SubscriptionId, Timestamp};
 use crate::store::dynamodb::layout;
+use crate::store::usage::{Added, HourKey, HourState, UsageHour, UsageReport, UsageStore, hour_of};
 use crate::store::{
     Change, Committed, HistoryEntry, HistoryPage, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
     RejectedDelivery, StateWrite, StoreError, SubscriptionRecord, SubscriptionStore, page_token,
@@ -21,6 +22,10 @@ struct Tables {
     /// Every history entry in commit order: what the table's stream carries.
     stream: Vec<HistoryEntry>,
     checkpoint: Option<ReconcileCheckpoint>,
+    /// Usage hours by their key.
+    usage: BTreeMap<HourKey, UsageHour>,
+    /// Report keys by subscription: the usage each added.
+    usage_keys: HashMap<(SubscriptionId, String), (String, Timestamp, f64)>,
 }
 
 /// The in-memory store; clones share the same tables.
@@ -206,5 +211,93 @@ impl SubscriptionStore for MemoryStore {
             t.checkpoint = Some(ReconcileCheckpoint { version, ..checkpoint.clone() });
             Ok(version)
         })
+    }
+}
+
+impl UsageStore for MemoryStore {
+    async fn add_usage(
+        &self,
+        report: &UsageReport,
+        plan: &PlanId,
+        now: Timestamp,
+    ) -> Result<Added, StoreError> {
+        let hour = hour_of(report.at);
+        let key = HourKey {
+            subscription_id: report.subscription_id.clone(),
+            dimension: report.dimension.clone(),
+            hour,
+        };
+        let remembered = (report.dimension.clone(), hour, report.quantity);
+        Ok(self.with(|t| {
+            let report_key = (report.subscription_id.clone(), report.key.clone());
+            if let Some(seen) = t.usage_keys.get(&report_key) {
+                return if *seen == remembered { Added::Repeated } else { Added::KeyReused };
+            }
+            if let Some(existing) = t.usage.get(&key).filter(|h| h.state != HourState::Open) {
+                return Added::HourClosed(existing.state.clone());
+            }
+            t.usage_keys.insert(report_key, remembered);
+            let entry = t.usage.entry(key).or_insert_with(|| UsageHour {
+                subscription_id: report.subscription_id.clone(),
+                dimension: report.dimension.clone(),
+                hour,
+                plan_id: plan.clone(),
+                quantity: 0.0,
+                reports: 0,
+                state: HourState::Open,
+                updated_at: now,
+            });
+            entry.quantity += report.quantity;
+            entry.reports += 1;
+            entry.updated_at = now;
+            Added::Added
+        }))
+    }
+
+    async fn unsettled(&self, hour: Timestamp) -> Result<Vec<UsageHour>, StoreError> {
+        Ok(self.with(|t| {
+            t.usage.values().filter(|h| h.hour == hour && !h.state.is_settled()).cloned().collect()
+        }))
+    }
+
+    async fn close_hour(&self, key: &HourKey, now: Timestamp) -> Result<Option<UsageHour>, StoreError> {
+        Ok(self.with(|t| {
+            let hour = t.usage.get_mut(key)?;
+            if hour.state == HourState::Open {
+                hour.state =
+                    HourState::Sending { sent_quantity: hour.quantity, attempts: 0, last_error: None };
+                hour.updated_at = now;
+            }
+            Some(hour.clone())
+        }))
+    }
+
+    async fn record_send(&self, hour: &UsageHour) -> Result<(), StoreError> {
+        self.with(|t| match t.usage.get_mut(&hour.key()) {
+            Some(stored) if matches!(stored.state, HourState::Sending { .. }) => {
+                *stored = hour.clone();
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict { subscription_id: hour.subscription_id.clone() }),
+        })
+    }
+
+    async fn usage_of(
+        &self,
+        id: &SubscriptionId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageHour>, StoreError> {
+        Ok(self.with(|t| {
+            let mut hours: Vec<UsageHour> = t
+                .usage
+                .values()
+                .filter(|h| &h.subscription_id == id && h.hour >= from && h.hour <= to)
+                .cloned()
+                .collect();
+            // The table's order: by hour, then by dimension.
+            hours.sort_by(|a, b| (a.hour, &a.dimension).cmp(&(b.hour, &b.dimension)));
+            hours
+        }))
     }
 }

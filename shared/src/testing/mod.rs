@@ -9,6 +9,7 @@ pub mod market_contract;
 mod marketplace;
 mod memory;
 mod scripted;
+pub mod usage_contract;
 
 use std::sync::{Arc, Mutex};
 

@@ -22,6 +22,11 @@ async fn the_store_contract_holds_on_dynamodb_local() {
 }
 
 #[tokio::test]
+async fn the_usage_store_contract_holds_on_dynamodb_local() {
+    fulfillment::testing::usage_contract::run_all(fresh_store).await;
+}
+
+#[tokio::test]
 async fn an_unreachable_dynamodb_gives_a_typed_retryable_error() {
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();

@@ -36,3 +36,20 @@ fn the_template_expires_operation_items() {
     assert_eq!(ttl.attribute_name, layout::EXPIRES_AT);
     assert!(ttl.enabled);
 }
+
+#[test]
+fn the_template_declares_the_unsettled_usage_index() {
+    let table = definition();
+    let index = table
+        .global_secondary_indexes
+        .iter()
+        .find(|i| i.index_name == layout::UNSETTLED_INDEX)
+        .expect("the unsettled usage index is declared");
+    assert_eq!(index.key_schema, vec![key(layout::UNSETTLED_KEY, "HASH"), key(layout::PARTITION_KEY, "RANGE")]);
+    assert_eq!(
+        index.projection.projection_type, "KEYS_ONLY",
+        "adding usage to an hour must not write to the index"
+    );
+    let declared = table.attribute_definitions.iter().find(|a| a.attribute_name == layout::UNSETTLED_KEY);
+    assert_eq!(declared.map(|a| a.attribute_type.as_str()), Some("S"));
+}

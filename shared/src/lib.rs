@@ -15,6 +15,7 @@ pub mod http;
 pub mod identity;
 pub mod lifecycle;
 pub mod marketplace;
+pub mod metering;
 pub mod onboarding;
 pub mod reconcile;
 pub mod self_check;

@@ -44,6 +44,8 @@ struct Market {
     operations: BTreeMap<OperationId, Operation>,
     tokens: HashMap<String, SubscriptionId>,
     plans: Vec<PlanId>,
+    /// Each plan's metering dimensions (none unless set).
+    dimensions: HashMap<PlanId, Vec<String>>,
     faults: HashMap<&'static str, VecDeque<MarketFault>>,
     /// Microsoft has been seen to apply a change the publisher refused (docs/marketplace-api.md#webhook-responses).
     refusals_ignored: bool,
@@ -104,6 +106,12 @@ impl FakeMarketplace {
 
     fn with<T>(&self, f: impl FnOnce(&mut Market) -> T) -> T {
         f(&mut self.market.lock().expect("market"))
+    }
+
+    /// `plan`'s metering dimensions, as Partner Center would define them.
+    pub fn set_dimensions(&self, plan: &str, dimensions: &[&str]) {
+        let plan = PlanId::parse(plan).expect("a plan id");
+        self.with(|m| m.dimensions.insert(plan, dimensions.iter().map(|d| (*d).to_owned()).collect()));
     }
 
     /// The next `count` calls named `call` (the trait method's name) fail with `fault`.
@@ -583,7 +591,16 @@ impl MarketplaceApi for FakeMarketplace {
                     is_price_per_seat: true,
                     is_stop_sell: false,
                     market: None,
-                    plan_components: None,
+                    plan_components: m.dimensions.get(p).map(|dimensions| crate::domain::PlanComponents {
+                        recurrent_billing_terms: Vec::new(),
+                        metering_dimensions: dimensions
+                            .iter()
+                            .map(|d| crate::domain::MeteringDimension {
+                                id: Some(d.clone()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
                     source_offers: Vec::new(),
                 })
                 .collect())

@@ -45,7 +45,10 @@ fn the_template_declares_the_unsettled_usage_index() {
         .iter()
         .find(|i| i.index_name == layout::UNSETTLED_INDEX)
         .expect("the unsettled usage index is declared");
-    assert_eq!(index.key_schema, vec![key(layout::UNSETTLED_KEY, "HASH"), key(layout::PARTITION_KEY, "RANGE")]);
+    assert_eq!(
+        index.key_schema,
+        vec![key(layout::UNSETTLED_KEY, "HASH"), key(layout::PARTITION_KEY, "RANGE")]
+    );
     assert_eq!(
         index.projection.projection_type, "KEYS_ONLY",
         "adding usage to an hour must not write to the index"

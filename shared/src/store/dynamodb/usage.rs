@@ -143,10 +143,8 @@ impl UsageStore for DynamoDbStore {
             return Ok(Added::HourClosed(closed));
         }
         if reasons.iter().flatten().any(|c| c == "TransactionConflict") {
-            return Err(StoreError::Unavailable {
-                action: "add usage",
-                source: "a concurrent write to the same hour".into(),
-            });
+            // A concurrent report to the same hour: try again.
+            return Err(StoreError::Conflict { subscription_id: report.subscription_id.clone() });
         }
         Err(classify("add usage", error))
     }

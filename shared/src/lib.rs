@@ -10,6 +10,7 @@ pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod emission;
 pub mod events;
 pub mod http;
 pub mod identity;

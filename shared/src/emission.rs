@@ -1,0 +1,333 @@
+//! Sending usage to Microsoft (docs/marketplace-api.md#batch-usage-events): every hour that closed
+//! at least [`Emitter::grace`] ago and is not settled is closed at its total and sent, 25 to a
+//! batch; Microsoft's answer for each item settles it or leaves it for the next run.
+//!
+//! An hour is sent as the quantity it was closed at, every time: a send whose answer was lost is
+//! repeated as it was, and Microsoft answers `Duplicate` with what it accepted, so an hour is
+//! never billed twice nor as two amounts. 429, 5xx, a lost connection and an item answered
+//! `Error` are tried again by the next run; a 403 (or `ResourceNotAuthorized`) too, logged as a
+//! configuration fault for the alarm; every other refusal (`Expired`, `ResourceNotActive`, ...)
+//! is final.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::domain::{UsageEvent, UsageEventResult, UsageEventStatus};
+use crate::marketplace::{Call, MarketplaceApi, MarketplaceError};
+use crate::metering::MICROSOFT_WINDOW;
+use crate::store::StoreError;
+use crate::store::usage::{HourKey, HourState, UsageHour, UsageStore, hour_of};
+
+/// Most events Microsoft takes in one batch.
+pub const BATCH: usize = 25;
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmissionReport {
+    /// Unsettled hours found.
+    pub hours: u64,
+    /// Hours closed by this run (they took usage until then).
+    pub closed: u64,
+    /// Batch calls made.
+    pub calls: u64,
+    /// Accepted now (first send).
+    pub accepted: u64,
+    /// Accepted before (a repeated send): `Duplicate`.
+    pub duplicates: u64,
+    /// Refused for good, by Microsoft's status.
+    pub refused: BTreeMap<String, u64>,
+    /// Left for the next run (throttled, failed, no answer).
+    pub retried: u64,
+    /// Left for the next run because our app may not report for the resource (403).
+    pub not_authorized: u64,
+    /// Still unsettled with less than [`NEAR_EXPIRY`] of Microsoft's 24 hours left.
+    pub near_expiry: u64,
+    /// Store calls that failed (the hours stay for the next run).
+    pub store_errors: u64,
+    pub elapsed_ms: u64,
+}
+
+/// An unsettled hour with less than this of Microsoft's window left is reported (and alarmed).
+pub const NEAR_EXPIRY: chrono::Duration = chrono::Duration::hours(4);
+
+pub struct Emitter<S, M, C> {
+    store: S,
+    marketplace: M,
+    clock: C,
+    /// An hour is sent once it ended this long ago: usage reported a little late still counts.
+    pub grace: chrono::Duration,
+    /// How far back unsettled hours are looked for (beyond Microsoft's window, so that an hour
+    /// left behind is still settled, as `Expired`).
+    pub lookback: chrono::Duration,
+}
+
+/// How an item's answer settles its hour.
+enum Verdict {
+    Settled(HourState),
+    Again(String),
+    NotAuthorized(String),
+}
+
+impl<S: UsageStore, M: MarketplaceApi, C: Clock> Emitter<S, M, C> {
+    pub fn new(store: S, marketplace: M, clock: C) -> Self {
+        Self {
+            store,
+            marketplace,
+            clock,
+            grace: chrono::Duration::minutes(10),
+            lookback: chrono::Duration::hours(48),
+        }
+    }
+
+    /// One run: every unsettled hour that is due, sent.
+    pub async fn run(&self, run_id: &str, call: &Call) -> EmissionReport {
+        let started = Instant::now();
+        let mut report = EmissionReport::default();
+        let now = self.clock.now();
+        let last = hour_of(now - self.grace) - chrono::Duration::hours(1);
+        let mut sending: Vec<UsageHour> = Vec::new();
+        let mut hour = hour_of(now - self.lookback);
+        while hour <= last {
+            match self.store.unsettled(hour).await {
+                Ok(found) => {
+                    report.hours += found.len() as u64;
+                    for usage in found {
+                        match self.close(usage, &mut report).await {
+                            Some(closed) => sending.push(closed),
+                            None => report.store_errors += 1,
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(run_id, hour = %hour, error = %crate::error_chain(&error), "unsettled usage could not be read");
+                    report.store_errors += 1;
+                }
+            }
+            hour += chrono::Duration::hours(1);
+        }
+        let mut stopped = false;
+        let mut left = Vec::new();
+        for batch in sending.chunks(BATCH) {
+            if stopped {
+                report.retried += batch.len() as u64;
+                left.extend(batch.iter().cloned());
+                continue;
+            }
+            let (stop, after) = self.send(run_id, batch, call, &mut report).await;
+            stopped = stop;
+            left.extend(after.into_iter().filter(|h| !h.state.is_settled()));
+        }
+        let now = self.clock.now();
+        for usage in left.iter().filter(|h| h.hour + MICROSOFT_WINDOW - now < NEAR_EXPIRY) {
+            report.near_expiry += 1;
+            let error = match &usage.state {
+                HourState::Sending { last_error, .. } => last_error.clone(),
+                _ => None,
+            };
+            tracing::error!(run_id, subscription_id = %usage.subscription_id, dimension = usage.dimension, hour = %usage.hour, error, "a usage hour near the end of Microsoft's 24 hours is still not accepted");
+        }
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            run_id,
+            hours = report.hours,
+            closed = report.closed,
+            calls = report.calls,
+            accepted = report.accepted,
+            duplicates = report.duplicates,
+            refused = report.refused.values().sum::<u64>(),
+            refused_by_status = ?report.refused,
+            retried = report.retried,
+            not_authorized = report.not_authorized,
+            near_expiry = report.near_expiry,
+            store_errors = report.store_errors,
+            elapsed_ms = report.elapsed_ms,
+            "metering run ended"
+        );
+        report
+    }
+
+    /// The hour closed at its total (already closed: as it is); `None` if the store failed.
+    async fn close(&self, usage: UsageHour, report: &mut EmissionReport) -> Option<UsageHour> {
+        if !matches!(usage.state, HourState::Open) {
+            return Some(usage);
+        }
+        match self.store.close_hour(&usage.key(), self.clock.now()).await {
+            Ok(Some(closed)) => {
+                report.closed += 1;
+                Some(closed)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(subscription_id = %usage.subscription_id, dimension = usage.dimension, error = %crate::error_chain(&error), "a usage hour could not be closed");
+                None
+            }
+        }
+    }
+
+    /// Sends one batch and records each item's answer. Returns whether the run should stop
+    /// sending (Microsoft is throttling or failing: the next run tries again), and the hours as
+    /// they now stand.
+    async fn send(
+        &self,
+        run_id: &str,
+        batch: &[UsageHour],
+        call: &Call,
+        report: &mut EmissionReport,
+    ) -> (bool, Vec<UsageHour>) {
+        let events: Vec<UsageEvent> = batch
+            .iter()
+            .map(|h| UsageEvent {
+                resource_id: h.subscription_id.clone(),
+                quantity: sent_quantity(h),
+                dimension: h.dimension.clone(),
+                effective_start_time: h.hour,
+                plan_id: h.plan_id.clone(),
+            })
+            .collect();
+        report.calls += 1;
+        let (verdicts, stop): (Vec<Verdict>, bool) = match self
+            .marketplace
+            .post_usage_events(&events, call)
+            .await
+        {
+            Ok(answer) => {
+                let mut by_key: HashMap<HourKey, UsageEventResult> = HashMap::new();
+                for item in answer.result {
+                    if let Some(key) = result_key(&item) {
+                        by_key.insert(key, item);
+                    }
+                }
+                (batch.iter().map(|h| verdict(h, by_key.remove(&h.key()))).collect(), false)
+            }
+            Err(error @ MarketplaceError::Forbidden { .. }) => {
+                let reason = crate::error_chain(&error);
+                tracing::error!(run_id, error = %reason, "Microsoft refuses our app's usage reports (403): check the offer's technical configuration; the usage stays pending");
+                (batch.iter().map(|_| Verdict::NotAuthorized(reason.clone())).collect(), false)
+            }
+            Err(error) => {
+                let reason = crate::error_chain(&error);
+                tracing::warn!(run_id, error = %reason, "a usage batch was not taken; the next run sends it again");
+                let stop = error.is_retryable();
+                (batch.iter().map(|_| Verdict::Again(reason.clone())).collect(), stop)
+            }
+        };
+        let mut after = Vec::with_capacity(batch.len());
+        for (usage, verdict) in batch.iter().zip(verdicts) {
+            let state = match verdict {
+                Verdict::Settled(state) => {
+                    match &state {
+                        HourState::Accepted { duplicate: true, .. } => report.duplicates += 1,
+                        HourState::Accepted { .. } => report.accepted += 1,
+                        HourState::Refused { status, message, .. } => {
+                            tracing::warn!(run_id, subscription_id = %usage.subscription_id, dimension = usage.dimension, hour = %usage.hour, status, message, "Microsoft refused a usage hour");
+                            *report.refused.entry(status.clone()).or_default() += 1;
+                        }
+                        _ => {}
+                    }
+                    state
+                }
+                Verdict::Again(reason) => {
+                    report.retried += 1;
+                    again(usage, reason)
+                }
+                Verdict::NotAuthorized(reason) => {
+                    report.not_authorized += 1;
+                    again(usage, reason)
+                }
+            };
+            let recorded = UsageHour { state, updated_at: self.clock.now(), ..usage.clone() };
+            match self.store.record_send(&recorded).await {
+                Ok(()) => {}
+                // Another run settled it meanwhile (with the same quantity, the same outcome).
+                Err(StoreError::Conflict { .. }) => {}
+                Err(error) => {
+                    // Sent but not recorded: the next run sends it again, and Microsoft answers
+                    // `Duplicate`.
+                    tracing::error!(run_id, subscription_id = %usage.subscription_id, error = %crate::error_chain(&error), "Microsoft's answer for a usage hour could not be recorded");
+                    report.store_errors += 1;
+                }
+            }
+            after.push(recorded);
+        }
+        (stop, after)
+    }
+}
+
+fn sent_quantity(hour: &UsageHour) -> f64 {
+    match &hour.state {
+        HourState::Sending { sent_quantity, .. }
+        | HourState::Accepted { sent_quantity, .. }
+        | HourState::Refused { sent_quantity, .. } => *sent_quantity,
+        HourState::Open => hour.quantity,
+    }
+}
+
+/// The hour a result answers for: Microsoft's answers come in any order.
+fn result_key(item: &UsageEventResult) -> Option<HourKey> {
+    Some(HourKey {
+        subscription_id: crate::domain::SubscriptionId::parse(item.resource_id.as_deref()?)?,
+        dimension: item.dimension.clone()?,
+        hour: hour_of(item.effective_start_time?),
+    })
+}
+
+/// Another attempt, for the next run.
+fn again(hour: &UsageHour, reason: String) -> HourState {
+    let attempts = match &hour.state {
+        HourState::Sending { attempts, .. } => *attempts,
+        _ => 0,
+    };
+    HourState::Sending {
+        sent_quantity: sent_quantity(hour),
+        attempts: attempts + 1,
+        last_error: Some(reason),
+    }
+}
+
+fn verdict(hour: &UsageHour, item: Option<UsageEventResult>) -> Verdict {
+    let Some(item) = item else {
+        return Verdict::Again("Microsoft's answer had no item for this hour".into());
+    };
+    let message = item
+        .error
+        .as_ref()
+        .and_then(|e| e.get("message").and_then(serde_json::Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let quantity = sent_quantity(hour);
+    match item.status {
+        Some(UsageEventStatus::Accepted) => Verdict::Settled(HourState::Accepted {
+            sent_quantity: quantity,
+            usage_event_id: item.usage_event_id,
+            message_time: item.message_time,
+            duplicate: false,
+        }),
+        Some(UsageEventStatus::Duplicate) => {
+            // The earlier send's accepted event, where Microsoft includes it.
+            let accepted = item.error.as_ref().and_then(|e| e.pointer("/additionalInfo/acceptedMessage"));
+            let text = |field: &str| accepted.and_then(|a| a.get(field)).and_then(serde_json::Value::as_str);
+            Verdict::Settled(HourState::Accepted {
+                sent_quantity: quantity,
+                usage_event_id: text("usageEventId").map(str::to_owned).or(item.usage_event_id),
+                message_time: text("messageTime")
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .or(item.message_time),
+                duplicate: true,
+            })
+        }
+        Some(UsageEventStatus::Error) => Verdict::Again(format!("Microsoft answered Error: {message}")),
+        Some(UsageEventStatus::ResourceNotAuthorized) => {
+            Verdict::NotAuthorized(format!("ResourceNotAuthorized: {message}"))
+        }
+        Some(status) => Verdict::Settled(HourState::Refused {
+            sent_quantity: quantity,
+            status: status.to_string(),
+            message,
+        }),
+        None => Verdict::Again("Microsoft's answer for this hour had no status".into()),
+    }
+}

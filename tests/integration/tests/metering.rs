@@ -1,0 +1,288 @@
+//! Metered billing end to end (issue 16): usage taken on DynamoDB Local, sent to the emulator as
+//! Microsoft's Metering API, 25 to a batch, and each of Microsoft's answers recorded. Microsoft's
+//! own record (`GET /usageEvents`) is the proof that nothing is billed twice or lost.
+
+use chrono::Utc;
+use fulfillment::clock::SystemClock;
+use fulfillment::domain::{PlanId, SubscriptionId, Timestamp, UsageQuery};
+use fulfillment::emission::{EmissionReport, Emitter};
+use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, RetryPolicy};
+use fulfillment::metering::Meter;
+use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::store::usage::{HourKey, HourState, UsageHour, UsageReport, UsageStore, hour_of};
+use integration_tests::flows::buy_and_activate;
+use integration_tests::stack_options;
+use local_stack::LocalStack;
+use marketplace_emulator::{Endpoint, Fault, Purchase};
+
+/// The emulator's metered plan and its dimension.
+const PLAN: &str = "basic";
+const DIMENSION: &str = "api-calls";
+
+struct World {
+    stack: LocalStack,
+    meter: Meter<DynamoDbStore, HttpMarketplaceClient, SystemClock>,
+    emitter: Emitter<DynamoDbStore, HttpMarketplaceClient, SystemClock>,
+    client: HttpMarketplaceClient,
+}
+
+impl World {
+    async fn new() -> Self {
+        let stack = LocalStack::start(stack_options()).await.expect("the local stack starts");
+        let mut config = stack.environment.marketplace().expect("config");
+        // No retries inside a call: a failed batch is the next run's.
+        config.retry = RetryPolicy { max_retries: 0, ..RetryPolicy::default() };
+        let client = || HttpMarketplaceClient::new(config.clone()).expect("client");
+        let meter = Meter::new(stack.store.clone(), client(), SystemClock);
+        let mut emitter = Emitter::new(stack.store.clone(), client(), SystemClock);
+        // The last hour is sent at once (in production, 10 minutes after it ends).
+        emitter.grace = chrono::Duration::zero();
+        Self { client: client(), stack, meter, emitter }
+    }
+
+    async fn subscribed(&self) -> SubscriptionId {
+        let id = buy_and_activate(&self.stack, Purchase::plan(PLAN)).await;
+        SubscriptionId::parse(&id).expect("id")
+    }
+
+    async fn report(&self, id: &SubscriptionId, quantity: f64, at: Timestamp, key: &str) {
+        let report = usage(id, DIMENSION, quantity, at, key);
+        self.meter.report(&report, &Call::new()).await.unwrap_or_else(|e| panic!("{report:?}: {e}"));
+    }
+
+    async fn emit(&self) -> EmissionReport {
+        self.emitter.run("test-run", &Call::new()).await
+    }
+
+    async fn hours(&self, id: &SubscriptionId) -> Vec<UsageHour> {
+        let now = Utc::now();
+        self.stack.store.usage_of(id, now - chrono::Duration::days(3), now).await.expect("read")
+    }
+
+    /// What Microsoft recorded for `id`: (quantity, events).
+    async fn at_microsoft(&self, id: &SubscriptionId) -> (f64, u64) {
+        let query = UsageQuery {
+            usage_start_date: Utc::now() - chrono::Duration::days(3),
+            usage_end_date: None,
+            offer_id: None,
+            plan_id: None,
+            dimension: None,
+        };
+        let records = self.client.get_usage_events(&query, &Call::new()).await.expect("Microsoft's record");
+        records
+            .iter()
+            .filter(|r| r.usage_resource_id.as_deref() == Some(&id.to_string()))
+            .fold((0.0, 0), |(q, n), r| {
+                (q + r.submitted_quantity.unwrap_or(0.0), n + r.submitted_count.unwrap_or(0))
+            })
+    }
+}
+
+fn usage(id: &SubscriptionId, dimension: &str, quantity: f64, at: Timestamp, key: &str) -> UsageReport {
+    UsageReport { subscription_id: id.clone(), dimension: dimension.into(), quantity, at, key: key.into() }
+}
+
+fn last_hour() -> Timestamp {
+    hour_of(Utc::now()) - chrono::Duration::hours(1)
+}
+
+fn accepted(hour: &UsageHour) -> Option<(f64, bool)> {
+    match &hour.state {
+        HourState::Accepted { sent_quantity, duplicate, usage_event_id, .. } => {
+            assert!(usage_event_id.is_some(), "Microsoft's id is kept: {hour:?}");
+            Some((*sent_quantity, *duplicate))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn each_closed_hour_reaches_microsoft_once_with_its_total() {
+    let world = World::new().await;
+    let (a, b) = (world.subscribed().await, world.subscribed().await);
+    for (i, quantity) in [1.5, 2.0, 3.25].into_iter().enumerate() {
+        world
+            .report(&a, quantity, last_hour() + chrono::Duration::minutes(10 * i as i64), &format!("a{i}"))
+            .await;
+    }
+    world.report(&a, 1.5, last_hour(), "a0").await; // a repeat: nothing added
+    world.report(&b, 10.0, last_hour() + chrono::Duration::minutes(59), "b0").await;
+    world.report(&a, 7.0, Utc::now(), "now").await; // this hour: not closed yet
+
+    let run = world.emit().await;
+    assert_eq!(
+        (run.hours, run.closed, run.calls, run.accepted, run.duplicates, run.retried),
+        (2, 2, 1, 2, 0, 0),
+        "{run:?}"
+    );
+    assert_eq!(world.at_microsoft(&a).await, (6.75, 1));
+    assert_eq!(world.at_microsoft(&b).await, (10.0, 1));
+    let hours = world.hours(&a).await;
+    assert_eq!(hours.iter().map(accepted).collect::<Vec<_>>(), [Some((6.75, false)), None], "{hours:?}");
+    assert_eq!(hours[1].state, HourState::Open, "this hour still takes usage");
+
+    let again = world.emit().await;
+    assert_eq!((again.hours, again.calls), (0, 0), "nothing left to send: {again:?}");
+    assert_eq!(world.at_microsoft(&a).await, (6.75, 1), "billed once");
+}
+
+/// A run that sent an hour and stopped before recording the answer: the next run sends the same
+/// quantity again, Microsoft answers `Duplicate` with the earlier event, and nothing is billed
+/// twice. Usage that comes once the hour was closed is refused, not sent as a second amount.
+#[tokio::test]
+async fn a_crash_between_sending_and_recording_bills_nothing_twice() {
+    let world = World::new().await;
+    let id = world.subscribed().await;
+    world.report(&id, 4.0, last_hour(), "k1").await;
+    let key = HourKey { subscription_id: id.clone(), dimension: DIMENSION.into(), hour: last_hour() };
+    let closed = world.stack.store.close_hour(&key, Utc::now()).await.expect("closed").expect("the hour");
+    let event = fulfillment::domain::UsageEvent {
+        resource_id: id.clone(),
+        quantity: 4.0,
+        dimension: DIMENSION.into(),
+        effective_start_time: last_hour(),
+        plan_id: PlanId::parse(PLAN).expect("plan"),
+    };
+    let sent = world.client.post_usage_events(&[event], &Call::new()).await.expect("sent");
+    assert_eq!(sent.result.len(), 1);
+    // ...and the run stopped here. Late usage for the closed hour is refused.
+    let late = world.meter.report(&usage(&id, DIMENSION, 1.0, last_hour(), "k2"), &Call::new()).await;
+    assert!(late.is_err_and(|e| e.to_string().contains("closed for sending")), "{closed:?}");
+
+    let run = world.emit().await;
+    assert_eq!((run.accepted, run.duplicates, run.retried), (0, 1, 0), "{run:?}");
+    assert_eq!(world.hours(&id).await.iter().map(accepted).collect::<Vec<_>>(), [Some((4.0, true))]);
+    assert_eq!(world.at_microsoft(&id).await, (4.0, 1), "one event, of the first amount");
+}
+
+/// Microsoft down for hours (503, then 429): the hour stays pending, each run counts an attempt
+/// and says why, and once Microsoft is back the hour is accepted, once. A 403 keeps it pending
+/// too, counted apart for the alarm.
+#[tokio::test]
+async fn an_outage_of_microsoft_keeps_usage_pending_until_it_is_back() {
+    let world = World::new().await;
+    let id = world.subscribed().await;
+    world.report(&id, 2.0, last_hour(), "k1").await;
+    for (n, fault, expected) in [
+        (1, Fault::status(503), "503"),
+        (2, Fault::status_retry_after(429, "1"), "429"),
+        (3, Fault::status(403), "403"),
+    ] {
+        // A 403 is asked again once with a fresh token: it must persist.
+        let times = if expected == "403" { 2 } else { 1 };
+        world.stack.emulator.inject(Endpoint::BatchUsageEvent, fault, times).await;
+        let run = world.emit().await;
+        let not_authorized = u64::from(expected == "403");
+        assert_eq!(
+            (run.accepted, run.retried + run.not_authorized, run.not_authorized),
+            (0, 1, not_authorized),
+            "{run:?}"
+        );
+        match &world.hours(&id).await[0].state {
+            HourState::Sending { attempts, last_error: Some(error), sent_quantity } => {
+                assert_eq!((*attempts, *sent_quantity), (n, 2.0));
+                assert!(error.contains(expected), "{error}");
+            }
+            other => panic!("pending after attempt {n}: {other:?}"),
+        }
+    }
+    assert_eq!(world.at_microsoft(&id).await, (0.0, 0));
+    let run = world.emit().await;
+    assert_eq!((run.accepted, run.retried), (1, 0), "{run:?}");
+    assert_eq!(world.at_microsoft(&id).await, (2.0, 1));
+}
+
+/// Microsoft's final refusals settle the hour as refused, with its status and message: an hour
+/// past its 24 hours (`Expired`), a subscription Microsoft no longer bills (`ResourceNotActive`)
+/// or does not know (`ResourceNotFound`), a dimension the plan does not have. An hour that
+/// started just under 24 hours ago is still accepted.
+#[tokio::test]
+async fn final_refusals_are_recorded_and_the_window_edge_is_accepted() {
+    let world = World::new().await;
+    let (active, suspended) = (world.subscribed().await, world.subscribed().await);
+    let unknown = SubscriptionId::parse(&uuid::Uuid::new_v4().to_string()).expect("id");
+    let plan = PlanId::parse(PLAN).expect("plan");
+    let now = Utc::now();
+    let store = &world.stack.store;
+    // Written as the ledger holds them (the meter refuses what it knows cannot be sent).
+    let edge = hour_of(now) - chrono::Duration::hours(23);
+    for (id, dimension, at, key) in [
+        (&active, DIMENSION, hour_of(now) - chrono::Duration::hours(25), "expired"),
+        (&active, DIMENSION, edge, "edge"),
+        (&active, "storage-gb", last_hour(), "dimension"),
+        (&suspended, DIMENSION, last_hour(), "suspended"),
+        (&unknown, DIMENSION, last_hour(), "unknown"),
+    ] {
+        store.add_usage(&usage(id, dimension, 1.0, at, key), &plan, now).await.expect("stored");
+    }
+    world.stack.emulator.suspend(&suspended.to_string()).await.expect("suspended");
+
+    let run = world.emit().await;
+    let refused: Vec<(&str, u64)> = run.refused.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(
+        refused,
+        [("Expired", 1), ("InvalidDimension", 1), ("ResourceNotActive", 1), ("ResourceNotFound", 1)],
+        "{run:?}"
+    );
+    assert_eq!((run.accepted, run.retried, run.calls), (1, 0, 1), "{run:?}");
+    let states: Vec<(Timestamp, String, String)> = world
+        .hours(&active)
+        .await
+        .iter()
+        .map(|h| match &h.state {
+            HourState::Refused { status, message, .. } => {
+                assert!(!message.is_empty(), "Microsoft's reason is kept");
+                (h.hour, h.dimension.clone(), status.clone())
+            }
+            other => (h.hour, h.dimension.clone(), other.name().to_owned()),
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (hour_of(now) - chrono::Duration::hours(25), DIMENSION.to_owned(), "Expired".to_owned()),
+            (edge, DIMENSION.to_owned(), "accepted".to_owned()),
+            (last_hour(), "storage-gb".to_owned(), "InvalidDimension".to_owned()),
+        ]
+    );
+    assert_eq!(world.emit().await.hours, 0, "all settled");
+}
+
+/// Reports to one hour at once from many callers (DynamoDB lets one transaction through at a
+/// time): every one is added, once, and the hour is sent as their sum.
+#[tokio::test]
+async fn concurrent_reports_to_one_hour_are_all_added_and_sent_as_one_sum() {
+    let world = World::new().await;
+    let id = world.subscribed().await;
+    let reports: Vec<UsageReport> =
+        (0..40).map(|i| usage(&id, DIMENSION, 0.25 + i as f64, last_hour(), &format!("r{i}"))).collect();
+    let call = Call::new();
+    let taken = futures::future::join_all(reports.iter().map(|r| world.meter.report(r, &call))).await;
+    let failed: Vec<String> = taken.iter().filter_map(|t| t.as_ref().err().map(|e| e.to_string())).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let total: f64 = reports.iter().map(|r| r.quantity).sum();
+    let hours = world.hours(&id).await;
+    assert_eq!(hours.iter().map(|h| (h.quantity, h.reports)).collect::<Vec<_>>(), [(total, 40)]);
+    assert_eq!(world.emit().await.accepted, 1);
+    assert_eq!(world.at_microsoft(&id).await, (total, 1));
+}
+
+/// An hour that keeps failing as the end of Microsoft's 24 hours nears is counted (and logged)
+/// for the alarm.
+#[tokio::test]
+async fn an_hour_near_the_end_of_microsofts_window_is_reported() {
+    let world = World::new().await;
+    let id = world.subscribed().await;
+    let old = hour_of(Utc::now()) - chrono::Duration::hours(21);
+    let plan = PlanId::parse(PLAN).expect("plan");
+    world
+        .stack
+        .store
+        .add_usage(&usage(&id, DIMENSION, 3.0, old, "old"), &plan, Utc::now())
+        .await
+        .expect("stored");
+    world.report(&id, 1.0, last_hour(), "recent").await;
+    world.stack.emulator.inject(Endpoint::BatchUsageEvent, Fault::status(500), 1).await;
+    let run = world.emit().await;
+    assert_eq!((run.retried, run.near_expiry), (2, 1), "only the old hour is near expiry: {run:?}");
+}

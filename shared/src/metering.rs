@@ -117,6 +117,16 @@ impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock> Meter<S, M,
         Self { store, marketplace, clock, dimensions: Mutex::default() }
     }
 
+    /// The store usage is added to (the admin API reads the hours back from it).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Microsoft's API as the meter calls it (the admin API compares with `GET /usageEvents`).
+    pub fn marketplace(&self) -> &M {
+        &self.marketplace
+    }
+
     /// Adds `report` to its hour, once per key; refuses what Microsoft would not take.
     pub async fn report(&self, report: &UsageReport, call: &Call) -> Result<Taken, MeteringError> {
         let now = self.clock.now();
@@ -219,4 +229,51 @@ pub fn check_form(report: &UsageReport, now: Timestamp) -> Result<(), Refusal> {
         return Err(Refusal::TooOld(hour));
     }
     Ok(())
+}
+
+/// Most reports one request or message may carry.
+pub const MAX_REPORTS: usize = 100;
+
+/// A report as the product sends it (`{"subscriptionId", "dimension", "quantity", "time",
+/// "key"}`), read field by field so that every problem is named. What [`check_form`] judges (an
+/// empty key, a quantity of 0, ...) is left to it, so that it answers with its own codes.
+pub fn report_from_json(item: &serde_json::Value) -> Result<UsageReport, String> {
+    use serde_json::Value;
+    if !item.is_object() {
+        return Err("a usage report is a JSON object".into());
+    }
+    let text = |name: &str| item.get(name).and_then(Value::as_str);
+    let mut problems = Vec::new();
+    let id = text("subscriptionId")
+        .and_then(crate::domain::lenient::canonical_guid)
+        .and_then(|g| SubscriptionId::parse(&g));
+    if id.is_none() {
+        problems.push("subscriptionId must be a GUID");
+    }
+    if text("dimension").is_none() {
+        problems.push("dimension must be a string");
+    }
+    let quantity = item.get("quantity").and_then(Value::as_f64);
+    if quantity.is_none() {
+        problems.push("quantity must be a number");
+    }
+    let at = text("time")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    if at.is_none() {
+        problems.push("time must be an RFC 3339 timestamp");
+    }
+    if text("key").is_none() {
+        problems.push("key must be a string");
+    }
+    match (id, text("dimension"), quantity, at, text("key")) {
+        (Some(subscription_id), Some(dimension), Some(quantity), Some(at), Some(key)) => Ok(UsageReport {
+            subscription_id,
+            dimension: dimension.to_owned(),
+            quantity,
+            at,
+            key: key.to_owned(),
+        }),
+        _ => Err(problems.join("; ")),
+    }
 }

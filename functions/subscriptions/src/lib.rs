@@ -11,6 +11,12 @@
 //! | `GET /admin/tenants/{tenantId}/entitlements` | the same for every subscription of a customer tenant |
 //! | `PATCH /admin/subscriptions/{id}` `{"planId"}` or `{"quantity"}` | 202 with the pending operation |
 //! | `DELETE /admin/subscriptions/{id}` | 202 with the pending cancellation |
+//! | `POST /admin/usage` `{"usage": [...]}` | 200 with each report's result (503 when every one is to be sent again) |
+//! | `GET /admin/subscriptions/{id}/usage?from=&to=&compare=` | the usage per dimension and hour, where it stands; with Microsoft's records |
+//!
+//! The metering routes are in [`usage`].
+
+pub mod usage;
 
 use std::time::Duration;
 
@@ -20,8 +26,10 @@ use fulfillment::config::Environment;
 use fulfillment::domain::{PlanId, SubscriptionId, SubscriptionStatus};
 use fulfillment::identity::JwksCache;
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, MarketplaceError};
+use fulfillment::metering::Meter;
 use fulfillment::self_check;
 use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::store::usage::UsageStore;
 use fulfillment::store::{ListFilter, SubscriptionStore};
 use fulfillment::web::{query, respond};
 use fulfillment::wiring::{SecretSource, Services, StartupError};
@@ -43,6 +51,10 @@ pub struct AdminApi<S, M, C> {
     pub signing_keys: JwksCache,
     /// The settings' secret, for the self-check.
     pub secret: SecretSource,
+    /// Takes the product's usage (metered billing).
+    pub meter: Meter<S, M, C>,
+    /// The usage routes' default window ends now.
+    clock: C,
 }
 
 /// The admin API as deployed: DynamoDB, Microsoft's API, the system clock.
@@ -53,7 +65,16 @@ impl Deployed {
     pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
         let services = Services::load(environment).await?;
         let marketplace = services.marketplace_client()?;
-        let mut api = Self::new(services.store, marketplace, SystemClock, &services.environment)?;
+        // The client is not Clone: metering gets its own (its token is fetched when first used).
+        let metering = services.marketplace_client()?;
+        let mut api = Self::assemble(
+            services.store.clone(),
+            services.store,
+            marketplace,
+            metering,
+            SystemClock,
+            &services.environment,
+        )?;
         api.secret = services.secret;
         Ok(api)
     }
@@ -65,22 +86,45 @@ impl Deployed {
     }
 }
 
-impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
+impl<S, M, C> AdminApi<S, M, C>
+where
+    S: SubscriptionStore + UsageStore + Clone,
+    M: MarketplaceApi + Clone,
+    C: Clock + Clone,
+{
     /// The admin API over these ports, with the webhook's key location from `environment` (for
-    /// the self-check): what the deployed function and the tests build.
+    /// the self-check): what the tests build (the deployed function: [`Deployed::from_environment`]).
     pub fn new(store: S, marketplace: M, clock: C, environment: &Environment) -> Result<Self, StartupError> {
+        Self::assemble(store.clone(), store, marketplace.clone(), marketplace, clock, environment)
+    }
+}
+
+impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock + Clone> AdminApi<S, M, C> {
+    /// `metering`: the Marketplace client the meter calls (a second one where it cannot be cloned).
+    fn assemble(
+        store: S,
+        usage: S,
+        marketplace: M,
+        metering: M,
+        clock: C,
+        environment: &Environment,
+    ) -> Result<Self, StartupError> {
         let keys = JwksCache::new(
             fulfillment::http::client()?,
             environment.webhook_token()?.jwks_url,
             Duration::ZERO,
         );
         Ok(Self {
-            publisher: Publisher::new(store, marketplace, clock),
+            publisher: Publisher::new(store, marketplace, clock.clone()),
             signing_keys: keys,
             secret: SecretSource::Environment,
+            meter: Meter::new(usage, metering, clock.clone()),
+            clock,
         })
     }
+}
 
+impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
     async fn self_check(&self) -> Vec<self_check::Finding> {
         let call =
             Call::correlated(format!("self-check-{}", uuid::Uuid::new_v4())).within(MARKETPLACE_BUDGET);
@@ -99,9 +143,11 @@ enum Route {
     TenantEntitlements(String),
     Change(SubscriptionId),
     Cancel(SubscriptionId),
+    ReportUsage,
+    Usage(SubscriptionId),
 }
 
-impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
+impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let response = match iam_caller(&request) {
             None => {
@@ -130,6 +176,8 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
             }
             (&Method::PATCH, ["admin", "subscriptions", raw]) => id(raw).map(Route::Change),
             (&Method::DELETE, ["admin", "subscriptions", raw]) => id(raw).map(Route::Cancel),
+            (&Method::POST, ["admin", "usage"]) => Some(Route::ReportUsage),
+            (&Method::GET, ["admin", "subscriptions", raw, "usage"]) => id(raw).map(Route::Usage),
             _ => None,
         };
         let Some(route) = route else {
@@ -160,6 +208,8 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
                 Err(message) => return respond::error(StatusCode::BAD_REQUEST, "InvalidRequest", &message),
             },
             Route::Cancel(id) => self.request(&id, ChangeRequest::Cancel).await,
+            Route::ReportUsage => return self.report_usage(request.body().as_ref()).await,
+            Route::Usage(id) => return self.usage(request, &id).await,
         };
         match result {
             Ok((status, body)) => respond::json(status, &body),

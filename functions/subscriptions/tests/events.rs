@@ -32,6 +32,7 @@ async fn api() -> Api {
 async fn fixture() -> (Api, ScriptedStore<MemoryStore>, FakeMarketplace) {
     let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("time"));
     let market = FakeMarketplace::new(clock.clone(), &["team-monthly", "team-yearly"]);
+    market.set_dimensions("team-monthly", &["api-calls"]);
     let store = MemoryStore::new();
     let subscription: Subscription = serde_json::from_value(serde_json::json!({
         "id": SUBSCRIPTION, "offerId": "contoso-saas", "planId": "team-monthly", "quantity": 10,
@@ -118,6 +119,9 @@ async fn the_admin_events_get_their_answers() {
         // The fixture's key location is a closed port: the self-check says so.
         ("self-check.json", StatusCode::INTERNAL_SERVER_ERROR, "webhook-signing-keys"),
         ("bad-both-plan-and-quantity.json", StatusCode::BAD_REQUEST, "InvalidRequest"),
+        // The fixture's clock is the files' usage time (2026-12-01T09:00Z).
+        ("usage-report.json", StatusCode::OK, "\"added\":2"),
+        ("usage-get.json", StatusCode::OK, "\"reported\":150.5"),
         ("change-quantity.json", StatusCode::ACCEPTED, "pendingOperation"),
         ("change-plan.json", StatusCode::CONFLICT, "OperationPending"),
         ("cancel.json", StatusCode::CONFLICT, "OperationPending"),
@@ -126,6 +130,24 @@ async fn the_admin_events_get_their_answers() {
         let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
         assert_eq!(response.status(), status, "{file}: {body}");
         assert!(body.contains(needle), "{file}: {body}");
+    }
+}
+
+/// Every file of `events/subscriptions/` is a request the handler answers with JSON.
+#[tokio::test]
+async fn every_event_file_is_answered_with_json() {
+    let directory = format!("{}/../../events/subscriptions", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<String> = std::fs::read_dir(&directory)
+        .expect("the events directory")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 14, "{files:?}");
+    for file in files {
+        let (status, code, body) = answer(&api().await, &file).await;
+        assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{file}: {status} {body}");
+        assert_ne!(code, "NotFound", "{file} names no route: {body}");
     }
 }
 

@@ -7,7 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use crate::domain::{OperationId, SubscriptionId};
+use crate::domain::{OperationId, PlanId, SubscriptionId, Timestamp};
+use crate::store::usage::{Added, HourKey, UsageHour, UsageReport, UsageStore};
 use crate::store::{
     Change, Committed, HistoryEntry, HistoryPage, ListFilter, ListPage, OperationRecord, ReconcileCheckpoint,
     RejectedDelivery, StoreError, SubscriptionRecord, SubscriptionStore,
@@ -227,5 +228,43 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
     async fn save_checkpoint(&self, checkpoint: &ReconcileCheckpoint) -> Result<u64, StoreError> {
         self.check("save the reconciliation's checkpoint").await?;
         self.inner.save_checkpoint(checkpoint).await
+    }
+}
+
+/// Usage goes to the inner store, with the same outage, refusal and delay as every other call.
+impl<S: SubscriptionStore + UsageStore + Clone + 'static> UsageStore for ScriptedStore<S> {
+    async fn add_usage(
+        &self,
+        report: &UsageReport,
+        plan: &PlanId,
+        now: Timestamp,
+    ) -> Result<Added, StoreError> {
+        self.check("add usage").await?;
+        self.inner.add_usage(report, plan, now).await
+    }
+
+    async fn unsettled(&self, hour: Timestamp) -> Result<Vec<UsageHour>, StoreError> {
+        self.check("list unsettled usage").await?;
+        self.inner.unsettled(hour).await
+    }
+
+    async fn close_hour(&self, key: &HourKey, now: Timestamp) -> Result<Option<UsageHour>, StoreError> {
+        self.check("close usage hour").await?;
+        self.inner.close_hour(key, now).await
+    }
+
+    async fn record_send(&self, hour: &UsageHour) -> Result<(), StoreError> {
+        self.check("record usage sent").await?;
+        self.inner.record_send(hour).await
+    }
+
+    async fn usage_of(
+        &self,
+        id: &SubscriptionId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageHour>, StoreError> {
+        self.check("read usage").await?;
+        self.inner.usage_of(id, from, to).await
     }
 }

@@ -7,12 +7,14 @@
 //!   with the baseline;
 //! - warm latency of each function's main flow against its floor (see [`warm`]), and the peak
 //!   resident memory over that run;
-//! - the reconciliation of 1,000 and 10,000 subscriptions.
+//! - the reconciliation of 1,000 and 10,000 subscriptions;
+//! - metered billing: 100,000 usage reports taken, then one emission run (see [`metering`]).
 //!
 //! It prints tables and writes the same figures to `target/bench/results.json`.
 
 mod bootstrap;
 mod floor;
+mod metering;
 mod runtime_api;
 mod scale;
 mod warm;
@@ -48,6 +50,7 @@ struct Results {
     cold: Vec<Cold>,
     warm: Vec<warm::Warm>,
     reconcile: Vec<scale::Scale>,
+    metering: Option<metering::Metering>,
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
@@ -160,7 +163,13 @@ async fn main() -> Result<(), BoxError> {
         }
     }
 
-    let results = Results { cold, warm, reconcile };
+    // BENCH_METERING=0 leaves it out.
+    let metering = match number("BENCH_METERING", 100_000) {
+        0 => None,
+        records => Some(metering::run(&endpoint, records).await?),
+    };
+
+    let results = Results { cold, warm, reconcile, metering };
     print(&results, starts);
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -257,6 +266,31 @@ fn print(results: &Results, starts: usize) {
             (size, median(&repairing), median(&idle))
         })
         .collect();
+    if let Some(m) = &results.metering {
+        println!(
+            "\nMetered billing: {} usage reports over 1,000 subscriptions and 3 dimensions (32 at once, DynamoDB Local), then one emission run (the emulator)",
+            m.records
+        );
+        println!(
+            "ingested in {:.1} s: {:.0} records/s; DynamoDB per record: {} write units (one transaction of 2 items) and {} read unit",
+            m.ingest_ms / 1000.0,
+            m.records_per_second,
+            metering::WRITE_UNITS_PER_REPORT,
+            metering::READ_UNITS_PER_REPORT
+        );
+        println!(
+            "emission: {} hours accepted in {:.1} s with {} batch calls",
+            m.accepted,
+            m.emission_ms / 1000.0,
+            m.emission_calls
+        );
+        println!(
+            "DynamoDB on-demand cost per million records: USD {:.3} (USD {} per million write units, {} per million read units, us-east-1 list price)",
+            m.usd_per_million_records,
+            metering::WRITE_UNIT_PRICE,
+            metering::READ_UNIT_PRICE
+        );
+    }
     if let [small, .., large] = &medians[..] {
         println!(
             "growth: {:.1}× the subscriptions took {:.1}× the time (repairing), {:.1}× (idle)",

@@ -13,14 +13,17 @@ use local_stack::LocalStack;
 use serde_norway::Value;
 
 /// What each function needs, by its template parameter: Microsoft's credentials for every function
-/// that calls Microsoft; the pages' keys for the pages only; nothing for the relay.
-const EXPECTED: [(&str, &[&str]); 6] = [
+/// that calls Microsoft (metering's emission and intake too: the intake reads each plan's
+/// dimensions); the pages' keys for the pages only; nothing for the relay.
+const EXPECTED: [(&str, &[&str]); 8] = [
     ("LandingFunction", &["MarketplaceSecretArn", "PagesSecretArn"]),
     ("ActivateFunction", &["MarketplaceSecretArn", "PagesSecretArn"]),
     ("WebhookFunction", &["MarketplaceSecretArn"]),
     ("SubscriptionsFunction", &["MarketplaceSecretArn"]),
     ("ReconcileFunction", &["MarketplaceSecretArn"]),
     ("EventsRelayFunction", &[]),
+    ("MeteringFunction", &["MarketplaceSecretArn"]),
+    ("UsageIntakeFunction", &["MarketplaceSecretArn"]),
 ];
 
 /// The parameter a value refers to (`!Ref MarketplaceSecretArn`), if it is a reference.
@@ -157,6 +160,8 @@ async fn start(function: &str, environment: Environment) -> Result<(), String> {
         "SubscriptionsFunction" => subscriptions::Deployed::from_environment(environment).await.map(drop),
         "ReconcileFunction" => reconcile::Deployed::from_environment(environment).await.map(drop),
         "EventsRelayFunction" => events_relay::Deployed::from_environment(environment).map(drop),
+        "MeteringFunction" => metering::Deployed::from_environment(environment).await.map(drop),
+        "UsageIntakeFunction" => usage_intake::Deployed::from_environment(environment).await.map(drop),
         other => panic!("no constructor for {other}"),
     };
     started.map_err(|error| format!("{error:?}"))

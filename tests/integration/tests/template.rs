@@ -37,6 +37,8 @@ fn every_function_is_declared_with_its_binary() {
         "SubscriptionsFunction",
         "ReconcileFunction",
         "EventsRelayFunction",
+        "MeteringFunction",
+        "UsageIntakeFunction",
     ] {
         assert!(names.contains(&expected.to_owned()), "{expected} in {names:?}");
     }
@@ -56,8 +58,13 @@ fn every_function_is_declared_with_its_binary() {
     }
 }
 
+/// The functions that write usage only (metered billing): their writes are conditional puts and
+/// updates (`add_usage` is a transaction of a Put and an Update), never a condition check.
+const USAGE_ONLY: [&str; 2] = ["MeteringFunction", "UsageIntakeFunction"];
+
 /// Every function that writes applies changes as one transaction whose "state unchanged" part is a
 /// condition check (`StateWrite::Keep`): IAM must allow it, which DynamoDB Local never checks.
+/// The usage functions apply no subscription change, and get no condition check.
 #[test]
 fn every_function_that_writes_may_check_conditions_in_its_transactions() {
     for (name, function) in functions(&template()) {
@@ -71,7 +78,9 @@ fn every_function_that_writes_may_check_conditions_in_its_transactions() {
             .map(|statement| text(&statement["Action"]))
             .collect::<Vec<_>>()
             .join(" ");
-        if actions.contains("dynamodb:PutItem") {
+        if USAGE_ONLY.contains(&name.as_str()) {
+            assert!(!actions.contains("dynamodb:ConditionCheckItem"), "{name}: {actions}");
+        } else if actions.contains("dynamodb:PutItem") {
             assert!(actions.contains("dynamodb:ConditionCheckItem"), "{name}: {actions}");
         }
     }
@@ -125,7 +134,7 @@ fn the_api_enables_the_iam_authorizer_its_admin_routes_name() {
     let template = template();
     let iam_routes =
         routes(&template).into_iter().filter(|(_, auth)| auth.as_deref() == Some("AWS_IAM")).count();
-    assert_eq!(iam_routes, 8, "the admin routes");
+    assert_eq!(iam_routes, 10, "the admin routes");
     let auth = &resource_properties("HttpApi")["Auth"];
     assert_eq!(auth["EnableIamAuthorizer"].as_bool(), Some(true));
     assert!(auth.get("DefaultAuthorizer").is_none(), "the public routes stay public");
@@ -284,13 +293,16 @@ fn the_api_throttles_every_route_and_the_public_ones_have_their_own_caps() {
 
 /// Reserved concurrency: the webhook keeps its share whatever else runs in the account (a
 /// parameter; 0 leaves it unreserved), the public landing and confirmation cannot take more than
-/// theirs, and one reconciliation runs at a time.
+/// theirs, and one reconciliation and one metering run at a time.
 #[test]
 fn reserved_concurrency_keeps_the_webhooks_share_and_caps_the_public_functions() {
     let template = template();
-    for (function, reserved) in
-        [("LandingFunction", 10.0), ("ActivateFunction", 10.0), ("ReconcileFunction", 1.0)]
-    {
+    for (function, reserved) in [
+        ("LandingFunction", 10.0),
+        ("ActivateFunction", 10.0),
+        ("ReconcileFunction", 1.0),
+        ("MeteringFunction", 1.0),
+    ] {
         let properties = resource_properties(function);
         assert_eq!(
             property_number(&properties, "ReservedConcurrentExecutions"),
@@ -298,7 +310,7 @@ fn reserved_concurrency_keeps_the_webhooks_share_and_caps_the_public_functions()
             "{function}"
         );
     }
-    for function in ["SubscriptionsFunction", "EventsRelayFunction"] {
+    for function in ["SubscriptionsFunction", "EventsRelayFunction", "UsageIntakeFunction"] {
         let properties = resource_properties(function);
         assert!(properties.get("ReservedConcurrentExecutions").is_none(), "{function}: unreserved");
     }
@@ -362,7 +374,7 @@ fn every_function_logs_to_its_own_group_kept_for_the_retention_parameter() {
     groups.sort();
     groups.dedup();
     assert_eq!(groups.len(), count, "one group per function: {groups:?}");
-    assert_eq!(count, 6);
+    assert_eq!(count, 8);
 }
 
 /// The HTTP API's access log: one JSON line per request with exactly these fields, in its own
@@ -438,7 +450,8 @@ fn failed_reconciliation_runs_go_to_a_queue_only_the_reconciliation_may_send_to(
             }
             assert!(!resource.contains("ReconcileFailuresQueue"), "{name} may not send to it: {actions}");
         }
-        if name != "ReconcileFunction" {
+        // The metering run has one too, without a destination (its_next_tick_is_the_retry).
+        if name != "ReconcileFunction" && name != "MeteringFunction" {
             assert!(function["Properties"].get("EventInvokeConfig").is_none(), "{name}");
         }
     }
@@ -584,6 +597,61 @@ const ALARMS: &[Alarm] = &[
         period: 300.0,
         threshold: 1.0,
         condition: Some("ForwardEvents"),
+        silent_periods: None,
+    },
+    Alarm {
+        id: "MeteringNotAuthorizedAlarm",
+        namespace: OWN_NAMESPACE,
+        metric: "MeteringHoursNotAuthorized",
+        dimensions: &[],
+        statistic: "Sum",
+        period: 900.0,
+        threshold: 1.0,
+        condition: None,
+        silent_periods: None,
+    },
+    Alarm {
+        id: "MeteringNearExpiryAlarm",
+        namespace: OWN_NAMESPACE,
+        metric: "MeteringHoursNearExpiry",
+        dimensions: &[],
+        statistic: "Sum",
+        period: 900.0,
+        threshold: 1.0,
+        condition: None,
+        silent_periods: None,
+    },
+    Alarm {
+        id: "MeteringErrorsAlarm",
+        namespace: "AWS/Lambda",
+        metric: "Errors",
+        dimensions: &[("FunctionName", "!Ref MeteringFunction")],
+        statistic: "Sum",
+        period: 900.0,
+        threshold: 1.0,
+        condition: None,
+        silent_periods: None,
+    },
+    Alarm {
+        id: "MeteringRefusedAlarm",
+        namespace: OWN_NAMESPACE,
+        metric: "MeteringHoursRefused",
+        dimensions: &[],
+        statistic: "Sum",
+        period: 3600.0,
+        threshold: 1.0,
+        condition: None,
+        silent_periods: None,
+    },
+    Alarm {
+        id: "UsageDeadLetterAlarm",
+        namespace: "AWS/SQS",
+        metric: "ApproximateNumberOfMessagesVisible",
+        dimensions: &[("QueueName", "!GetAtt UsageDeadLetterQueue.QueueName")],
+        statistic: "Maximum",
+        period: 300.0,
+        threshold: 1.0,
+        condition: None,
         silent_periods: None,
     },
 ];
@@ -1149,4 +1217,243 @@ fn the_landing_page_signs_in_unless_a_test_offer_turns_it_off() {
     let variables = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(text(&variables["OIDC_CLIENT_ID"]), "!If SigninOff,,!Ref SigninClientId");
     assert_eq!(text(&template["Conditions"]["SigninOff"]), "!Equals !Ref SigninOffForTestOfferOnly,true");
+}
+
+// Metered billing ---------------------------------------------------------------------------------
+
+/// A function's inline statements: (actions, resource), as text.
+fn statements_of(function: &str) -> Vec<(String, String)> {
+    let properties = resource_properties(function);
+    properties["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("Statement").and_then(Value::as_sequence))
+        .flatten()
+        .map(|s| (text(&s["Action"]), text(&s["Resource"])))
+        .collect()
+}
+
+/// The emission runs every 15 minutes (an hour is sent 10 to 25 minutes after it ends, the emitter
+/// waiting 10), one run at a time, ending before the next tick; a failed run is not retried by
+/// Lambda (the next tick is the retry). Its role finds unsettled hours on their index only.
+#[test]
+fn the_metering_run_ticks_every_15_minutes_one_at_a_time_and_its_next_tick_is_the_retry() {
+    let metering = resource_properties("MeteringFunction");
+    assert_eq!(text(&metering["Events"]["Tick"]["Properties"]["Schedule"]), "rate(15 minutes)");
+    assert_eq!(metering["Events"].as_mapping().map(|events| events.len()), Some(1));
+    assert_eq!(property_number(&metering, "Timeout"), Some(300.0), "under the 15-minute tick");
+    assert_eq!(property_number(&metering, "ReservedConcurrentExecutions"), Some(1.0));
+    let config = &metering["EventInvokeConfig"];
+    assert_eq!(property_number(config, "MaximumRetryAttempts"), Some(0.0));
+    assert!(config.get("DestinationConfig").is_none(), "nothing to keep: the hours stay in the table");
+    let age = property_number(config, "MaximumEventAgeInSeconds").expect("a throttled tick expires");
+    assert!((60.0..=900.0).contains(&age), "no longer than a tick: {age}");
+    assert_eq!(
+        text(&metering["Environment"]["Variables"]["MARKETPLACE_SECRET_ARN"]),
+        "!Ref MarketplaceSecretArn"
+    );
+    let emitter = fulfillment::emission::Emitter::new(
+        fulfillment::testing::MemoryStore::new(),
+        metering::testing::ScriptedMicrosoft::new(),
+        fulfillment::clock::SystemClock,
+    );
+    assert_eq!(emitter.grace, chrono::Duration::minutes(10), "sent 10 to 25 minutes after the hour");
+    assert_eq!(
+        statements_of("MeteringFunction"),
+        [
+            (
+                "dynamodb:GetItem,dynamodb:BatchGetItem,dynamodb:UpdateItem,dynamodb:PutItem".to_owned(),
+                "!GetAtt SubscriptionsTable.Arn".to_owned()
+            ),
+            ("dynamodb:Query".to_owned(), "!Sub ${SubscriptionsTable.Arn}/index/ByUnsettledHour".to_owned()),
+            ("secretsmanager:GetSecretValue".to_owned(), "!Ref MarketplaceSecretArn".to_owned()),
+        ]
+    );
+}
+
+/// The product's usage arrives on an encrypted queue that only the intake reads (an event source
+/// mapping: SAM's SQS event would attach a managed policy on every queue of the account). A
+/// message the intake names in batchItemFailures is delivered again, up to 5 times, then kept 14
+/// days in the dead-letter queue (alarmed). The outputs tell the product where to send.
+#[test]
+fn usage_comes_from_a_queue_only_the_intake_reads_and_failures_end_in_a_dead_letter_queue() {
+    let template = template();
+    let intake = resource_properties("UsageIntakeFunction");
+    let timeout = property_number(&intake, "Timeout").expect("a timeout");
+    assert_eq!(timeout, 30.0);
+    assert!(intake.get("Events").is_none(), "no SAM event: see UsageIntakeQueueMapping");
+    assert_eq!(
+        text(&intake["Environment"]["Variables"]["MARKETPLACE_SECRET_ARN"]),
+        "!Ref MarketplaceSecretArn",
+        "it reads the plans' dimensions from Microsoft"
+    );
+    assert_eq!(
+        statements_of("UsageIntakeFunction"),
+        [
+            (
+                "dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem".to_owned(),
+                "!GetAtt SubscriptionsTable.Arn".to_owned()
+            ),
+            (
+                "sqs:ReceiveMessage,sqs:DeleteMessage,sqs:GetQueueAttributes".to_owned(),
+                "!GetAtt UsageQueue.Arn".to_owned()
+            ),
+            ("secretsmanager:GetSecretValue".to_owned(), "!Ref MarketplaceSecretArn".to_owned()),
+        ]
+    );
+
+    let mapping = resource(&template, "UsageIntakeQueueMapping");
+    assert_eq!(mapping["Type"].as_str(), Some("AWS::Lambda::EventSourceMapping"));
+    let mapping = &mapping["Properties"];
+    assert_eq!(text(&mapping["FunctionName"]), "!Ref UsageIntakeFunction");
+    assert_eq!(text(&mapping["EventSourceArn"]), "!GetAtt UsageQueue.Arn");
+    assert_eq!(property_number(mapping, "BatchSize"), Some(10.0));
+    assert_eq!(text(&mapping["FunctionResponseTypes"]), "ReportBatchItemFailures");
+
+    let queue = resource_properties("UsageQueue");
+    assert_eq!(queue["SqsManagedSseEnabled"].as_bool(), Some(true));
+    let visibility = property_number(&queue, "VisibilityTimeout").expect("a visibility timeout");
+    assert!(visibility >= 6.0 * timeout, "Lambda's advice for an SQS source: {visibility}");
+    assert_eq!(text(&queue["RedrivePolicy"]["deadLetterTargetArn"]), "!GetAtt UsageDeadLetterQueue.Arn");
+    assert_eq!(property_number(&queue["RedrivePolicy"], "maxReceiveCount"), Some(5.0));
+    let dead_letters = resource_properties("UsageDeadLetterQueue");
+    assert_eq!(dead_letters["SqsManagedSseEnabled"].as_bool(), Some(true));
+    assert_eq!(property_number(&dead_letters, "MessageRetentionPeriod"), Some(1_209_600.0));
+
+    let outputs = &template["Outputs"];
+    assert_eq!(text(&outputs["UsageQueueUrl"]["Value"]), "!Ref UsageQueue");
+    assert_eq!(text(&outputs["UsageQueueArn"]["Value"]), "!GetAtt UsageQueue.Arn");
+    for output in ["UsageQueueUrl", "UsageQueueArn"] {
+        let description = outputs[output]["Description"].as_str().unwrap_or_default();
+        assert!(description.contains("sqs:SendMessage"), "{output}: {description}");
+    }
+    for (name, _) in functions(&template) {
+        if name != "UsageIntakeFunction" {
+            let reads = statements_of(&name).into_iter().any(|(_, resource)| resource.contains("UsageQueue"));
+            assert!(!reads, "{name} has no business with the usage queues");
+        }
+    }
+}
+
+/// SAM's pull event sources (SQS, DynamoDB and Kinesis streams, ...) attach an AWS managed policy
+/// on every queue or stream of the account; the stack declares event source mappings instead.
+#[test]
+fn no_function_has_a_sam_event_that_attaches_a_broad_managed_policy() {
+    const PULL: [&str; 7] = ["SQS", "DynamoDB", "Kinesis", "MSK", "MQ", "SelfManagedKafka", "DocumentDB"];
+    for (name, function) in functions(&template()) {
+        let events = function["Properties"].get("Events").and_then(Value::as_mapping);
+        for (event, definition) in events.into_iter().flatten() {
+            let kind = definition["Type"].as_str().unwrap_or_default();
+            assert!(!PULL.contains(&kind), "{name}.{event:?}: {kind}");
+        }
+    }
+}
+
+/// The emission's one line per run (`metering run ended`), from a real run of the function's job
+/// on the in-memory store and a scripted Microsoft: the filters publish the hours Microsoft refused
+/// for good, those it would not let our app report (403 or ResourceNotAuthorized) and those near
+/// the end of Microsoft's 24 hours; a run in which the table failed is an error for Lambda (its
+/// Errors alarm), which no filter counts.
+#[tokio::test]
+async fn the_metering_filters_count_what_each_run_reports() {
+    use chrono::{Duration, TimeZone, Utc};
+    use fulfillment::domain::{PlanId, SubscriptionId, UsageEventStatus};
+    use fulfillment::store::usage::{UsageReport, UsageStore, hour_of};
+    use fulfillment::testing::{ManualClock, MemoryStore, ScriptedStore};
+    use metering::MeteringJob;
+    use metering::testing::{BatchFault, ScriptedMicrosoft};
+
+    let template = template();
+    let not_authorized = metric_filter(&template, "MeteringNotAuthorizedMetricFilter");
+    let near_expiry = metric_filter(&template, "MeteringNearExpiryMetricFilter");
+    let refused = metric_filter(&template, "MeteringRefusedMetricFilter");
+    for filter in [&not_authorized, &near_expiry, &refused] {
+        assert_eq!(filter.log_group, "!Ref MeteringLogGroup");
+        assert_eq!(filter.namespace, OWN_NAMESPACE);
+    }
+    assert_eq!(
+        (not_authorized.metric.as_str(), not_authorized.value.as_str()),
+        ("MeteringHoursNotAuthorized", "$.fields.not_authorized")
+    );
+    assert_eq!(
+        (near_expiry.metric.as_str(), near_expiry.value.as_str()),
+        ("MeteringHoursNearExpiry", "$.fields.near_expiry")
+    );
+    assert_eq!(
+        (refused.metric.as_str(), refused.value.as_str()),
+        ("MeteringHoursRefused", "$.fields.refused")
+    );
+
+    let now = Utc.with_ymd_and_hms(2026, 12, 2, 10, 30, 0).single().expect("time");
+    let (store, microsoft) = (ScriptedStore::new(MemoryStore::new()), ScriptedMicrosoft::new());
+    let job = MeteringJob::new(store.clone(), microsoft.clone(), ManualClock::at(now));
+    let id = |n: u32| SubscriptionId::parse(&format!("e7e70000-0000-4000-8000-{n:012x}")).expect("id");
+    let plan = PlanId::parse("team-monthly").expect("plan");
+    // Four hours: three of the last hour, and one 21 hours old (2.5 of Microsoft's 24 hours left).
+    for (n, hours_ago) in [(1, 1), (2, 1), (3, 1), (4, 21)] {
+        let at = hour_of(now) - Duration::hours(hours_ago) + Duration::minutes(5);
+        let report = UsageReport {
+            subscription_id: id(n),
+            dimension: "api_calls".into(),
+            quantity: 2.0,
+            at,
+            key: "k".into(),
+        };
+        store.add_usage(&report, &plan, now).await.expect("added");
+    }
+    microsoft.answer(&id(2), UsageEventStatus::ResourceNotActive);
+    microsoft.answer(&id(3), UsageEventStatus::ResourceNotAuthorized);
+    microsoft.answer(&id(4), UsageEventStatus::Error);
+    let event = serde_json::json!({ "id": "tick-1" });
+    let later = || std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let (captured, _guard) = Captured::start();
+
+    // One accepted, one refused for good, one not authorized, one failed near the end of its window.
+    let first = job.handle(&event, later()).await.expect("Microsoft's answers are no error");
+    assert_eq!((first.accepted, first.not_authorized, first.near_expiry), (1, 1, 1), "{first:?}");
+    let lines = captured.take();
+    let ended = |lines: &[serde_json::Value]| {
+        lines.iter().filter(|l| l["fields"]["message"] == "metering run ended").count()
+    };
+    assert_eq!(ended(&lines), 1, "{lines:#?}");
+    assert_eq!(refused.published(&lines), 1.0, "{lines:#?}");
+    assert_eq!(not_authorized.published(&lines), 1.0, "{lines:#?}");
+    assert_eq!(near_expiry.published(&lines), 1.0, "{lines:#?}");
+
+    // The next tick: Microsoft answers 403 for the whole batch (both hours left are ours to send).
+    microsoft.fail_next(BatchFault::Forbidden);
+    let second = job.handle(&event, later()).await.expect("a 403 is no error");
+    assert_eq!((second.not_authorized, second.near_expiry), (2, 1), "{second:?}");
+    let lines = captured.take();
+    assert_eq!(refused.published(&lines), 0.0, "refusals are counted once, when settled");
+    assert_eq!(not_authorized.published(&lines), 2.0, "{lines:#?}");
+    assert_eq!(near_expiry.published(&lines), 1.0);
+
+    // Microsoft takes both: nothing to alarm.
+    microsoft.answer(&id(3), UsageEventStatus::Accepted);
+    microsoft.answer(&id(4), UsageEventStatus::Accepted);
+    let third = job.handle(&event, later()).await.expect("no error");
+    assert_eq!(third.accepted, 2, "{third:?}");
+    let lines = captured.take();
+    assert_eq!(ended(&lines), 1);
+    let counts = [&refused, &not_authorized, &near_expiry].map(|f| f.published(&lines));
+    assert_eq!(counts, [0.0, 0.0, 0.0], "{lines:#?}");
+
+    // The table fails: an error for Lambda (MeteringErrorsAlarm); no filter counts it.
+    let report = UsageReport {
+        subscription_id: id(5),
+        dimension: "api_calls".into(),
+        quantity: 1.0,
+        at: hour_of(now) - Duration::minutes(30),
+        key: "k".into(),
+    };
+    store.add_usage(&report, &plan, now).await.expect("added");
+    store.set_down(true);
+    let failed = job.handle(&event, later()).await.expect_err("the table failed");
+    assert!(failed.0.store_errors > 0, "{:?}", failed.0);
+    let lines = captured.take();
+    assert_eq!(ended(&lines), 1, "the run's line is logged all the same");
+    let counts = [&refused, &not_authorized, &near_expiry].map(|f| f.published(&lines));
+    assert_eq!(counts, [0.0, 0.0, 0.0], "{lines:#?}");
 }

@@ -1,16 +1,19 @@
 //! The admin API's handler from the `events/subscriptions/` files, on the in-memory store and the
 //! Marketplace model: every answer in milliseconds. End to end: tests/integration/tests/events.rs.
 
+mod common;
+#[path = "../../../shared/tests/support/mod.rs"]
+mod support;
+
 use chrono::{TimeZone, Utc};
+use common::Api;
 use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
-use fulfillment::config::Environment;
-use fulfillment::domain::{OperationId, Subscription};
+use fulfillment::domain::OperationId;
 use fulfillment::store::{ChangeSource, SubscriptionStore};
 use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore, ScriptedStore};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
-use subscriptions::AdminApi;
 
 const SUBSCRIPTION: &str = "e7e70000-0000-4000-8000-0000000e7e70";
 const TENANT: &str = "7e7a0000-0000-4000-8000-00000007e7a0";
@@ -20,8 +23,6 @@ fn event(file: &str) -> Request {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
-
-type Api = AdminApi<ScriptedStore<MemoryStore>, FakeMarketplace, ManualClock>;
 
 /// An active subscription of the events' tenant, at Microsoft and in our table.
 async fn api() -> Api {
@@ -34,27 +35,10 @@ async fn fixture() -> (Api, ScriptedStore<MemoryStore>, FakeMarketplace) {
     let market = FakeMarketplace::new(clock.clone(), &["team-monthly", "team-yearly"]);
     market.set_dimensions("team-monthly", &["api-calls"]);
     let store = MemoryStore::new();
-    let subscription: Subscription = serde_json::from_value(serde_json::json!({
-        "id": SUBSCRIPTION, "offerId": "contoso-saas", "planId": "team-monthly", "quantity": 10,
-        "saasSubscriptionStatus": "Subscribed", "allowedCustomerOperations": ["Read", "Update", "Delete"],
-        "beneficiary": { "tenantId": TENANT }, "purchaser": { "tenantId": TENANT }
-    }))
-    .expect("subscription");
-    market.insert_subscription(subscription.clone());
-    let seen = Event::observed(
-        subscription,
-        clock.now(),
-        OperationId::parse("seed").expect("id"),
-        ChangeSource::Landing,
-    );
-    record_event(&store, &seen, clock.now()).await.expect("seeded");
+    let subscription = common::subscription(SUBSCRIPTION, "team-monthly", "Subscribed", TENANT);
+    support::seed(&market, &store, subscription, clock.now()).await;
     let store = ScriptedStore::new(store);
-    let environment = Environment::from_pairs([
-        ("ENTRA_TENANT_ID", "72f988bf-0000-4000-8000-00000000e001"),
-        ("ENTRA_CLIENT_ID", "a1b2c3d4-0000-4000-8000-00000000a991"),
-        ("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"),
-    ]);
-    (AdminApi::new(store.clone(), market.clone(), clock, &environment).expect("the admin API"), store, market)
+    (common::admin_api(&store, &market, clock), store, market)
 }
 
 /// The answer's status and its error code.

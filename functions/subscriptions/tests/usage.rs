@@ -3,14 +3,16 @@
 //! the totals). The model does not take Metering API calls, so `compare=true` is tested here only
 //! where Microsoft fails; its success path needs the emulator.
 
+mod common;
+#[path = "../../../shared/tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use fulfillment::changes::{Event, record_event};
+use common::Api;
 use fulfillment::clock::Clock;
-use fulfillment::config::Environment;
-use fulfillment::domain::{OperationId, Subscription, SubscriptionId, Timestamp};
-use fulfillment::store::ChangeSource;
+use fulfillment::domain::{SubscriptionId, Timestamp};
 use fulfillment::store::usage::{HourKey, HourState, UsageStore};
 use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore, ScriptedStore};
 use lambda_http::aws_lambda_events::apigw::{
@@ -20,7 +22,6 @@ use lambda_http::http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 use serde_json::{Value, json};
-use subscriptions::AdminApi;
 
 /// Subscribed to `team-monthly`, metered on `api-calls` and `storage-gb`.
 const METERED: &str = "0e7e0000-0000-4000-8000-000000000001";
@@ -29,8 +30,6 @@ const SUSPENDED: &str = "0e7e0000-0000-4000-8000-000000000002";
 /// Subscribed to `team-yearly`, which has no metering dimensions.
 const FLAT: &str = "0e7e0000-0000-4000-8000-000000000003";
 const UNKNOWN: &str = "0e7e0000-0000-4000-8000-0000000000ff";
-
-type Api = AdminApi<ScriptedStore<MemoryStore>, FakeMarketplace, ManualClock>;
 
 struct Fixture {
     api: Api,
@@ -61,29 +60,10 @@ async fn fixture() -> Fixture {
         (SUSPENDED, "team-monthly", "Suspended"),
         (FLAT, "team-yearly", "Subscribed"),
     ] {
-        let subscription: Subscription = serde_json::from_value(json!({
-            "id": id, "offerId": "contoso-saas", "planId": plan, "quantity": 10,
-            "saasSubscriptionStatus": status, "allowedCustomerOperations": ["Read", "Update", "Delete"],
-            "beneficiary": { "tenantId": METERED }, "purchaser": { "tenantId": METERED }
-        }))
-        .expect("subscription");
-        market.insert_subscription(subscription.clone());
-        let seen = Event::observed(
-            subscription,
-            clock.now(),
-            OperationId::parse("seed").expect("id"),
-            ChangeSource::Landing,
-        );
-        record_event(&store, &seen, clock.now()).await.expect("seeded");
+        support::seed(&market, &store, common::subscription(id, plan, status, METERED), clock.now()).await;
     }
     let store = ScriptedStore::new(store);
-    let environment = Environment::from_pairs([
-        ("ENTRA_TENANT_ID", "72f988bf-0000-4000-8000-00000000e001"),
-        ("ENTRA_CLIENT_ID", "a1b2c3d4-0000-4000-8000-00000000a991"),
-        ("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"),
-    ]);
-    let api =
-        AdminApi::new(store.clone(), market.clone(), clock.clone(), &environment).expect("the admin API");
+    let api = common::admin_api(&store, &market, clock.clone());
     Fixture { api, store, market, clock }
 }
 
@@ -120,6 +100,15 @@ impl Fixture {
     }
 }
 
+/// The hour of `METERED`'s usage of `dimension` that begins at `hour`:00 on the test's day.
+fn hour_key(dimension: &str, hour: u32) -> HourKey {
+    HourKey {
+        subscription_id: id(METERED),
+        dimension: dimension.into(),
+        hour: Utc.with_ymd_and_hms(2026, 12, 1, hour, 0, 0).single().expect("time"),
+    }
+}
+
 fn item(subscription: &str, dimension: &str, quantity: f64, time: &str, key: &str) -> Value {
     json!({ "subscriptionId": subscription, "dimension": dimension, "quantity": quantity, "time": time, "key": key })
 }
@@ -145,12 +134,7 @@ async fn each_report_is_answered_in_order_with_its_code() {
     // An hour already closed for sending takes no more usage.
     let (status, _) = f.report(vec![item(METERED, "storage-gb", 1.0, &at(3, 10), "early")]).await;
     assert_eq!(status, StatusCode::OK);
-    let closed = HourKey {
-        subscription_id: id(METERED),
-        dimension: "storage-gb".into(),
-        hour: Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).single().expect("time"),
-    };
-    f.store.close_hour(&closed, now()).await.expect("closed").expect("there");
+    f.store.close_hour(&hour_key("storage-gb", 3), now()).await.expect("closed").expect("there");
 
     let (status, body) = f
         .report(vec![
@@ -364,12 +348,8 @@ async fn usage_in_every_state(f: &Fixture) {
         ])
         .await;
     assert_eq!((status, &body["added"]), (StatusCode::OK, &json!(5)), "{body}");
-    let key = |dimension: &str, hour: u32| HourKey {
-        subscription_id: id(METERED),
-        dimension: dimension.into(),
-        hour: Utc.with_ymd_and_hms(2026, 12, 1, hour, 0, 0).single().expect("time"),
-    };
-    let mut accepted = f.store.close_hour(&key("api-calls", 2), now()).await.expect("close").expect("there");
+    let mut accepted =
+        f.store.close_hour(&hour_key("api-calls", 2), now()).await.expect("close").expect("there");
     accepted.state = HourState::Accepted {
         sent_quantity: 15.0,
         usage_event_id: Some("evt-2".into()),
@@ -377,14 +357,16 @@ async fn usage_in_every_state(f: &Fixture) {
         duplicate: false,
     };
     f.store.record_send(&accepted).await.expect("accepted");
-    let mut refused = f.store.close_hour(&key("api-calls", 5), now()).await.expect("close").expect("there");
+    let mut refused =
+        f.store.close_hour(&hour_key("api-calls", 5), now()).await.expect("close").expect("there");
     refused.state = HourState::Refused {
         sent_quantity: 7.0,
         status: "ResourceNotActive".into(),
         message: "the subscription is suspended".into(),
     };
     f.store.record_send(&refused).await.expect("refused");
-    let mut sending = f.store.close_hour(&key("storage-gb", 6), now()).await.expect("close").expect("there");
+    let mut sending =
+        f.store.close_hour(&hour_key("storage-gb", 6), now()).await.expect("close").expect("there");
     sending.state = HourState::Sending {
         sent_quantity: 3.0,
         attempts: 2,

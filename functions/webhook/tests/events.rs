@@ -7,13 +7,12 @@
 mod support;
 
 use chrono::{TimeZone, Utc};
-use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
 use fulfillment::config::Environment;
 use fulfillment::domain::{
-    OperationId, OperationStatus, Subscription, SubscriptionId, SubscriptionStatus, WebhookPayload,
+    OperationStatus, Subscription, SubscriptionId, SubscriptionStatus, WebhookPayload,
 };
-use fulfillment::store::{ChangeSource, SubscriptionStore};
+use fulfillment::store::SubscriptionStore;
 use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore, ScriptedStore, StoreStep};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
@@ -52,14 +51,7 @@ async fn fixture_with(settings: &[(&str, &str)]) -> Fixture {
     }))
     .expect("subscription");
     subscription.last_modified = Utc.with_ymd_and_hms(2026, 5, 20, 14, 0, 0).single();
-    market.insert_subscription(subscription.clone());
-    let seen = Event::observed(
-        subscription,
-        clock.now(),
-        OperationId::parse("seed").expect("id"),
-        ChangeSource::Landing,
-    );
-    record_event(&store, &seen, clock.now()).await.expect("seeded");
+    support::seed(&market, &store, subscription, clock.now()).await;
     let scripted = ScriptedStore::new(store.clone());
     // The token's issuer and keys as the deployed function reads them.
     let environment = Environment::from_pairs(

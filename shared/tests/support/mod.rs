@@ -1,9 +1,10 @@
-//! What the fuzz tests (`proptest`) share: one configuration (a fixed seed, no files written), a
-//! local RSA key with a loopback key server for webhook tokens, a DynamoDB client that answers as
-//! an empty table without any network, and a Marketplace API that never answers.
+//! What the fuzz tests (`proptest`) and the functions' handler tests share: one configuration (a
+//! fixed seed, no files written), a local RSA key with a loopback key server for webhook tokens, a
+//! DynamoDB client that answers as an empty table without any network, a Marketplace API that
+//! never answers, and a subscription seeded at Microsoft and in our table.
 //!
-//! `shared/tests/fuzz_parsers.rs` uses it as `mod support;`; the functions' `tests/fuzz_*.rs`
-//! include it with `#[path = "../../../shared/tests/support/mod.rs"]`. Each uses only a part.
+//! `shared/tests/fuzz_parsers.rs` uses it as `mod support;`; the functions' `tests/*.rs` include it
+//! with `#[path = "../../../shared/tests/support/mod.rs"]`. Each uses only a part.
 #![allow(dead_code)]
 
 use std::fmt::Debug;
@@ -23,9 +24,10 @@ use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use fulfillment::changes::{Event, record_event};
 use fulfillment::domain::{
     BatchUsageEventResult, Operation, OperationId, Plan, PlanId, ResolvedSubscription, Subscription,
-    SubscriptionId, UsageEvent, UsageQuery, UsageRecord,
+    SubscriptionId, Timestamp, UsageEvent, UsageQuery, UsageRecord,
 };
 use fulfillment::identity::{WebhookAuthenticator, WebhookTokenSettings};
 use fulfillment::marketplace::{
@@ -33,6 +35,8 @@ use fulfillment::marketplace::{
     SubscriptionsPage, UsageOutcome,
 };
 use fulfillment::store::dynamodb::DynamoDbStore;
+use fulfillment::store::{ChangeSource, SubscriptionStore};
+use fulfillment::testing::FakeMarketplace;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngSeed, TestCaseResult, TestRunner};
 use ring::rsa::PublicKeyComponents;
@@ -417,4 +421,20 @@ impl MarketplaceApi for Unreachable {
     async fn get_usage_events(&self, _: &UsageQuery, _: &Call) -> Result<Vec<UsageRecord>, MarketplaceError> {
         Err(self.late("get usage"))
     }
+}
+
+// Seeding ------------------------------------------------------------------------------------------
+
+/// `subscription` held by Microsoft (the Marketplace model) and recorded in our table as the landing
+/// page saw it at `now`.
+pub async fn seed(
+    market: &FakeMarketplace,
+    store: &impl SubscriptionStore,
+    subscription: Subscription,
+    now: Timestamp,
+) {
+    market.insert_subscription(subscription.clone());
+    let seen =
+        Event::observed(subscription, now, OperationId::parse("seed").expect("id"), ChangeSource::Landing);
+    record_event(store, &seen, now).await.expect("seeded");
 }

@@ -680,9 +680,10 @@ async fn hung_calls_are_cut_in_time_for_the_page_to_be_saved_before_lambda_stops
     assert_eq!(record(&stack, &ids[0]).await.pending_operation, Some(pending));
     stack.emulator.inject(Endpoint::GetOperation, Fault::Latency(Duration::from_secs(60)), 100).await;
 
-    reconcile.handover_margin = chrono::Duration::seconds(1);
-    reconcile.save_reserve = Duration::from_secs(1);
-    let lambda_timeout = Duration::from_secs(4);
+    // Room for a loaded machine: the save after the cut has 4 seconds.
+    reconcile.handover_margin = chrono::Duration::seconds(2);
+    reconcile.save_reserve = Duration::from_secs(4);
+    let lambda_timeout = Duration::from_secs(10);
     let deadline = Utc::now() + chrono::Duration::from_std(lambda_timeout).expect("a duration");
     let run_id = run_id();
     let invocation = fulfillment::reconcile::Invocation { id: &run_id, deadline };

@@ -986,6 +986,25 @@ fn metric_filter(template: &Value, logical_id: &str) -> MetricFilter {
     }
 }
 
+/// The metric filters `expected` names, (logical id, metric, value), after checking that each reads
+/// `log_group` and publishes that metric with that value in our namespace.
+fn own_metric_filters<const N: usize>(
+    template: &Value,
+    log_group: &str,
+    expected: [(&str, &str, &str); N],
+) -> [MetricFilter; N] {
+    expected.map(|(logical_id, metric, value)| {
+        let filter = metric_filter(template, logical_id);
+        assert_eq!(filter.log_group, log_group, "{logical_id}");
+        assert_eq!(
+            (filter.namespace.as_str(), filter.metric.as_str(), filter.value.as_str()),
+            (OWN_NAMESPACE, metric, value),
+            "{logical_id}"
+        );
+        filter
+    })
+}
+
 impl MetricFilter {
     /// What the filter publishes for these lines: the sum of its values over the matching ones.
     fn published(&self, lines: &[serde_json::Value]) -> f64 {
@@ -1011,17 +1030,13 @@ async fn the_webhook_filters_count_its_401_and_5xx_answers() {
     use lambda_http::Body;
 
     let template = template();
-    let filter = metric_filter(&template, "WebhookUnauthorizedMetricFilter");
-    assert_eq!(filter.log_group, "!Ref WebhookLogGroup");
-    assert_eq!(
-        (filter.namespace.as_str(), filter.metric.as_str(), filter.value.as_str()),
-        (OWN_NAMESPACE, "WebhookUnauthorized", "1")
-    );
-    let server_errors = metric_filter(&template, "WebhookServerErrorsMetricFilter");
-    assert_eq!(server_errors.log_group, "!Ref WebhookLogGroup");
-    assert_eq!(
-        (server_errors.namespace.as_str(), server_errors.metric.as_str(), server_errors.value.as_str()),
-        (OWN_NAMESPACE, "WebhookServerErrors", "1")
+    let [filter, server_errors] = own_metric_filters(
+        &template,
+        "!Ref WebhookLogGroup",
+        [
+            ("WebhookUnauthorizedMetricFilter", "WebhookUnauthorized", "1"),
+            ("WebhookServerErrorsMetricFilter", "WebhookServerErrors", "1"),
+        ],
     );
 
     let clock = ManualClock::at(chrono::Utc::now());
@@ -1081,24 +1096,14 @@ async fn the_reconciliation_filters_count_each_finished_pass_once() {
     };
 
     let template = template();
-    let drift = metric_filter(&template, "ReconcileDriftMetricFilter");
-    let incomplete = metric_filter(&template, "ReconcileIncompleteMetricFilter");
-    let finished_passes = metric_filter(&template, "ReconcilePassFinishedMetricFilter");
-    for filter in [&drift, &incomplete, &finished_passes] {
-        assert_eq!(filter.log_group, "!Ref ReconcileLogGroup");
-        assert_eq!(filter.namespace, OWN_NAMESPACE);
-    }
-    assert_eq!(
-        (drift.metric.as_str(), drift.value.as_str()),
-        ("ReconcileRecordsRepaired", "$.fields.drifted")
-    );
-    assert_eq!(
-        (incomplete.metric.as_str(), incomplete.value.as_str()),
-        ("ReconcileSubscriptionsNotReconciled", "$.fields.errors")
-    );
-    assert_eq!(
-        (finished_passes.metric.as_str(), finished_passes.value.as_str()),
-        ("ReconcilePassesFinished", "1")
+    let [drift, incomplete, finished_passes] = own_metric_filters(
+        &template,
+        "!Ref ReconcileLogGroup",
+        [
+            ("ReconcileDriftMetricFilter", "ReconcileRecordsRepaired", "$.fields.drifted"),
+            ("ReconcileIncompleteMetricFilter", "ReconcileSubscriptionsNotReconciled", "$.fields.errors"),
+            ("ReconcilePassFinishedMetricFilter", "ReconcilePassesFinished", "1"),
+        ],
     );
 
     let clock = ManualClock::at(chrono::Utc::now());
@@ -1365,24 +1370,14 @@ async fn the_metering_filters_count_what_each_run_reports() {
     use metering::testing::{BatchFault, ScriptedMicrosoft};
 
     let template = template();
-    let not_authorized = metric_filter(&template, "MeteringNotAuthorizedMetricFilter");
-    let near_expiry = metric_filter(&template, "MeteringNearExpiryMetricFilter");
-    let refused = metric_filter(&template, "MeteringRefusedMetricFilter");
-    for filter in [&not_authorized, &near_expiry, &refused] {
-        assert_eq!(filter.log_group, "!Ref MeteringLogGroup");
-        assert_eq!(filter.namespace, OWN_NAMESPACE);
-    }
-    assert_eq!(
-        (not_authorized.metric.as_str(), not_authorized.value.as_str()),
-        ("MeteringHoursNotAuthorized", "$.fields.not_authorized")
-    );
-    assert_eq!(
-        (near_expiry.metric.as_str(), near_expiry.value.as_str()),
-        ("MeteringHoursNearExpiry", "$.fields.near_expiry")
-    );
-    assert_eq!(
-        (refused.metric.as_str(), refused.value.as_str()),
-        ("MeteringHoursRefused", "$.fields.refused")
+    let [not_authorized, near_expiry, refused] = own_metric_filters(
+        &template,
+        "!Ref MeteringLogGroup",
+        [
+            ("MeteringNotAuthorizedMetricFilter", "MeteringHoursNotAuthorized", "$.fields.not_authorized"),
+            ("MeteringNearExpiryMetricFilter", "MeteringHoursNearExpiry", "$.fields.near_expiry"),
+            ("MeteringRefusedMetricFilter", "MeteringHoursRefused", "$.fields.refused"),
+        ],
     );
 
     let now = Utc.with_ymd_and_hms(2026, 12, 2, 10, 30, 0).single().expect("time");

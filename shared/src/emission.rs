@@ -18,8 +18,8 @@ use crate::clock::Clock;
 use crate::domain::{UsageEvent, UsageEventResult, UsageEventStatus};
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError};
 use crate::metering::MICROSOFT_WINDOW;
-use crate::store::StoreError;
 use crate::store::usage::{HourKey, HourState, UsageHour, UsageStore, hour_of};
+use crate::store::{StoreError, SubscriptionStore};
 
 /// Most events Microsoft takes in one batch.
 pub const BATCH: usize = 25;
@@ -72,7 +72,7 @@ enum Verdict {
     NotAuthorized(String),
 }
 
-impl<S: UsageStore, M: MarketplaceApi, C: Clock> Emitter<S, M, C> {
+impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, M, C> {
     pub fn new(store: S, marketplace: M, clock: C) -> Self {
         Self {
             store,
@@ -109,6 +109,7 @@ impl<S: UsageStore, M: MarketplaceApi, C: Clock> Emitter<S, M, C> {
             }
             hour += chrono::Duration::hours(1);
         }
+        self.current_plans(run_id, &mut sending).await;
         let mut stopped = false;
         let mut left = Vec::new();
         for batch in sending.chunks(BATCH) {
@@ -148,6 +149,33 @@ impl<S: UsageStore, M: MarketplaceApi, C: Clock> Emitter<S, M, C> {
             "metering run ended"
         );
         report
+    }
+
+    /// Each hour is sent with the plan its subscription is on now, as Microsoft checks it: the
+    /// plan may have changed since the hour's first report. (Microsoft takes one event per
+    /// subscription, dimension and hour whatever the plan, so a repeated send is still answered
+    /// `Duplicate`.) If our records cannot be read, the hours keep the plan they have.
+    async fn current_plans(&self, run_id: &str, hours: &mut [UsageHour]) {
+        let mut ids: Vec<crate::domain::SubscriptionId> =
+            hours.iter().map(|h| h.subscription_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        match self.store.get_many(&ids).await {
+            Ok(records) => {
+                let plans: HashMap<_, _> = records
+                    .into_iter()
+                    .filter_map(|r| Some((r.subscription.id.clone(), r.subscription.plan_id?)))
+                    .collect();
+                for hour in hours.iter_mut() {
+                    if let Some(plan) = plans.get(&hour.subscription_id) {
+                        hour.plan_id = plan.clone();
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(run_id, error = %crate::error_chain(&error), "the subscriptions' plans could not be read; the hours are sent with the plan of their first report");
+            }
+        }
     }
 
     /// The hour closed at its total (already closed: as it is); `None` if the store failed.

@@ -11,6 +11,7 @@ use fulfillment::clock::{Clock, SystemClock};
 use fulfillment::config::Environment;
 use fulfillment::emission::{EmissionReport, Emitter};
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi};
+use fulfillment::store::SubscriptionStore;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::usage::UsageStore;
 use fulfillment::wiring::{Services, StartupError};
@@ -47,7 +48,7 @@ impl Deployed {
 )]
 pub struct StoreFailed(pub Box<EmissionReport>);
 
-impl<S: UsageStore, M: MarketplaceApi, C: Clock> MeteringJob<S, M, C> {
+impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> MeteringJob<S, M, C> {
     /// The emission over these ports: what the deployed function and the tests build.
     pub fn new(store: S, marketplace: M, clock: C) -> Self {
         Self { emitter: Emitter::new(store, marketplace, clock) }

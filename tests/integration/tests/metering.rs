@@ -3,6 +3,8 @@
 //! own record (`GET /usageEvents`) is the proof that nothing is billed twice or lost.
 
 use chrono::Utc;
+use std::time::Duration;
+
 use fulfillment::clock::SystemClock;
 use fulfillment::domain::{PlanId, SubscriptionId, Timestamp, UsageQuery};
 use fulfillment::emission::{EmissionReport, Emitter};
@@ -28,7 +30,11 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let stack = LocalStack::start(stack_options()).await.expect("the local stack starts");
+        Self::with(stack_options()).await
+    }
+
+    async fn with(options: local_stack::Options) -> Self {
+        let stack = LocalStack::start(options).await.expect("the local stack starts");
         let mut config = stack.environment.marketplace().expect("config");
         // No retries inside a call: a failed batch is the next run's.
         config.retry = RetryPolicy { max_retries: 0, ..RetryPolicy::default() };
@@ -285,4 +291,41 @@ async fn an_hour_near_the_end_of_microsofts_window_is_reported() {
     world.stack.emulator.inject(Endpoint::BatchUsageEvent, Fault::status(500), 1).await;
     let run = world.emit().await;
     assert_eq!((run.retried, run.near_expiry), (2, 1), "only the old hour is near expiry: {run:?}");
+}
+
+/// The customer moves to another metered plan within the hour: the hour is sent with the plan the
+/// subscription is on now, as Microsoft checks it (with the plan of its first report, Microsoft
+/// would refuse it, and the usage would never be billed).
+#[tokio::test]
+async fn an_hour_is_sent_with_the_plan_the_subscription_is_on_when_it_is_sent() {
+    let mut options = stack_options();
+    let plans = &mut options.emulator.offers[0].plans;
+    let metered =
+        plans.iter().find(|p| p.plan_id == PLAN).expect("the metered plan").metering_dimensions.clone();
+    plans.iter_mut().find(|p| p.plan_id == "team-monthly").expect("team-monthly").metering_dimensions =
+        metered;
+    let world = World::with(options).await;
+    let id = world.subscribed().await;
+    world.report(&id, 5.0, last_hour(), "before").await;
+
+    let change = world.stack.emulator.change_plan(id.as_str(), "team-monthly").await.expect("a plan change");
+    let done =
+        world.stack.emulator.wait_operation(id.as_str(), &change.operation_id, Duration::from_secs(15)).await;
+    assert_eq!(done.expect("decided").status, "Succeeded");
+    // Our record follows through the webhook; bounded wait.
+    let wanted = PlanId::parse("team-monthly");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while integration_tests::flows::record(&world.stack, id.as_str()).await.subscription.plan_id != wanted {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "our record did not follow the plan change within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let run = world.emit().await;
+    assert_eq!((run.accepted, run.refused.len()), (1, 0), "{run:?}");
+    let hours = world.hours(&id).await;
+    assert_eq!(hours[0].plan_id.as_str(), "team-monthly", "the plan sent is the one recorded");
+    assert_eq!(world.at_microsoft(&id).await, (5.0, 1));
 }

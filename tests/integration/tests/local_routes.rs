@@ -94,3 +94,30 @@ async fn every_documented_local_route_answers_through_the_http_port() {
     let (status, body) = call(M::POST, format!("{}/_local/reconcile", stack.url), None).await;
     assert_eq!((status, json(&body)["complete"].clone()), (StatusCode::OK, json!(true)), "{body}");
 }
+
+/// Metered billing through the local routes: usage reported for the last hour with
+/// `POST /admin/usage`, sent by `POST /_local/metering`, and shown accepted by
+/// `GET /admin/subscriptions/{id}/usage`.
+#[tokio::test]
+async fn usage_reported_locally_is_sent_by_a_local_metering_tick() {
+    use reqwest::Method as M;
+    let stack = LocalStack::start(stack_options()).await.expect("the local stack starts");
+    let id = integration_tests::flows::buy_and_activate(&stack, Purchase::plan("basic")).await;
+    // Two hours ago: its hour ended more than the tick's 10 minutes of grace ago, at any time.
+    let hour = chrono::Utc::now() - chrono::Duration::hours(2);
+    let report = json!({ "usage": [{ "subscriptionId": id, "dimension": "api-calls", "quantity": 12.5, "time": hour.to_rfc3339(), "key": "local-1" }] });
+    let (status, body) = call(M::POST, format!("{}/admin/usage", stack.url), Some(report)).await;
+    assert_eq!((status, json(&body)["added"].clone()), (StatusCode::OK, json!(1)), "{body}");
+
+    let (status, body) = call(M::POST, format!("{}/_local/metering", stack.url), None).await;
+    assert_eq!((status, json(&body)["accepted"].clone()), (StatusCode::OK, json!(1)), "{body}");
+
+    let (status, body) = call(M::GET, format!("{}/admin/subscriptions/{id}/usage", stack.url), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hours = json(&body)["hours"].clone();
+    assert_eq!(
+        (hours[0]["state"].clone(), hours[0]["reported"].clone()),
+        (json!("accepted"), json!(12.5)),
+        "{body}"
+    );
+}

@@ -5,13 +5,13 @@
 use chrono::Utc;
 use std::time::Duration;
 
-use fulfillment::clock::SystemClock;
 use fulfillment::domain::{PlanId, SubscriptionId, Timestamp, UsageQuery};
 use fulfillment::emission::{EmissionReport, Emitter};
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, RetryPolicy};
 use fulfillment::metering::Meter;
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::usage::{HourKey, HourState, UsageHour, UsageReport, UsageStore, hour_of};
+use fulfillment::testing::ManualClock;
 use integration_tests::flows::buy_and_activate;
 use integration_tests::stack_options;
 use local_stack::LocalStack;
@@ -23,8 +23,8 @@ const DIMENSION: &str = "api-calls";
 
 struct World {
     stack: LocalStack,
-    meter: Meter<DynamoDbStore, HttpMarketplaceClient, SystemClock>,
-    emitter: Emitter<DynamoDbStore, HttpMarketplaceClient, SystemClock>,
+    meter: Meter<DynamoDbStore, HttpMarketplaceClient, ManualClock>,
+    emitter: Emitter<DynamoDbStore, HttpMarketplaceClient, ManualClock>,
     client: HttpMarketplaceClient,
 }
 
@@ -39,8 +39,10 @@ impl World {
         // No retries inside a call: a failed batch is the next run's.
         config.retry = RetryPolicy { max_retries: 0, ..RetryPolicy::default() };
         let client = || HttpMarketplaceClient::new(config.clone()).expect("client");
-        let meter = Meter::new(stack.store.clone(), client(), SystemClock);
-        let mut emitter = Emitter::new(stack.store.clone(), client(), SystemClock);
+        // One time for the whole test, so that an hour's end falling within it changes nothing.
+        let clock = ManualClock::at(now());
+        let meter = Meter::new(stack.store.clone(), client(), clock.clone());
+        let mut emitter = Emitter::new(stack.store.clone(), client(), clock);
         // The last hour is sent at once (in production, 10 minutes after it ends).
         emitter.grace = chrono::Duration::zero();
         Self { client: client(), stack, meter, emitter }
@@ -61,7 +63,7 @@ impl World {
     }
 
     async fn hours(&self, id: &SubscriptionId) -> Vec<UsageHour> {
-        let now = Utc::now();
+        let now = now();
         self.stack.store.usage_of(id, now - chrono::Duration::days(3), now).await.expect("read")
     }
 
@@ -88,8 +90,14 @@ fn usage(id: &SubscriptionId, dimension: &str, quantity: f64, at: Timestamp, key
     UsageReport { subscription_id: id.clone(), dimension: dimension.into(), quantity, at, key: key.into() }
 }
 
+/// When the test started: the time of the test's meter and emitter.
+fn now() -> Timestamp {
+    static STARTED: std::sync::LazyLock<Timestamp> = std::sync::LazyLock::new(Utc::now);
+    *STARTED
+}
+
 fn last_hour() -> Timestamp {
-    hour_of(Utc::now()) - chrono::Duration::hours(1)
+    hour_of(now()) - chrono::Duration::hours(1)
 }
 
 fn accepted(hour: &UsageHour) -> Option<(f64, bool)> {
@@ -113,7 +121,7 @@ async fn each_closed_hour_reaches_microsoft_once_with_its_total() {
     }
     world.report(&a, 1.5, last_hour(), "a0").await; // a repeat: nothing added
     world.report(&b, 10.0, last_hour() + chrono::Duration::minutes(59), "b0").await;
-    world.report(&a, 7.0, Utc::now(), "now").await; // this hour: not closed yet
+    world.report(&a, 7.0, now(), "now").await; // this hour: not closed yet
 
     let run = world.emit().await;
     assert_eq!(
@@ -141,7 +149,7 @@ async fn a_crash_between_sending_and_recording_bills_nothing_twice() {
     let id = world.subscribed().await;
     world.report(&id, 4.0, last_hour(), "k1").await;
     let key = HourKey { subscription_id: id.clone(), dimension: DIMENSION.into(), hour: last_hour() };
-    let closed = world.stack.store.close_hour(&key, Utc::now()).await.expect("closed").expect("the hour");
+    let closed = world.stack.store.close_hour(&key, now()).await.expect("closed").expect("the hour");
     let event = fulfillment::domain::UsageEvent {
         resource_id: id.clone(),
         quantity: 4.0,
@@ -208,7 +216,7 @@ async fn final_refusals_are_recorded_and_the_window_edge_is_accepted() {
     let (active, suspended) = (world.subscribed().await, world.subscribed().await);
     let unknown = SubscriptionId::parse(&uuid::Uuid::new_v4().to_string()).expect("id");
     let plan = PlanId::parse(PLAN).expect("plan");
-    let now = Utc::now();
+    let now = now();
     let store = &world.stack.store;
     // Written as the ledger holds them (the meter refuses what it knows cannot be sent).
     let edge = hour_of(now) - chrono::Duration::hours(23);
@@ -279,14 +287,9 @@ async fn concurrent_reports_to_one_hour_are_all_added_and_sent_as_one_sum() {
 async fn an_hour_near_the_end_of_microsofts_window_is_reported() {
     let world = World::new().await;
     let id = world.subscribed().await;
-    let old = hour_of(Utc::now()) - chrono::Duration::hours(21);
+    let old = hour_of(now()) - chrono::Duration::hours(21);
     let plan = PlanId::parse(PLAN).expect("plan");
-    world
-        .stack
-        .store
-        .add_usage(&usage(&id, DIMENSION, 3.0, old, "old"), &plan, Utc::now())
-        .await
-        .expect("stored");
+    world.stack.store.add_usage(&usage(&id, DIMENSION, 3.0, old, "old"), &plan, now()).await.expect("stored");
     world.report(&id, 1.0, last_hour(), "recent").await;
     world.stack.emulator.inject(Endpoint::BatchUsageEvent, Fault::status(500), 1).await;
     let run = world.emit().await;

@@ -93,6 +93,7 @@ pub struct Functions {
     pub webhook: webhook::Deployed,
     pub subscriptions: subscriptions::Deployed,
     pub reconcile: reconcile::Deployed,
+    pub metering: metering::Deployed,
     /// Only with the lifecycle events.
     pub events_relay: Option<Arc<events_relay::Deployed>>,
 }
@@ -173,6 +174,7 @@ impl LocalStack {
             webhook: webhook::Deployed::from_environment(environment.clone()).await?,
             subscriptions: subscriptions::Deployed::from_environment(environment.clone()).await?,
             reconcile: reconcile::Deployed::from_environment(environment.clone()).await?,
+            metering: metering::Deployed::from_environment(environment.clone()).await?,
             events_relay: match &queue {
                 Some(_) => Some(Arc::new(events_relay::Deployed::from_environment(environment.clone())?)),
                 None => None,
@@ -197,6 +199,7 @@ impl LocalStack {
             .route("/admin/subscriptions/{id}/activate", axum::routing::any(admin_activate))
             .route("/admin/{*rest}", axum::routing::any(admin))
             .route("/_local/reconcile", axum::routing::post(reconcile_now))
+            .route("/_local/metering", axum::routing::post(metering_now))
             .with_state(functions.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -383,6 +386,16 @@ async fn reconcile_now(State(functions): State<Arc<Functions>>) -> axum::respons
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     };
     (status, axum::Json(pass)).into_response()
+}
+
+/// A metering tick now: every closed hour of usage not yet settled is sent to the emulator.
+async fn metering_now(State(functions): State<Arc<Functions>>) -> axum::response::Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let event = serde_json::json!({ "id": uuid::Uuid::new_v4().to_string() });
+    match functions.metering.handle(&event, deadline).await {
+        Ok(report) => (axum::http::StatusCode::OK, axum::Json(report)).into_response(),
+        Err(failed) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(*failed.0)).into_response(),
+    }
 }
 
 /// What API Gateway would hand the function: the same method, path, raw query, headers and body.

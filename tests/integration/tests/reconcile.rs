@@ -737,12 +737,13 @@ async fn on_dynamodb_local_a_pass_goes_on_over_invocations_that_race_and_reads_e
     stack.emulator.seed(listed).await;
     let before = list_requests(&stack.emulator.requests().await);
     let mut reconcile = reconciler(&stack);
-    // 50 ms a run: far less than recording a page of 100 subscriptions takes.
+    // Half a second a run: a page or two of 100 subscriptions, even on a loaded machine (at 50 ms
+    // a run a loaded machine never finished a listing call in time, and the pass never ended).
     reconcile.handover_margin = chrono::Duration::zero();
     reconcile.save_reserve = std::time::Duration::ZERO;
     let reconcile = &reconcile;
     let reports = until_finished(200, |n| async move {
-        let deadline = Utc::now() + chrono::Duration::milliseconds(50);
+        let deadline = Utc::now() + chrono::Duration::milliseconds(500);
         let (a, b) = (format!("tick-{n}-a"), format!("tick-{n}-b"));
         let (a, b) = (
             fulfillment::reconcile::Invocation { id: &a, deadline },

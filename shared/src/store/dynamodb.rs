@@ -20,6 +20,7 @@ use super::{
 use crate::domain::{OperationId, SubscriptionId};
 
 mod usage;
+pub use usage::{SETTLED_HOUR_RETENTION, USAGE_KEY_RETENTION};
 
 /// The table's keys and index; `template.yaml` declares the same (a test checks they agree).
 pub mod layout {

@@ -13,6 +13,7 @@
 //! It prints tables and writes the same figures to `target/bench/results.json`.
 
 mod bootstrap;
+mod capacity;
 mod floor;
 mod metering;
 mod runtime_api;
@@ -120,9 +121,13 @@ async fn main() -> Result<(), BoxError> {
     };
     let endpoint =
         std::env::var("DYNAMODB_ENDPOINT").map_err(|_| "DYNAMODB_ENDPOINT: DynamoDB Local's URL")?;
+    // BENCH_PARTS: a comma-separated choice of cold, warm, reconcile and metering (default: all).
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "cold,warm,reconcile,metering".into());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let begun = Instant::now();
     // BENCH_BUILD=0 measures the binaries the last run built.
-    if std::env::var("BENCH_BUILD").as_deref() != Ok("0") {
+    let needs_functions = part("cold") || part("warm") || part("reconcile");
+    if needs_functions && std::env::var("BENCH_BUILD").as_deref() != Ok("0") {
         for (function, _) in FUNCTIONS {
             build(function)?;
         }
@@ -142,7 +147,10 @@ async fn main() -> Result<(), BoxError> {
             }
         })
         .collect();
-    for _ in 0..starts {
+    if !part("cold") {
+        cold.clear();
+    }
+    for _ in 0..if cold.is_empty() { 0 } else { starts } {
         for ((function, event_file), figures) in FUNCTIONS.iter().zip(cold.iter_mut()) {
             let event = std::fs::read(root().join("events").join(event_file))?;
             cold_start(&api, &stack, function, &event, figures).await?;
@@ -152,12 +160,12 @@ async fn main() -> Result<(), BoxError> {
     drop(stack);
 
     let mut warm = Vec::new();
-    for flow in warm::Flow::ALL {
+    for flow in warm::Flow::ALL.into_iter().filter(|_| part("warm")) {
         warm.push(warm::run(&api, &endpoint, flow, invocations).await?);
     }
     // Each size several times, interleaved: one run is at the mercy of DynamoDB Local's JVM.
     let mut reconcile = Vec::new();
-    for _ in 0..number("BENCH_RECONCILE_RUNS", 3) {
+    for _ in 0..if part("reconcile") { number("BENCH_RECONCILE_RUNS", 3) } else { 0 } {
         for &total in &sizes {
             reconcile.push(scale::run(&api, &endpoint, total).await?);
         }
@@ -166,6 +174,7 @@ async fn main() -> Result<(), BoxError> {
     // BENCH_METERING=0 leaves it out.
     let metering = match number("BENCH_METERING", 100_000) {
         0 => None,
+        _ if !part("metering") => None,
         records => Some(metering::run(&endpoint, records).await?),
     };
 
@@ -179,7 +188,21 @@ async fn main() -> Result<(), BoxError> {
 }
 
 fn print(results: &Results, starts: usize) {
-    let baseline = &results.cold[0];
+    if let Some(baseline) = results.cold.first() {
+        print_cold(results, baseline, starts);
+    }
+    if !results.warm.is_empty() {
+        print_warm(results);
+    }
+    if !results.reconcile.is_empty() {
+        print_reconcile(results);
+    }
+    if let Some(m) = &results.metering {
+        print_metering(m);
+    }
+}
+
+fn print_cold(results: &Results, baseline: &Cold, starts: usize) {
     let (base_poll, base_answer) = (median(&baseline.first_poll_ms), median(&baseline.first_answer_ms));
     println!(
         "\nCold start: {starts} starts each, interleaved with the hello-world baseline; local Runtime API"
@@ -210,6 +233,9 @@ fn print(results: &Results, starts: usize) {
             cold.peak_rss_kib as f64 / 1024.0,
         );
     }
+}
+
+fn print_warm(results: &Results) {
     if let Some(first) = results.warm.first() {
         println!(
             "\nWarm latency (ms): {} invocations each against DynamoDB Local and the emulator; floor = the same requests made directly",
@@ -236,6 +262,9 @@ fn print(results: &Results, starts: usize) {
             warm.peak_rss_kib as f64 / 1024.0,
         );
     }
+}
+
+fn print_reconcile(results: &Results) {
     println!(
         "\nReconcile (the reconcile bootstrap; 5 % missing and 5 % drifted, then a run with nothing to do)"
     );
@@ -266,31 +295,6 @@ fn print(results: &Results, starts: usize) {
             (size, median(&repairing), median(&idle))
         })
         .collect();
-    if let Some(m) = &results.metering {
-        println!(
-            "\nMetered billing: {} usage reports over 1,000 subscriptions and 3 dimensions (32 at once, DynamoDB Local), then one emission run (the emulator)",
-            m.records
-        );
-        println!(
-            "ingested in {:.1} s: {:.0} records/s; DynamoDB per record: {} write units (one transaction of 2 items) and {} read unit",
-            m.ingest_ms / 1000.0,
-            m.records_per_second,
-            metering::WRITE_UNITS_PER_REPORT,
-            metering::READ_UNITS_PER_REPORT
-        );
-        println!(
-            "emission: {} hours accepted in {:.1} s with {} batch calls",
-            m.accepted,
-            m.emission_ms / 1000.0,
-            m.emission_calls
-        );
-        println!(
-            "DynamoDB on-demand cost per million records: USD {:.3} (USD {} per million write units, {} per million read units, us-east-1 list price)",
-            m.usd_per_million_records,
-            metering::WRITE_UNIT_PRICE,
-            metering::READ_UNIT_PRICE
-        );
-    }
     if let [small, .., large] = &medians[..] {
         println!(
             "growth: {:.1}× the subscriptions took {:.1}× the time (repairing), {:.1}× (idle)",
@@ -299,4 +303,32 @@ fn print(results: &Results, starts: usize) {
             large.2 / small.2
         );
     }
+}
+
+fn print_metering(m: &metering::Metering) {
+    println!(
+        "\nMetered billing: {} usage reports over 1,000 subscriptions and 3 dimensions (32 at once, DynamoDB Local), then one emission run (the emulator)",
+        m.records
+    );
+    println!(
+        "ingested in {:.1} s: {:.0} records/s; DynamoDB per record, measured: {:.2} write units and {:.2} read units (transactions counted twice, as billed)",
+        m.ingest_ms / 1000.0,
+        m.records_per_second,
+        m.write_units_per_record,
+        m.read_units_per_record
+    );
+    println!(
+        "emission: {} hours accepted in {:.1} s with {} batch calls; per hour {:.2} write units and {:.2} read units",
+        m.accepted,
+        m.emission_ms / 1000.0,
+        m.emission_calls,
+        m.write_units_per_hour,
+        m.read_units_per_hour
+    );
+    println!(
+        "DynamoDB on-demand cost per million records: USD {:.3} (USD {} per million write units, {} per million read units, us-east-1 list price)",
+        m.usd_per_million_records,
+        metering::WRITE_UNIT_PRICE,
+        metering::READ_UNIT_PRICE
+    );
 }

@@ -13,6 +13,7 @@ use fulfillment::emission::Emitter;
 use fulfillment::marketplace::{Call, HttpMarketplaceClient};
 use fulfillment::metering::Meter;
 use fulfillment::store::ChangeSource;
+use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::usage::{UsageReport, UsageStore, hour_of};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use local_stack::{LocalStack, Options};
@@ -21,6 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::bootstrap::BoxError;
+use crate::capacity::CapacityMeter;
 
 const SUBSCRIPTIONS: usize = 1_000;
 const DIMENSIONS: [&str; 3] = ["api-calls", "gb-processed", "messages"];
@@ -30,15 +32,6 @@ const CONCURRENCY: usize = 32;
 /// DynamoDB on-demand, us-east-1 list prices (USD per million request units, since November 2024).
 pub const WRITE_UNIT_PRICE: f64 = 0.625;
 pub const READ_UNIT_PRICE: f64 = 0.125;
-/// Per report: one strongly consistent GetItem of the subscription (1 read unit) and one
-/// TransactWriteItems of 2 small items, the key and the hour (2 write units each, as DynamoDB bills
-/// transactions). What `Meter::report` and `UsageStore::add_usage` do, checked by `run` below.
-pub const READ_UNITS_PER_REPORT: f64 = 1.0;
-pub const WRITE_UNITS_PER_REPORT: f64 = 4.0;
-/// Per hour sent: the index query's share, one BatchGetItem read, the close (UpdateItem), the
-/// answer (PutItem), and the sparse index's entry written and removed.
-pub const WRITE_UNITS_PER_HOUR: f64 = 4.0;
-pub const READ_UNITS_PER_HOUR: f64 = 1.5;
 
 #[derive(Debug, Serialize)]
 pub struct Metering {
@@ -49,6 +42,12 @@ pub struct Metering {
     pub emission_ms: f64,
     pub emission_calls: u64,
     pub accepted: u64,
+    /// Request units DynamoDB consumed per record taken, as measured ([`CapacityMeter`]).
+    pub write_units_per_record: f64,
+    pub read_units_per_record: f64,
+    /// Request units of the emission run per hour sent.
+    pub write_units_per_hour: f64,
+    pub read_units_per_hour: f64,
     /// DynamoDB's price of a million records (ingestion and emission), USD.
     pub usd_per_million_records: f64,
 }
@@ -70,8 +69,14 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
     let stack = LocalStack::start(options).await?;
     let ids = seed(&stack).await?;
     let client = || HttpMarketplaceClient::new(stack.environment.marketplace()?).map_err(BoxError::from);
-    let meter = Meter::new(stack.store.clone(), client()?, SystemClock);
-    let mut emitter = Emitter::new(stack.store.clone(), client()?, SystemClock);
+    // The store the meter and the emitter use counts the request units DynamoDB bills.
+    let capacity = CapacityMeter::default();
+    let store = DynamoDbStore::new(
+        capacity.attach(&local_stack::dynamodb_client(dynamodb_endpoint)),
+        stack.table_name.clone(),
+    );
+    let meter = Meter::new(store.clone(), client()?, SystemClock);
+    let mut emitter = Emitter::new(store, client()?, SystemClock);
     emitter.grace = chrono::Duration::zero();
 
     // Every report in the hour that just closed, spread over its minutes.
@@ -86,6 +91,7 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
         })
         .collect();
     let call = Call::new();
+    let before_ingest = capacity.units();
     let started = Instant::now();
     stream::iter(&reports)
         .map(Ok::<_, BoxError>)
@@ -98,10 +104,13 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
         })
         .await?;
     let ingest_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let ingest = capacity.units() - before_ingest;
 
+    let before_emission = capacity.units();
     let started = Instant::now();
     let run = emitter.run("bench", &Call::new()).await;
     let emission_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let emission = capacity.units() - before_emission;
     let hours = (records.min(SUBSCRIPTIONS * DIMENSIONS.len())) as u64;
     if run.accepted != hours || run.retried != 0 || !run.refused.is_empty() {
         return Err(format!("emission of {hours} hours: {run:?}").into());
@@ -115,9 +124,13 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
     }
     crate::drop_table(&stack, dynamodb_endpoint).await?;
 
-    let per_record = WRITE_UNITS_PER_REPORT * WRITE_UNIT_PRICE + READ_UNITS_PER_REPORT * READ_UNIT_PRICE;
-    let per_hour = WRITE_UNITS_PER_HOUR * WRITE_UNIT_PRICE + READ_UNITS_PER_HOUR * READ_UNIT_PRICE;
-    let usd_per_million_records = per_record + per_hour * hours as f64 / records as f64;
+    if ingest.write == 0.0 || emission.write == 0.0 {
+        return Err(format!("DynamoDB Local reported no consumed capacity: {ingest:?} {emission:?}").into());
+    }
+    let (records_f, hours_f) = (records as f64, hours as f64);
+    // Per million records: the ingestion's units, and the emission's for the hours they fill.
+    let usd_per_million_records = (ingest.write + emission.write) / records_f * WRITE_UNIT_PRICE
+        + (ingest.read + emission.read) / records_f * READ_UNIT_PRICE;
     Ok(Metering {
         records,
         hours,
@@ -126,6 +139,10 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
         emission_ms,
         emission_calls: run.calls,
         accepted: run.accepted,
+        write_units_per_record: ingest.write / records_f,
+        read_units_per_record: ingest.read / records_f,
+        write_units_per_hour: emission.write / hours_f,
+        read_units_per_hour: emission.read / hours_f,
         usd_per_million_records,
     })
 }

@@ -18,13 +18,15 @@
 //! | `POST /_control/webhooks/flush` | | `{"flushed"}` |
 //! | `PUT /_control/webhook-faults` | `WebhookFaults` (delay in ms) | 204 |
 //! | `POST /_control/faults` | `{"endpoint","fault","times"}` | 204 |
-//! | `DELETE /_control/faults` | | 204 (clears faults and webhook faults) |
+//! | `DELETE /_control/faults` | | 204 (clears every fault) |
 //! | `PUT /_control/quirks/{Quirk}` | `{"on": bool}` | 204 |
 //! | `GET /_control/requests` | | `[RecordedRequest…]` |
 //! | `POST /_control/revoke-access-tokens` | | 204 |
 //! | `GET /_control/signins` | | `[SigninRecord…]` |
 //! | `GET /_control/signin-user`, `PUT` | `SigninUser` (PUT) | `SigninUser` (GET), 204 (PUT) |
 //! | `PUT /_control/id-token-fault` | `{"fault": IdTokenFault or null}` | 204 |
+//! | `PUT /_control/credential-fault` | `{"fault": CredentialFault or null}` | 204 |
+//! | `PUT /_control/subscriptions/{id}/metering-fault` | `{"fault": MeteringFault or null}` | 204 |
 //!
 //! Errors: `{"error": message}` with 400 (rule), 404 (unknown), 409 (invalid transition).
 
@@ -43,7 +45,7 @@ use serde_json::{Value, json};
 
 use crate::config::SigninUser;
 use crate::engine::{self, ChangeRequest, Reject};
-use crate::faults::{CredentialFault, Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
+use crate::faults::{CredentialFault, Endpoint, Fault, IdTokenFault, MeteringFault, Quirk, WebhookFaults};
 use crate::model::{Action, SeedSubscription};
 use crate::server::{empty_response, json_response};
 use crate::signin::SigninRecord;
@@ -63,6 +65,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/subscriptions/{id}/landing-token", post(landing_token))
         .route("/subscriptions/{id}/operations", get(operations))
         .route("/subscriptions/{id}/operations/{op}", get(operation))
+        .route("/subscriptions/{id}/metering-fault", put(metering_fault))
         .route("/subscriptions/{id}/{action}", post(action))
         .route("/webhooks", get(webhooks))
         .route("/webhook-token", get(webhook_token))
@@ -299,6 +302,7 @@ async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
     state.webhook_faults = WebhookFaults::default();
     state.id_token_fault = None;
     state.credential_fault = None;
+    state.metering_faults.clear();
     empty_response(StatusCode::NO_CONTENT)
 }
 
@@ -371,6 +375,27 @@ async fn credential_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     match parse::<CredentialFaultBody>(&body) {
         Ok(b) => {
             shared.lock().credential_fault = b.fault;
+            empty_response(StatusCode::NO_CONTENT)
+        }
+        Err(m) => bad_body(m),
+    }
+}
+
+#[derive(Deserialize)]
+struct MeteringFaultBody {
+    #[serde(default)]
+    fault: Option<MeteringFault>,
+}
+
+async fn metering_fault(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    match parse::<MeteringFaultBody>(&body) {
+        Ok(b) => {
+            let mut state = shared.lock();
+            let id = id.to_ascii_lowercase();
+            match b.fault {
+                Some(f) => state.metering_faults.insert(id, f),
+                None => state.metering_faults.remove(&id),
+            };
             empty_response(StatusCode::NO_CONTENT)
         }
         Err(m) => bad_body(m),
@@ -494,6 +519,16 @@ impl ControlClient {
     /// The publisher's client-credentials grant fails with `fault`'s Entra error (`None`: works).
     pub async fn set_credential_fault(&self, fault: Option<CredentialFault>) -> Result<(), EmulatorError> {
         let url = format!("{}/credential-fault", self.base);
+        self.send::<Value>(self.http.put(url).json(&json!({"fault": fault}))).await.map(|_| ())
+    }
+
+    /// The Metering API answers every usage event of `resource_id` with `fault` (`None`: as usual).
+    pub async fn set_metering_fault(
+        &self,
+        resource_id: &str,
+        fault: Option<MeteringFault>,
+    ) -> Result<(), EmulatorError> {
+        let url = format!("{}/subscriptions/{resource_id}/metering-fault", self.base);
         self.send::<Value>(self.http.put(url).json(&json!({"fault": fault}))).await.map(|_| ())
     }
 

@@ -57,6 +57,16 @@ pub enum CredentialFault {
     UnknownApp,
 }
 
+/// How the Metering API answers every usage event of one resource while it is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MeteringFault {
+    /// The app may not report usage for the resource, as seen on a fresh private plan: the item's
+    /// status `ResourceNotAuthorized` in a batch, 403 for a single event.
+    ResourceNotAuthorized,
+    /// Microsoft failed on the item: status `Error` in a batch, 500 for a single event.
+    Error,
+}
+
 /// A defect of the ID tokens the token endpoint issues (authorization-code grant) while it is
 /// set, for tests of the relying party's ID-token checks. Everything else stays valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -50,7 +50,7 @@ pub use config::{
     SigninUser, TokenVersion, default_catalog,
 };
 pub use control::ControlClient;
-pub use faults::{CredentialFault, Endpoint, Fault, IdTokenFault, Quirk, WebhookFaults};
+pub use faults::{CredentialFault, Endpoint, Fault, IdTokenFault, MeteringFault, Quirk, WebhookFaults};
 pub use signin::SigninRecord;
 
 use engine::{ChangeRequest, Reject};
@@ -635,14 +635,15 @@ impl Emulator {
         webhook::flush(&self.shared)
     }
 
-    /// Removes every injected fault, webhook fault and ID-token fault (held webhooks stay until
-    /// flushed).
+    /// Removes every injected fault, webhook fault, ID-token, credential and metering fault (held
+    /// webhooks stay until flushed).
     pub async fn clear_faults(&self) {
         let mut state = self.shared.lock();
         state.faults.clear();
         state.webhook_faults = WebhookFaults::default();
         state.id_token_fault = None;
         state.credential_fault = None;
+        state.metering_faults.clear();
     }
 
     /// Signs in `user` from now on (codes already issued keep their user). Its tenant becomes known
@@ -660,6 +661,16 @@ impl Emulator {
     /// (`None`: it works again).
     pub async fn set_credential_fault(&self, fault: Option<CredentialFault>) {
         self.shared.lock().credential_fault = fault;
+    }
+
+    /// The Metering API answers every usage event of `resource_id` with `fault` from now on
+    /// (`None`: as usual again).
+    pub async fn set_metering_fault(&self, resource_id: &str, fault: Option<MeteringFault>) {
+        let mut state = self.shared.lock();
+        match fault {
+            Some(f) => state.metering_faults.insert(resource_id.to_ascii_lowercase(), f),
+            None => state.metering_faults.remove(&resource_id.to_ascii_lowercase()),
+        };
     }
 
     /// ID tokens issued from now on carry `fault`'s defect (`None`: valid ones again).

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::api::{bad_request_body, query_param};
+use crate::faults::MeteringFault;
 use crate::model::{SubStatus, day_of, fmt_ts, guid, hour_of, parse_client_time};
 use crate::server::json_response;
 use crate::state::{Shared, State, UsageRecord};
@@ -116,6 +117,19 @@ fn process(shared: &Shared, state: &mut State, ev: &Value, now: DateTime<Utc>) -
             "dimension",
         ));
     }
+    match state.metering_faults.get(&resource_id.to_ascii_lowercase()) {
+        Some(MeteringFault::ResourceNotAuthorized) => {
+            return Err(invalid(
+                "ResourceNotAuthorized",
+                "Client is not authorized for this usage resource.",
+                "resourceId",
+            ));
+        }
+        Some(MeteringFault::Error) => {
+            return Err(invalid("Error", "An unexpected error has occurred.", "resourceId"));
+        }
+        None => {}
+    }
     let key = (resource_id.to_ascii_lowercase(), dimension.clone(), hour_of(start));
     if let Some(&i) = state.usage_index.get(&key) {
         let mut original = state.usage[i].accepted.clone();
@@ -165,6 +179,14 @@ pub(crate) fn usage_event(shared: &Shared, body: &Value) -> Response {
         Err(EventError::Duplicate(original)) => {
             json_response(StatusCode::CONFLICT, &duplicate_error(original))
         }
+        // A single event answers these two with a status of its own, as Microsoft does.
+        Err(EventError::Invalid { status: "ResourceNotAuthorized", message, .. }) => {
+            json_response(StatusCode::FORBIDDEN, &json!({"code": "Forbidden", "message": message}))
+        }
+        Err(EventError::Invalid { status: "Error", .. }) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": {"code": "UnexpectedError", "message": "An unexpected error has occurred."}}),
+        ),
         Err(EventError::Invalid { status, message, target }) => json_response(
             StatusCode::BAD_REQUEST,
             &json!({

@@ -128,6 +128,8 @@ pub(crate) struct State {
     pub id_token_fault: Option<IdTokenFault>,
     /// The client-credentials grant fails with this Entra error while set.
     pub credential_fault: Option<crate::faults::CredentialFault>,
+    /// Lowercase resource id → how the Metering API answers its events while set.
+    pub metering_faults: HashMap<String, crate::faults::MeteringFault>,
 }
 
 impl State {

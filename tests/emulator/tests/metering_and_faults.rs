@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Timelike, Utc};
 use common::{Api, fast_config, start, subscribed};
-use marketplace_emulator::{Endpoint, Fault, Purchase};
+use marketplace_emulator::{Endpoint, Fault, MeteringFault, Purchase};
 use serde_json::{Value, json};
 
 fn hour_ago(hours: i64) -> String {
@@ -114,6 +114,55 @@ async fn a_batch_should_hold_1_to_25_events_and_report_each_item() {
         statuses,
         ["Accepted", "Duplicate", "Expired", "InvalidDimension", "InvalidQuantity", "ResourceNotFound"]
     );
+}
+
+#[tokio::test]
+async fn a_metering_fault_should_refuse_only_its_resources_events_until_cleared() {
+    let emu = start(fast_config()).await;
+    let api = Api::new(&emu).await;
+    let faulty = subscribed(&emu, &api, Purchase::plan("basic")).await.subscription_id;
+    let healthy = subscribed(&emu, &api, Purchase::plan("basic")).await.subscription_id;
+    let start = hour_ago(2);
+    let statuses = |body: Value| -> Vec<String> {
+        body["result"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap().to_string()).collect()
+    };
+
+    emu.set_metering_fault(&faulty.to_uppercase(), Some(MeteringFault::ResourceNotAuthorized)).await;
+    let batch = json!({"request": [event(&faulty, "api-calls", 1.0, &start), event(&healthy, "api-calls", 1.0, &start)]});
+    let r = api.post("/batchUsageEvent", Some(batch)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["result"][0]["error"]["code"], "ResourceNotAuthorized");
+    assert_eq!(statuses(body), ["ResourceNotAuthorized", "Accepted"]);
+    let single = api.post("/usageEvent", Some(event(&faulty, "api-calls", 1.0, &start))).await;
+    assert_eq!(single.status, 403, "{}", single.text);
+
+    emu.set_metering_fault(&faulty, Some(MeteringFault::Error)).await;
+    let r = api
+        .post("/batchUsageEvent", Some(json!({"request": [event(&faulty, "api-calls", 1.0, &start)]})))
+        .await;
+    assert_eq!(statuses(r.json()), ["Error"]);
+    assert_eq!(api.post("/usageEvent", Some(event(&faulty, "api-calls", 1.0, &start))).await.status, 500);
+
+    // Nothing was recorded while it was refused: once cleared, the hour is accepted.
+    emu.set_metering_fault(&faulty, None).await;
+    let r = api
+        .post("/batchUsageEvent", Some(json!({"request": [event(&faulty, "api-calls", 1.0, &start)]})))
+        .await;
+    assert_eq!(statuses(r.json()), ["Accepted"]);
+
+    // Through the control API, and cleared with the other faults.
+    let control = marketplace_emulator::ControlClient::new(&emu.url());
+    control.set_metering_fault(&healthy, Some(MeteringFault::Error)).await.unwrap();
+    let r = api
+        .post("/batchUsageEvent", Some(json!({"request": [event(&healthy, "api-calls", 1.0, &hour_ago(3))]})))
+        .await;
+    assert_eq!(statuses(r.json()), ["Error"]);
+    control.clear_faults().await.unwrap();
+    let r = api
+        .post("/batchUsageEvent", Some(json!({"request": [event(&healthy, "api-calls", 1.0, &hour_ago(3))]})))
+        .await;
+    assert_eq!(statuses(r.json()), ["Accepted"]);
 }
 
 #[tokio::test]

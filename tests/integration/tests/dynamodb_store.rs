@@ -68,3 +68,64 @@ async fn a_missing_table_is_a_refusal_not_a_retry() {
 fn the_ledger_converges_on_dynamodb_local() {
     fulfillment::testing::convergence::check_convergence(20, fresh_store);
 }
+
+/// What DynamoDB's TTL removes: a report's key after three days, a settled hour 400 days after
+/// it; an hour not yet settled never.
+#[tokio::test]
+async fn settled_usage_hours_and_report_keys_expire_and_pending_hours_do_not() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use fulfillment::store::dynamodb::layout;
+    use fulfillment::store::dynamodb::{SETTLED_HOUR_RETENTION, USAGE_KEY_RETENTION};
+    use fulfillment::store::usage::{HourKey, HourState, UsageReport, UsageStore, hour_of};
+
+    let client = client(&integration_tests::dynamodb_endpoint());
+    let table = format!("subscriptions-{}", guid());
+    integration_tests::table::create_from_template(&client, &table, false).await;
+    let store = DynamoDbStore::new(client.clone(), table.clone());
+    let id = SubscriptionId::parse(&guid()).expect("id");
+    let now = Utc::now();
+    let hour = hour_of(now) - chrono::Duration::hours(1);
+    let report = UsageReport {
+        subscription_id: id.clone(),
+        dimension: "api-calls".into(),
+        quantity: 2.0,
+        at: hour,
+        key: "k1".into(),
+    };
+    store.add_usage(&report, &PlanId::parse("basic").expect("plan"), now).await.expect("added");
+    let expires_at = |sort: String| {
+        let (client, table, id) = (client.clone(), table.clone(), id.clone());
+        async move {
+            let item = client
+                .get_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S(layout::partition(&id)))
+                .key("sk", AttributeValue::S(sort))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("read")
+                .item
+                .expect("the item");
+            item.get(layout::EXPIRES_AT).map(|v| v.as_n().expect("a number").parse::<i64>().expect("seconds"))
+        }
+    };
+    let hour_sort = layout::usage(hour, "api-calls");
+    assert_eq!(expires_at(layout::usage_key("k1")).await, Some((now + USAGE_KEY_RETENTION).timestamp()));
+    assert_eq!(expires_at(hour_sort.clone()).await, None, "an open hour is kept");
+
+    let key = HourKey { subscription_id: id.clone(), dimension: "api-calls".into(), hour };
+    let mut closed = store.close_hour(&key, now).await.expect("closed").expect("the hour");
+    assert_eq!(expires_at(hour_sort.clone()).await, None, "an hour being sent is kept");
+    closed.state = HourState::Sending { sent_quantity: 2.0, attempts: 1, last_error: Some("503".into()) };
+    store.record_send(&closed).await.expect("recorded");
+    assert_eq!(expires_at(hour_sort.clone()).await, None, "an hour still to send is kept");
+    closed.state = HourState::Accepted {
+        sent_quantity: 2.0,
+        usage_event_id: Some(guid()),
+        message_time: Some(now),
+        duplicate: false,
+    };
+    store.record_send(&closed).await.expect("recorded");
+    assert_eq!(expires_at(hour_sort).await, Some((hour + SETTLED_HOUR_RETENTION).timestamp()));
+}

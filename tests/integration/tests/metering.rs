@@ -15,7 +15,7 @@ use fulfillment::testing::ManualClock;
 use integration_tests::flows::buy_and_activate;
 use integration_tests::stack_options;
 use local_stack::LocalStack;
-use marketplace_emulator::{Endpoint, Fault, Purchase};
+use marketplace_emulator::{Endpoint, Fault, MeteringFault, Purchase};
 
 /// The emulator's metered plan and its dimension.
 const PLAN: &str = "basic";
@@ -204,6 +204,49 @@ async fn an_outage_of_microsoft_keeps_usage_pending_until_it_is_back() {
     let run = world.emit().await;
     assert_eq!((run.accepted, run.retried), (1, 0), "{run:?}");
     assert_eq!(world.at_microsoft(&id).await, (2.0, 1));
+}
+
+/// Microsoft's per-item answers that are not final, in a batch with an hour it accepts: an item
+/// our app may not report for (`ResourceNotAuthorized`, counted for the alarm) and an item Microsoft
+/// failed on (`Error`) stay pending with the reason, while the other hour settles; once Microsoft
+/// takes them, each is accepted, once.
+#[tokio::test]
+async fn items_microsoft_cannot_take_now_stay_pending_beside_those_it_accepts() {
+    let world = World::new().await;
+    let (fine, refused, failing) =
+        (world.subscribed().await, world.subscribed().await, world.subscribed().await);
+    for (id, key) in [(&fine, "fine"), (&refused, "refused"), (&failing, "failing")] {
+        world.report(id, 3.0, last_hour(), key).await;
+    }
+    let microsoft = &world.stack.emulator;
+    microsoft.set_metering_fault(refused.as_str(), Some(MeteringFault::ResourceNotAuthorized)).await;
+    microsoft.set_metering_fault(failing.as_str(), Some(MeteringFault::Error)).await;
+
+    let run = world.emit().await;
+    assert_eq!(
+        (run.calls, run.accepted, run.retried, run.not_authorized, run.refused.len()),
+        (1, 1, 1, 1, 0),
+        "{run:?}"
+    );
+    for (id, expected) in [(&refused, "ResourceNotAuthorized"), (&failing, "Error")] {
+        match &world.hours(id).await[0].state {
+            HourState::Sending { attempts: 1, last_error: Some(error), sent_quantity } => {
+                assert!(error.contains(expected), "{error}");
+                assert_eq!(*sent_quantity, 3.0, "the amount to send again is fixed");
+            }
+            other => panic!("{expected}: pending, not {other:?}"),
+        }
+        assert_eq!(world.at_microsoft(id).await, (0.0, 0));
+    }
+    assert_eq!(world.hours(&fine).await.iter().map(accepted).collect::<Vec<_>>(), [Some((3.0, false))]);
+
+    microsoft.set_metering_fault(refused.as_str(), None).await;
+    microsoft.set_metering_fault(failing.as_str(), None).await;
+    let run = world.emit().await;
+    assert_eq!((run.hours, run.accepted, run.retried, run.not_authorized), (2, 2, 0, 0), "{run:?}");
+    for id in [&fine, &refused, &failing] {
+        assert_eq!(world.at_microsoft(id).await, (3.0, 1), "billed once");
+    }
 }
 
 /// Microsoft's final refusals settle the hour as refused, with its status and message: an hour

@@ -17,6 +17,10 @@ use crate::store::usage::{Added, HourKey, HourState, UsageHour, UsageReport, Usa
 /// How long a report's key is kept: a report more than a day old is refused anyway.
 pub const USAGE_KEY_RETENTION: chrono::Duration = chrono::Duration::days(3);
 
+/// How long a settled hour is kept after it: Microsoft's usage record goes back a year, and
+/// so can a question about an invoice. Hours not settled never expire.
+pub const SETTLED_HOUR_RETENTION: chrono::Duration = chrono::Duration::days(400);
+
 /// What a report's key remembers, to tell a repeat from a key used again for other usage.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -33,7 +37,9 @@ fn time(at: Timestamp) -> String {
 fn usage_item(hour: &UsageHour) -> Result<Item, StoreError> {
     let partition = layout::partition(&hour.subscription_id);
     let mut item = encode(&partition, &layout::usage(hour.hour, &hour.dimension), hour)?;
-    if !hour.state.is_settled() {
+    if hour.state.is_settled() {
+        item.insert(layout::EXPIRES_AT.into(), number((hour.hour + SETTLED_HOUR_RETENTION).timestamp()));
+    } else {
         item.insert(layout::UNSETTLED_KEY.into(), string(layout::hour(hour.hour)));
     }
     Ok(item)

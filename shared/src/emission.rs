@@ -21,9 +21,6 @@ use crate::metering::MICROSOFT_WINDOW;
 use crate::store::usage::{HourKey, HourState, UsageHour, UsageStore, hour_of};
 use crate::store::{StoreError, SubscriptionStore};
 
-/// Most events Microsoft takes in one batch.
-pub const BATCH: usize = 25;
-
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,7 +109,7 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
         self.current_plans(run_id, &mut sending).await;
         let mut stopped = false;
         let mut left = Vec::new();
-        for batch in sending.chunks(BATCH) {
+        for batch in sending.chunks(crate::marketplace::MAX_BATCH) {
             if stopped {
                 report.retried += batch.len() as u64;
                 left.extend(batch.iter().cloned());

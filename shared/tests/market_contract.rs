@@ -3,7 +3,7 @@
 
 use chrono::{TimeZone, Utc};
 use fulfillment::domain::{OperationAction, OperationId, PlanId, SubscriptionId};
-use fulfillment::testing::market_contract::{CustomerSide, run_all};
+use fulfillment::testing::market_contract::{CustomerSide, run_all, run_metering};
 use fulfillment::testing::{FakeMarketplace, ManualClock};
 
 struct Customer(FakeMarketplace);
@@ -28,4 +28,18 @@ async fn the_marketplace_model_keeps_the_contract() {
     let market = FakeMarketplace::new(clock, &["basic", "premium"]);
     let (basic, premium) = (PlanId::parse("basic").expect("plan"), PlanId::parse("premium").expect("plan"));
     run_all(&market, &Customer(market.clone()), &basic, &premium).await;
+}
+
+#[tokio::test]
+async fn the_marketplace_model_keeps_the_metering_contract() {
+    let now = Utc.with_ymd_and_hms(2026, 12, 1, 9, 30, 0).single().expect("time");
+    let market = FakeMarketplace::new(ManualClock::at(now), &["basic"]);
+    market.set_dimensions("basic", &["api-calls"]);
+    let basic = PlanId::parse("basic").expect("plan");
+    let (id, _) = market.purchase("basic", None, "contract-tenant");
+    let call = fulfillment::marketplace::Call::new();
+    fulfillment::marketplace::MarketplaceApi::activate(&market, &id, &basic, None, &call)
+        .await
+        .expect("activated");
+    run_metering(&market, &Customer(market.clone()), &id, &basic, "api-calls", now).await;
 }

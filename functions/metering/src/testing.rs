@@ -1,7 +1,7 @@
 //! Microsoft's Metering API as the tests script it (feature `test-util`): each batch item is
 //! answered with the status scripted for its subscription (`Accepted` otherwise), or the whole
-//! batch fails as scripted. The fake marketplace of `fulfillment::testing` does not model
-//! metering; only `post_usage_events` is answered here.
+//! batch fails as scripted: every per-item status on demand, which the fake marketplace of
+//! `fulfillment::testing` (Microsoft's rules) cannot give. Only `post_usage_events` is answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -20,8 +20,6 @@ use crate::domain::{
 const REQUEST_ID: &str = "x-ms-requestid";
 const CORRELATION_ID: &str = "x-ms-correlationid";
 const MARKETPLACE_TOKEN: &str = "x-ms-marketplace-token";
-/// Microsoft's metering batch limit.
-const MAX_BATCH: usize = 25;
 
 /// The production client of Microsoft's Marketplace APIs: Entra ID client credentials, retries
 /// with backoff inside each call's deadline, and request/correlation ids on every request.
@@ -557,7 +555,7 @@ impl MarketplaceApi for HttpMarketplaceClient {
         events: &[UsageEvent],
         call: &Call,
     ) -> Result<BatchUsageEventResult, MarketplaceError> {
-        if events.is_empty() || events.len() > MAX_BATCH {
+        if events.is_empty() || events.len() > super::MAX_BATCH {
             return Err(MarketplaceError::Invalid("a usage batch holds 1 to 25 events"));
         }
         let mut request = self.request("post usage events", Method::POST, self.url(&["batchUsageEvent"]));

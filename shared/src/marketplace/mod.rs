@@ -120,6 +120,9 @@ pub enum UsageOutcome {
     Duplicate(Option<UsageEventResult>),
 }
 
+/// Microsoft's limit of usage events in one `batchUsageEvent` call.
+pub const MAX_BATCH: usize = 25;
+
 /// Microsoft's SaaS Fulfillment, Operations and Metering APIs v2 (docs/marketplace-api.md#subscription-api, #operations-api, #metering-api).
 pub trait MarketplaceApi: Send + Sync {
     /// Resolves a landing-page purchase token (already URL-decoded once) to its subscription.

@@ -8,8 +8,12 @@ use std::future::Future;
 
 use crate::domain::{
     OperationAction, OperationId, OperationStatus, PlanId, RequestSource, SubscriptionId, SubscriptionStatus,
+    Timestamp, UsageEvent, UsageEventStatus, UsageQuery, UsageRecord,
 };
-use crate::marketplace::{AckStatus, Call, MarketplaceApi, MarketplaceError, all_subscriptions};
+use crate::marketplace::{
+    AckStatus, Call, MarketplaceApi, MarketplaceError, UsageOutcome, all_subscriptions,
+};
+use crate::store::usage::hour_of;
 
 /// The customer's side of the marketplace under test.
 pub trait CustomerSide {
@@ -108,4 +112,90 @@ pub async fn run_all(
     );
     let refused = api.change_quantity(&suspended, 4, &call).await;
     assert!(matches!(refused, Err(MarketplaceError::BadRequest { .. })), "{refused:?}");
+}
+
+/// The Metering API's rules (docs/marketplace-api.md#metering-api) for `id`, a `Subscribed`
+/// subscription of `plan`, which has the metering `dimension`; `now` is the marketplace's time.
+/// At the end `id` is suspended.
+pub async fn run_metering(
+    api: &impl MarketplaceApi,
+    customer: &impl CustomerSide,
+    id: &SubscriptionId,
+    plan: &PlanId,
+    dimension: &str,
+    now: Timestamp,
+) {
+    let call = Call::new();
+    let hour = |back: i64| hour_of(now) - chrono::Duration::hours(back);
+    let event = |resource: &SubscriptionId, dimension: &str, quantity: f64, at: Timestamp| UsageEvent {
+        resource_id: resource.clone(),
+        quantity,
+        dimension: dimension.to_owned(),
+        effective_start_time: at,
+        plan_id: plan.clone(),
+    };
+    let nobody = SubscriptionId::parse("00000000-0000-4000-8000-00000000dead").expect("id");
+
+    // A batch is answered item by item, in order.
+    let batch = [
+        event(id, dimension, 5.0, hour(3)),
+        event(id, dimension, 6.0, hour(3)),
+        event(id, dimension, 1.0, hour(30)),
+        event(id, "no-such-dimension", 1.0, hour(3)),
+        event(&nobody, dimension, 1.0, hour(3)),
+        event(id, dimension, 0.0, hour(4)),
+    ];
+    let answer = api.post_usage_events(&batch, &call).await.expect("answered");
+    let statuses: Vec<Option<UsageEventStatus>> = answer.result.iter().map(|r| r.status.clone()).collect();
+    use UsageEventStatus::*;
+    assert_eq!(
+        statuses,
+        [Accepted, Duplicate, Expired, InvalidDimension, ResourceNotFound, InvalidQuantity].map(Some)
+    );
+    let accepted = &answer.result[0];
+    assert!(accepted.usage_event_id.as_deref().is_some_and(|i| !i.is_empty()), "{accepted:?}");
+    assert_eq!((accepted.quantity, accepted.dimension.as_deref()), (Some(5.0), Some(dimension)));
+    assert!(answer.result[1..].iter().all(|r| r.error.is_some()), "each refusal says why: {answer:?}");
+
+    // One event: accepted once per resource, dimension and hour; a repeat is the first one.
+    let first = api.post_usage_event(&event(id, dimension, 2.5, hour(2)), &call).await.expect("accepted");
+    let UsageOutcome::Accepted(first) = first else { panic!("accepted: {first:?}") };
+    let again = api.post_usage_event(&event(id, dimension, 9.0, hour(2)), &call).await.expect("answered");
+    match again {
+        UsageOutcome::Duplicate(Some(earlier)) => {
+            assert_eq!((earlier.usage_event_id, earlier.quantity), (first.usage_event_id, Some(2.5)))
+        }
+        other => panic!("a duplicate with the accepted event: {other:?}"),
+    }
+    let expired = api.post_usage_event(&event(id, dimension, 1.0, hour(30)), &call).await;
+    assert!(matches!(expired, Err(MarketplaceError::BadRequest { .. })), "{expired:?}");
+    let future =
+        api.post_usage_event(&event(id, dimension, 1.0, now + chrono::Duration::hours(2)), &call).await;
+    assert!(matches!(future, Err(MarketplaceError::BadRequest { .. })), "{future:?}");
+
+    // At most 25 to a batch, and at least one.
+    let too_many: Vec<UsageEvent> = (0..26).map(|_| event(id, dimension, 1.0, hour(1))).collect();
+    assert!(api.post_usage_events(&too_many, &call).await.is_err());
+    assert!(api.post_usage_events(&[], &call).await.is_err());
+
+    // Microsoft's record holds what it accepted, once.
+    let query = UsageQuery {
+        usage_start_date: now - chrono::Duration::days(3),
+        usage_end_date: None,
+        offer_id: None,
+        plan_id: None,
+        dimension: None,
+    };
+    let records = api.get_usage_events(&query, &call).await.expect("the record");
+    let mine: Vec<&UsageRecord> =
+        records.iter().filter(|r| r.usage_resource_id.as_deref() == Some(id.as_str())).collect();
+    let total: f64 = mine.iter().filter_map(|r| r.submitted_quantity).sum();
+    let count: u64 = mine.iter().filter_map(|r| r.submitted_count).sum();
+    assert_eq!((total, count), (7.5, 2), "{mine:?}");
+    assert!(mine.iter().all(|r| r.dimension.as_deref() == Some(dimension) && r.plan_id.as_deref() == Some(plan.as_str())));
+
+    // Only a Subscribed subscription is billed.
+    customer.suspend(id).await;
+    let answer = api.post_usage_events(&[event(id, dimension, 1.0, hour(1))], &call).await.expect("answered");
+    assert_eq!(answer.result[0].status, Some(ResourceNotActive), "{answer:?}");
 }

@@ -1,5 +1,5 @@
 //! A model of Microsoft's side in memory: subscriptions, operations, the customer's actions and
-//! the webhooks they cause, and scripted faults. It follows Microsoft's rules (docs/marketplace-api.md#subscription-api, #operations-api, #webhook,
+//! the webhooks they cause, metering, and scripted faults. It follows Microsoft's rules (docs/marketplace-api.md#subscription-api, #operations-api, #webhook,
 //! docs/marketplace-api.md#subscription-lifecycle) closely enough for the core's flows; the Marketplace emulator (an HTTP server) is the
 //! faithful one for end-to-end tests.
 
@@ -13,8 +13,9 @@ use super::ManualClock;
 use crate::clock::Clock;
 use crate::domain::{
     AadIdentifier, BatchUsageEventResult, CustomerOperation, Operation, OperationAction, OperationId,
-    OperationStatus, Plan, PlanId, RequestSource, ResolvedSubscription, Subscription, SubscriptionId,
-    SubscriptionStatus, Term, TermUnit, UsageEvent, UsageQuery, UsageRecord, WebhookPayload,
+    OperationStatus, Plan, PlanId, ReconStatus, RequestSource, ResolvedSubscription, Subscription,
+    SubscriptionId, SubscriptionStatus, Term, TermUnit, Timestamp, UsageEvent, UsageEventResult,
+    UsageEventStatus, UsageQuery, UsageRecord, WebhookPayload,
 };
 use crate::marketplace::{
     AckStatus, ApiError, Call, MarketplaceApi, MarketplaceError, OperationLocation, PageToken, ResponseMeta,
@@ -56,6 +57,8 @@ struct Market {
     list_takes: chrono::Duration,
     counter: u64,
     calls: Vec<&'static str>,
+    /// Accepted usage events.
+    usage: Vec<AcceptedUsage>,
 }
 
 /// The model; clones share the same state.
@@ -713,25 +716,183 @@ impl MarketplaceApi for FakeMarketplace {
 
     async fn post_usage_event(
         &self,
-        _event: &UsageEvent,
+        event: &UsageEvent,
         _call: &Call,
     ) -> Result<UsageOutcome, MarketplaceError> {
-        Err(MarketplaceError::Invalid("metering is not modelled by the fake marketplace"))
+        let lost = self.before("post_usage_event").await?;
+        let now = self.clock.now();
+        let result = self.with(|m| m.meter(event, now));
+        match result.status {
+            Some(UsageEventStatus::Accepted) => Self::after(lost, UsageOutcome::Accepted(result)),
+            Some(UsageEventStatus::Duplicate) => {
+                let earlier =
+                    result.error.as_ref().and_then(|e| e.pointer("/additionalInfo/acceptedMessage"));
+                let earlier = earlier.and_then(|e| serde_json::from_value(e.clone()).ok());
+                Self::after(lost, UsageOutcome::Duplicate(earlier))
+            }
+            _ => {
+                let message = result.error.as_ref().and_then(|e| e["message"].as_str()).unwrap_or("refused");
+                Err(bad(message))
+            }
+        }
     }
 
     async fn post_usage_events(
         &self,
-        _events: &[UsageEvent],
+        events: &[UsageEvent],
         _call: &Call,
     ) -> Result<BatchUsageEventResult, MarketplaceError> {
-        Err(MarketplaceError::Invalid("metering is not modelled by the fake marketplace"))
+        if events.is_empty() || events.len() > crate::marketplace::MAX_BATCH {
+            return Err(MarketplaceError::Invalid("a usage batch holds 1 to 25 events"));
+        }
+        let lost = self.before("post_usage_events").await?;
+        let now = self.clock.now();
+        let result: Vec<UsageEventResult> = self.with(|m| events.iter().map(|e| m.meter(e, now)).collect());
+        Self::after(lost, BatchUsageEventResult { count: Some(result.len() as u32), result })
     }
 
     async fn get_usage_events(
         &self,
-        _query: &UsageQuery,
+        query: &UsageQuery,
         _call: &Call,
     ) -> Result<Vec<UsageRecord>, MarketplaceError> {
-        Err(MarketplaceError::Invalid("metering is not modelled by the fake marketplace"))
+        let lost = self.before("get_usage_events").await?;
+        let now = self.clock.now();
+        let records = self.with(|m| m.usage_record(query, now));
+        Self::after(lost, records)
+    }
+}
+
+/// An accepted usage event, as Microsoft keeps it.
+#[derive(Debug)]
+struct AcceptedUsage {
+    event: UsageEvent,
+    offer_id: Option<String>,
+    answer: UsageEventResult,
+}
+
+impl Market {
+    /// Microsoft's answer to one usage event, in the order the emulator checks its rules; an
+    /// accepted one is recorded.
+    fn meter(&mut self, event: &UsageEvent, now: Timestamp) -> UsageEventResult {
+        let mut answer = UsageEventResult {
+            usage_event_id: None,
+            status: None,
+            message_time: Some(now),
+            resource_id: Some(event.resource_id.to_string()),
+            quantity: Some(event.quantity),
+            dimension: Some(event.dimension.clone()),
+            effective_start_time: Some(event.effective_start_time),
+            plan_id: Some(event.plan_id.clone()),
+            error: None,
+        };
+        let refuse = |mut answer: UsageEventResult, status: UsageEventStatus, message: String| {
+            answer.error = Some(serde_json::json!({"code": status.to_string(), "message": message}));
+            answer.status = Some(status);
+            answer
+        };
+        let at = event.effective_start_time;
+        if !(event.quantity.is_finite() && event.quantity > 0.0) {
+            return refuse(
+                answer,
+                UsageEventStatus::InvalidQuantity,
+                "The quantity must be greater than 0.".into(),
+            );
+        }
+        if at > now {
+            return refuse(
+                answer,
+                UsageEventStatus::BadArgument,
+                "The effectiveStartTime is in the future.".into(),
+            );
+        }
+        if now - at > chrono::Duration::hours(24) {
+            return refuse(answer, UsageEventStatus::Expired, "The usage event has expired.".into());
+        }
+        let Some(subscription) = self.subscriptions.get(&event.resource_id) else {
+            return refuse(answer, UsageEventStatus::ResourceNotFound, "The resource was not found.".into());
+        };
+        if subscription.status != Some(SubscriptionStatus::Subscribed) {
+            return refuse(
+                answer,
+                UsageEventStatus::ResourceNotActive,
+                "The subscription is not Subscribed.".into(),
+            );
+        }
+        if subscription.plan_id.as_ref() != Some(&event.plan_id) {
+            return refuse(
+                answer,
+                UsageEventStatus::BadArgument,
+                "The planId is not the subscription's.".into(),
+            );
+        }
+        if !self.dimensions.get(&event.plan_id).is_some_and(|d| d.contains(&event.dimension)) {
+            return refuse(
+                answer,
+                UsageEventStatus::InvalidDimension,
+                "The plan has no such dimension.".into(),
+            );
+        }
+        let hour = crate::store::usage::hour_of(at);
+        let earlier = self.usage.iter().find(|u| {
+            u.event.resource_id == event.resource_id
+                && u.event.dimension == event.dimension
+                && crate::store::usage::hour_of(u.event.effective_start_time) == hour
+        });
+        if let Some(earlier) = earlier {
+            let mut accepted = serde_json::to_value(&earlier.answer).expect("an answer serializes");
+            accepted["status"] = "Duplicate".into();
+            answer.error = Some(serde_json::json!({
+                "code": "Conflict",
+                "message": "This usage event already exist.",
+                "additionalInfo": {"acceptedMessage": accepted},
+            }));
+            answer.status = Some(UsageEventStatus::Duplicate);
+            return answer;
+        }
+        self.counter += 1;
+        answer.usage_event_id = Some(format!("00000000-0000-4000-9000-{:012x}", self.counter));
+        answer.status = Some(UsageEventStatus::Accepted);
+        let offer_id = subscription.offer_id.clone();
+        self.usage.push(AcceptedUsage { event: event.clone(), offer_id, answer: answer.clone() });
+        answer
+    }
+
+    /// `GET /usageEvents`: accepted usage per day, resource, dimension and plan.
+    fn usage_record(&self, query: &UsageQuery, now: Timestamp) -> Vec<UsageRecord> {
+        let day = |t: Timestamp| t.date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        let end = query.usage_end_date.unwrap_or(now);
+        let mut days: BTreeMap<(Timestamp, String, String, String), UsageRecord> = BTreeMap::new();
+        for u in &self.usage {
+            let (e, at) = (&u.event, u.event.effective_start_time);
+            let wanted = day(at) >= day(query.usage_start_date)
+                && at <= end
+                && query.offer_id.as_ref().is_none_or(|o| Some(o) == u.offer_id.as_ref())
+                && query.plan_id.as_ref().is_none_or(|p| *p == e.plan_id)
+                && query.dimension.as_ref().is_none_or(|d| *d == e.dimension);
+            if !wanted {
+                continue;
+            }
+            let key = (day(at), e.resource_id.to_string(), e.dimension.clone(), e.plan_id.to_string());
+            let record = days.entry(key).or_insert_with(|| UsageRecord {
+                usage_date: Some(day(at)),
+                usage_resource_id: Some(e.resource_id.to_string()),
+                dimension: Some(e.dimension.clone()),
+                plan_id: Some(e.plan_id.to_string()),
+                plan_name: None,
+                offer_id: u.offer_id.clone(),
+                offer_name: None,
+                offer_type: Some("SaaS".into()),
+                azure_subscription_id: None,
+                recon_status: Some(ReconStatus::Accepted),
+                submitted_quantity: Some(0.0),
+                processed_quantity: Some(0.0),
+                submitted_count: Some(0),
+            });
+            *record.submitted_quantity.get_or_insert(0.0) += e.quantity;
+            *record.processed_quantity.get_or_insert(0.0) += e.quantity;
+            *record.submitted_count.get_or_insert(0) += 1;
+        }
+        days.into_values().collect()
     }
 }

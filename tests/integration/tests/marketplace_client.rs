@@ -1009,3 +1009,22 @@ async fn the_emulator_keeps_the_marketplace_contract_the_model_keeps() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_emulator_keeps_the_metering_contract_the_model_keeps() {
+    let emulator = emulator_with(EmulatorConfig::default()).await;
+    let client = client_of(&emulator);
+    let basic = plan("basic");
+    let bought = emulator.purchase(Purchase::plan("basic")).await;
+    let subscription = id(&bought.subscription_id);
+    client.activate(&subscription, &basic, None, &Call::new()).await.expect("activated");
+    fulfillment::testing::market_contract::run_metering(
+        &client,
+        &EmulatorCustomer(&emulator),
+        &subscription,
+        &basic,
+        "api-calls",
+        chrono::Utc::now(),
+    )
+    .await;
+}

@@ -593,7 +593,12 @@ impl MarketplaceApi for HttpMarketplaceClient {
         if answer.is_empty() {
             return Ok(Vec::new());
         }
-        answer.json(ACTION)
+        // Microsoft once answered a JSON string holding the array (docs/marketplace-api.md#retrieve-usage-events).
+        let value = match answer.json::<Value>(ACTION)? {
+            Value::String(text) => serde_json::from_str(&text).map_err(|e| answer.decode_error(ACTION, e))?,
+            value => value,
+        };
+        answer.decode(ACTION, value)
     }
 }
 

@@ -163,6 +163,8 @@ pub enum Quirk {
     NoOperationForNotifyOnly,
     /// Activate accepts a planId other than the purchased one (what the real API was observed to do).
     ActivateAcceptsAnyPlan,
+    /// `GET /usageEvents` answers a JSON string holding the array, as the real API once did.
+    UsageEventsAsJsonString,
 }
 
 mod millis {

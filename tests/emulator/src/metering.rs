@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::api::{bad_request_body, query_param};
-use crate::faults::MeteringFault;
+use crate::faults::{MeteringFault, Quirk};
 use crate::model::{SubStatus, day_of, fmt_ts, guid, hour_of, parse_client_time};
 use crate::server::json_response;
 use crate::state::{Shared, State, UsageRecord};
@@ -317,5 +317,9 @@ pub(crate) fn get_usage_events(shared: &Shared, raw_query: &str) -> Response {
             })
         })
         .collect();
-    json_response(StatusCode::OK, &Value::Array(items))
+    let items = Value::Array(items);
+    if state.quirks.contains(&Quirk::UsageEventsAsJsonString) {
+        return json_response(StatusCode::OK, &Value::String(items.to_string()));
+    }
+    json_response(StatusCode::OK, &items)
 }

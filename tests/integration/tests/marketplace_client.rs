@@ -1028,3 +1028,36 @@ async fn the_emulator_keeps_the_metering_contract_the_model_keeps() {
     )
     .await;
 }
+
+/// Microsoft once answered `GET usageEvents` with a JSON string holding the array
+/// (docs/marketplace-api.md#retrieve-usage-events): it is read all the same.
+#[tokio::test]
+async fn usage_events_as_a_json_string_are_read() {
+    let emulator = emulator_with(EmulatorConfig::default()).await;
+    let client = client_of(&emulator);
+    let basic = plan("basic");
+    let bought = emulator.purchase(Purchase::plan("basic")).await;
+    let sub = id(&bought.subscription_id);
+    client.activate(&sub, &basic, None, &Call::new()).await.expect("activated");
+    let hour = fulfillment::store::usage::hour_of(chrono::Utc::now()) - chrono::Duration::hours(1);
+    let event = fulfillment::domain::UsageEvent {
+        resource_id: sub.clone(),
+        quantity: 4.5,
+        dimension: "api-calls".into(),
+        effective_start_time: hour,
+        plan_id: basic,
+    };
+    client.post_usage_event(&event, &Call::new()).await.expect("accepted");
+    emulator.set_quirk(Quirk::UsageEventsAsJsonString, true).await;
+    let query = fulfillment::domain::UsageQuery {
+        usage_start_date: hour - chrono::Duration::days(1),
+        usage_end_date: None,
+        offer_id: None,
+        plan_id: None,
+        dimension: None,
+    };
+    let records = client.get_usage_events(&query, &Call::new()).await.expect("read despite the quirk");
+    let mine: Vec<_> =
+        records.iter().filter(|r| r.usage_resource_id.as_deref() == Some(sub.as_str())).collect();
+    assert_eq!(mine.iter().filter_map(|r| r.submitted_quantity).sum::<f64>(), 4.5, "{records:?}");
+}

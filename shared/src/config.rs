@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use secrecy::SecretString;
 use url::Url;
 
@@ -142,6 +144,27 @@ impl Environment {
             }
         }
         Ok(arns)
+    }
+
+    /// `EXTRA_ROOT_CERTIFICATES`: a PEM file of certificate authorities to trust besides the
+    /// Mozilla roots compiled in, for the benchmark, whose local services answer over TLS with a
+    /// test authority of their own. Production never sets it (the template does not).
+    pub fn extra_root_certificates(&self) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        const NAME: &str = "EXTRA_ROOT_CERTIFICATES";
+        let Some(path) = self.get(NAME) else {
+            return Ok(Vec::new());
+        };
+        let certificates = CertificateDer::pem_file_iter(&path)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| invalid(NAME, format!("{path}: {e}")))?;
+        if certificates.is_empty() {
+            return Err(invalid(NAME, format!("{path} holds no certificate")));
+        }
+        let mut store = rustls::RootCertStore::empty();
+        for certificate in &certificates {
+            store.add(certificate.clone()).map_err(|e| invalid(NAME, format!("{path}: {e}")))?;
+        }
+        Ok(certificates)
     }
 
     /// `SECRETSMANAGER_ENDPOINT`: a local stand-in for Secrets Manager (tests); unset in AWS.

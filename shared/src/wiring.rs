@@ -44,6 +44,18 @@ impl std::fmt::Debug for StartupError {
     }
 }
 
+/// The benchmark's test authority, when `EXTRA_ROOT_CERTIFICATES` names one: taken before any
+/// HTTPS client is built.
+fn trust_extra_roots(environment: &Environment) -> Result<(), ConfigError> {
+    if crate::http::trust_extra_roots(environment.extra_root_certificates()?) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        name: "EXTRA_ROOT_CERTIFICATES",
+        reason: "an HTTPS client of this process was built before it was read, or other roots were".into(),
+    })
+}
+
 /// What every function builds once per execution environment.
 pub struct Services {
     /// The settings, with the secrets' fields.
@@ -59,6 +71,7 @@ pub struct Services {
 pub fn event_bus(environment: &Environment) -> Result<EventBridgeBus, StartupError> {
     environment.check_local_endpoints(&["EVENTBRIDGE_ENDPOINT"])?;
     let settings = environment.event_bus()?;
+    trust_extra_roots(environment)?;
     let aws = AwsClients::new(environment.aws()?)?;
     let client = aws.eventbridge(settings.endpoint.as_ref().map(|u| u.as_str()));
     Ok(EventBridgeBus::new(client, settings.bus_name))
@@ -99,6 +112,7 @@ impl Services {
     /// clients.
     pub async fn load(environment: Environment) -> Result<Self, StartupError> {
         environment.check_local_run()?;
+        trust_extra_roots(&environment)?;
         let aws = AwsClients::new(environment.aws()?)?;
         let arns = environment.secret_arns()?;
         if !arns.is_empty() {

@@ -58,6 +58,14 @@ fn every_function_is_declared_with_its_binary() {
     }
 }
 
+/// The benchmark's extra trust is never deployed: a function in AWS trusts the compiled-in roots only.
+#[test]
+fn no_function_is_given_extra_root_certificates() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml"))
+        .expect("template");
+    assert!(!text.contains("EXTRA_ROOT_CERTIFICATES"));
+}
+
 /// The functions that write usage only (metered billing): their writes are conditional puts and
 /// updates (`add_usage` is a transaction of a Put and an Update), never a condition check.
 const USAGE_ONLY: [&str; 2] = ["MeteringFunction", "UsageIntakeFunction"];

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod table;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,6 +18,12 @@ pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 pub const MICROSOFT_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 /// Usage is taken only while this much of Microsoft's window is left to send it in.
 pub const SEND_MARGIN: chrono::Duration = chrono::Duration::hours(1);
+/// The quantities taken: DynamoDB holds numbers of at most 38 digits, so a sum of quantities
+/// between these stays exact.
+pub const MIN_QUANTITY: f64 = 1e-6;
+pub const MAX_QUANTITY: f64 = 1e12;
+/// How long a plan's metering dimensions, as Microsoft lists them, are kept.
+const DIMENSIONS_KEPT: chrono::Duration = chrono::Duration::hours(1);
 /// Longest idempotency key and dimension id taken.
 pub const MAX_KEY_LENGTH: usize = 256;
 pub const MAX_DIMENSION_LENGTH: usize = 128;
@@ -29,7 +35,7 @@ pub enum Refusal {
     InvalidKey,
     #[error("the dimension must be 1 to {MAX_DIMENSION_LENGTH} printable characters without '#' or spaces")]
     InvalidDimension,
-    #[error("the quantity must be a finite number greater than 0")]
+    #[error("the quantity must be a number from {MIN_QUANTITY} to {MAX_QUANTITY}")]
     InvalidQuantity,
     #[error("the usage's time {0} is in the future")]
     InFuture(Timestamp),
@@ -98,15 +104,20 @@ pub enum Taken {
     Added,
     /// Its key was taken before: nothing added.
     Repeated,
+    /// Its hour was already closed for sending: added to this later hour (the current one).
+    AddedLater(Timestamp),
 }
+
+/// A plan's metering dimensions as Microsoft listed them, and when.
+type Listed = (Timestamp, Arc<Vec<String>>);
 
 /// Takes the product's usage reports.
 pub struct Meter<S, M, C> {
     store: S,
     marketplace: M,
     clock: C,
-    /// Each plan's metering dimensions, as Microsoft lists them (read once per process).
-    dimensions: Mutex<HashMap<PlanId, Arc<Vec<String>>>>,
+    /// Each offer's plan's metering dimensions, as Microsoft listed them, and when.
+    dimensions: Mutex<HashMap<(Option<String>, PlanId), Listed>>,
 }
 
 /// Times a concurrent write to the same hour is tried again before giving up for now.
@@ -143,7 +154,7 @@ impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock> Meter<S, M,
         }
         let plan =
             subscription.plan_id.clone().ok_or_else(|| Refusal::NotSubscribed("without a plan".into()))?;
-        let known = self.dimensions_of(id, &plan, call).await?;
+        let known = self.dimensions_of(id, subscription.offer_id.as_deref(), &plan, now, call).await?;
         if known.is_empty() {
             return Err(Refusal::Unmetered(plan).into());
         }
@@ -155,30 +166,48 @@ impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock> Meter<S, M,
             }
             .into());
         }
-        let mut tries = 0;
+        let (own, current) = (hour_of(report.at), hour_of(now));
+        let (mut hour, mut tries) = (own, 0);
         loop {
-            match self.store.add_usage(report, &plan, now).await {
-                Ok(Added::Added) => return Ok(Taken::Added),
+            match self.store.add_usage_to(report, hour, &plan, now).await {
+                Ok(Added::Added) if hour == own => return Ok(Taken::Added),
+                Ok(Added::Added) => return Ok(Taken::AddedLater(hour)),
                 Ok(Added::Repeated) => return Ok(Taken::Repeated),
                 Ok(Added::KeyReused) => return Err(Refusal::KeyReused.into()),
+                // Its hour is being sent or was: the usage goes to the current hour, which
+                // Microsoft will take (docs/marketplace-api.md#metering-rules).
+                Ok(Added::HourClosed(_)) if hour < current => hour = current,
                 Ok(Added::HourClosed(state)) => {
-                    return Err(Refusal::HourClosed(hour_of(report.at), state_name(&state)).into());
+                    return Err(Refusal::HourClosed(hour, state_name(&state)).into());
                 }
-                // Two reports to one hour at once: DynamoDB lets one transaction through.
-                Err(StoreError::Conflict { .. }) if tries < CONFLICT_RETRIES => tries += 1,
+                // Two reports to one hour at once: DynamoDB lets one transaction through. The
+                // others wait a little, each a different while, so that they do not meet again.
+                Err(StoreError::Conflict { .. }) if tries < CONFLICT_RETRIES => {
+                    tries += 1;
+                    let most = 10u64 << tries;
+                    let nanos = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| u64::from(d.subsec_nanos()));
+                    let wait = most / 2 + nanos % (most / 2);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
                 Err(error) => return Err(error.into()),
             }
         }
     }
 
-    /// The plan's metering dimensions, from Microsoft's plans for this subscription.
+    /// The plan's metering dimensions, from Microsoft's plans for this subscription: kept an
+    /// hour per offer and plan (plan ids are an offer's own), unless Microsoft listed none.
     async fn dimensions_of(
         &self,
         id: &SubscriptionId,
+        offer: Option<&str>,
         plan: &PlanId,
+        now: Timestamp,
         call: &Call,
     ) -> Result<Arc<Vec<String>>, MeteringError> {
-        if let Some(known) = self.dimensions.lock().expect("dimensions").get(plan) {
+        let key = (offer.map(str::to_owned), plan.clone());
+        if let Some((read, known)) = self.dimensions.lock().expect("dimensions").get(&key)
+            && now < *read + DIMENSIONS_KEPT
+        {
             return Ok(known.clone());
         }
         let plans = self.marketplace.list_available_plans(id, Some(plan), call).await?;
@@ -189,7 +218,9 @@ impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock> Meter<S, M,
             .filter_map(|d| d.id.clone())
             .collect();
         let known = Arc::new(known);
-        self.dimensions.lock().expect("dimensions").insert(plan.clone(), known.clone());
+        if !known.is_empty() {
+            self.dimensions.lock().expect("dimensions").insert(key, (now, known.clone()));
+        }
         Ok(known)
     }
 }
@@ -218,7 +249,7 @@ pub fn check_form(report: &UsageReport, now: Timestamp) -> Result<(), Refusal> {
     {
         return Err(Refusal::InvalidDimension);
     }
-    if !(report.quantity.is_finite() && report.quantity > 0.0) {
+    if !(MIN_QUANTITY..=MAX_QUANTITY).contains(&report.quantity) {
         return Err(Refusal::InvalidQuantity);
     }
     if report.at > now + CLOCK_SKEW {

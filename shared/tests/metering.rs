@@ -7,8 +7,8 @@ use fulfillment::clock::Clock;
 use fulfillment::domain::{OperationId, Subscription, SubscriptionId, SubscriptionStatus, Timestamp};
 use fulfillment::marketplace::Call;
 use fulfillment::metering::{Meter, MeteringError, Refusal, Taken};
-use fulfillment::store::ChangeSource;
 use fulfillment::store::usage::{HourKey, UsageReport, UsageStore, hour_of};
+use fulfillment::store::{ChangeSource, SubscriptionStore};
 use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
 
 struct World {
@@ -38,14 +38,22 @@ impl World {
         let mut subscription = Subscription::new(id.clone());
         subscription.status = Some(status);
         subscription.plan_id = fulfillment::domain::PlanId::parse(plan);
-        let seen = Event::observed(
-            subscription,
-            self.clock.now(),
-            OperationId::parse("seed").expect("id"),
-            ChangeSource::Landing,
-        );
-        record_event(&self.store, &seen, self.clock.now()).await.expect("recorded");
+        self.observe(subscription, "seed").await;
         id
+    }
+
+    /// Our record of `id` says it is of `offer`.
+    async fn store_offer(&self, id: &SubscriptionId, offer: &str) {
+        let mut subscription = self.store.get(id).await.expect("read").expect("recorded").subscription;
+        subscription.offer_id = Some(offer.into());
+        self.observe(subscription, "offer").await;
+    }
+
+    /// Records `subscription` as seen from Microsoft by operation `operation`.
+    async fn observe(&self, subscription: Subscription, operation: &str) {
+        let operation = OperationId::parse(operation).expect("id");
+        let seen = Event::observed(subscription, self.clock.now(), operation, ChangeSource::Landing);
+        record_event(&self.store, &seen, self.clock.now()).await.expect("recorded");
     }
 
     async fn report(&self, report: &UsageReport) -> Result<Taken, MeteringError> {
@@ -101,6 +109,11 @@ async fn every_refusal_is_explained_and_stores_nothing() {
         (ok(-1.0), "InvalidQuantity"),
         (ok(f64::NAN), "InvalidQuantity"),
         (ok(f64::INFINITY), "InvalidQuantity"),
+        // What DynamoDB cannot store, or add up exactly.
+        (ok(1e13), "InvalidQuantity"),
+        (ok(1e200), "InvalidQuantity"),
+        (ok(5e-324), "InvalidQuantity"),
+        (ok(1e-7), "InvalidQuantity"),
         (UsageReport { at: now() + Duration::minutes(6), ..ok(1.0) }, "InFuture"),
         (UsageReport { at: oldest - Duration::seconds(1), ..ok(1.0) }, "TooOld"),
         (UsageReport { at: now() - Duration::days(30), ..ok(1.0) }, "TooOld"),
@@ -148,6 +161,26 @@ async fn a_key_used_again_for_other_usage_and_a_closed_hour_are_refused() {
     assert_eq!(world.total(&id).await, 1.0);
 }
 
+/// Usage that arrives once its hour was closed for sending (a queue that fell behind, a retry
+/// after the close) is not lost: it is added to the current hour, as Microsoft advises for usage
+/// that could not be sent in time, and a repeat of it adds nothing.
+#[tokio::test]
+async fn usage_for_a_closed_hour_goes_to_the_current_one_once() {
+    let world = World::new();
+    let id = world.subscription("metered", SubscriptionStatus::Subscribed).await;
+    let last = hour_of(now()) - Duration::hours(1);
+    world.report(&usage(&id, "api_calls", 1.0, last, "k1")).await.expect("taken");
+    let key = HourKey { subscription_id: id.clone(), dimension: "api_calls".into(), hour: last };
+    world.store.close_hour(&key, now()).await.expect("closed");
+
+    let late = usage(&id, "api_calls", 3.0, last + Duration::minutes(50), "k2");
+    assert_eq!(world.report(&late).await.expect("taken"), Taken::AddedLater(hour_of(now())));
+    assert_eq!(world.report(&late).await.expect("taken"), Taken::Repeated, "once");
+    let hours = world.store.usage_of(&id, last, hour_of(now())).await.expect("read");
+    let quantities: Vec<(Timestamp, f64)> = hours.iter().map(|h| (h.hour, h.quantity)).collect();
+    assert_eq!(quantities, [(last, 1.0), (hour_of(now()), 3.0)]);
+}
+
 #[tokio::test]
 async fn when_microsoft_cannot_say_the_plans_dimensions_the_report_may_be_retried() {
     let world = World::new();
@@ -159,4 +192,35 @@ async fn when_microsoft_cannot_say_the_plans_dimensions_the_report_may_be_retrie
         other => panic!("{other:?}"),
     }
     assert_eq!(world.report(&usage(&id, "api_calls", 1.0, now(), "k1")).await.expect("taken"), Taken::Added);
+}
+
+/// A leap second (`:60`) is in the hour it ends, as every other second of it.
+#[test]
+fn a_leap_second_is_in_its_own_hour() {
+    let leap = chrono::DateTime::parse_from_rfc3339("2026-12-31T23:59:60Z").expect("a leap second").to_utc();
+    let hour = Utc.with_ymd_and_hms(2026, 12, 31, 23, 0, 0).single().expect("time");
+    assert_eq!(hour_of(leap), hour);
+    assert_eq!(hour_of(hour + Duration::minutes(59) + Duration::seconds(59)), hour);
+    assert_eq!(hour_of(hour), hour);
+}
+
+/// Two offers may both have a plan of one name with other dimensions: each subscription's are
+/// its offer's. A plan Microsoft listed without dimensions is asked about again later.
+#[tokio::test]
+async fn a_plans_dimensions_are_its_offers_and_an_empty_answer_is_not_kept() {
+    let world = World::new();
+    let first = world.subscription("metered", SubscriptionStatus::Subscribed).await;
+    world.report(&usage(&first, "api_calls", 1.0, now(), "a")).await.expect("taken");
+    // Another offer's plan "metered", with its own dimension.
+    let other = world.subscription("metered", SubscriptionStatus::Subscribed).await;
+    world.market.edit(&other, |s| s.offer_id = Some("other-offer".into()));
+    world.store_offer(&other, "other-offer").await;
+    world.market.set_dimensions("metered", &["seats_used"]);
+    world.report(&usage(&other, "seats_used", 1.0, now(), "b")).await.expect("the other offer's dimension");
+
+    let flat = world.subscription("flat", SubscriptionStatus::Subscribed).await;
+    let refused = world.report(&usage(&flat, "api_calls", 1.0, now(), "c")).await;
+    assert!(matches!(refused, Err(MeteringError::Refused(Refusal::Unmetered(_)))), "{refused:?}");
+    world.market.set_dimensions("flat", &["api_calls"]);
+    world.report(&usage(&flat, "api_calls", 1.0, now(), "c")).await.expect("asked again, now metered");
 }

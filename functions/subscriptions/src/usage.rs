@@ -111,6 +111,10 @@ fn parse_item(item: &Value) -> Item {
 fn outcome(report: &UsageReport, result: Result<Taken, MeteringError>) -> Outcome {
     let (status, code, message) = match result {
         Ok(Taken::Added) => ("added", None, None),
+        Ok(Taken::AddedLater(hour)) => {
+            let message = format!("its hour was already closed for sending: added to the hour {hour}");
+            ("added", Some("AddedToLaterHour"), Some(message))
+        }
         Ok(Taken::Repeated) => ("repeated", None, None),
         Err(MeteringError::Refused(refusal)) => ("refused", Some(refusal.code()), Some(refusal.to_string())),
         Err(error) if error.is_retryable() => {

@@ -155,6 +155,10 @@ impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock> UsageIntake
             }
             match self.meter.report(&report, &call).await {
                 Ok(Taken::Added) => outcome.added += 1,
+                Ok(Taken::AddedLater(hour)) => {
+                    tracing::info!(message_id, subscription_id = %report.subscription_id, key = report.key, %hour, "a usage report came after its hour was closed for sending: added to the current hour");
+                    outcome.added += 1;
+                }
                 Ok(Taken::Repeated) => outcome.repeated += 1,
                 Err(MeteringError::Refused(refusal)) => {
                     refused(message_id, &report, &refusal);

@@ -560,6 +560,8 @@ where
         "InternalServerError",
         "ServiceUnavailable",
         "TransactionInProgressException",
+        // A write to an item a transaction holds at that moment.
+        "TransactionConflictException",
     ];
     let retryable = match &error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
@@ -571,5 +573,30 @@ where
         StoreError::Unavailable { action, source }
     } else {
         StoreError::Refused { action, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+
+    use super::*;
+
+    fn answered(code: &str) -> StoreError {
+        let error = UpdateItemError::generic(ErrorMetadata::builder().code(code).build());
+        classify("test", SdkError::service_error(error, ()))
+    }
+
+    /// A write that met a transaction in flight, or throttling, is tried again; a failed
+    /// condition or a bad request is not.
+    #[test]
+    fn conflicts_with_transactions_and_throttling_are_retryable_and_refusals_are_not() {
+        for code in ["TransactionConflictException", "ThrottlingException", "InternalServerError"] {
+            assert!(matches!(answered(code), StoreError::Unavailable { .. }), "{code}");
+        }
+        for code in ["ValidationException", "ConditionalCheckFailedException", "ResourceNotFoundException"] {
+            assert!(matches!(answered(code), StoreError::Refused { .. }), "{code}");
+        }
     }
 }

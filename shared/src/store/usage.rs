@@ -39,8 +39,9 @@ pub struct HourKey {
 
 /// The hour `at` falls in: its start.
 pub fn hour_of(at: Timestamp) -> Timestamp {
-    use chrono::{DurationRound, TimeDelta};
-    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+    // From the seconds since the epoch: a leap second (`:60`) then falls in its hour too.
+    let seconds = at.timestamp();
+    chrono::DateTime::from_timestamp(seconds - seconds.rem_euclid(3600), 0).unwrap_or(at)
 }
 
 /// One hour of usage and where it stands.
@@ -127,6 +128,18 @@ pub trait UsageStore: Send + Sync {
     fn add_usage(
         &self,
         report: &UsageReport,
+        plan: &PlanId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Added, StoreError>> + Send {
+        self.add_usage_to(report, hour_of(report.at), plan, now)
+    }
+
+    /// Adds `report` to `hour`, its own or a later one (when its own was closed for sending),
+    /// and records its key as of its own hour, atomically.
+    fn add_usage_to(
+        &self,
+        report: &UsageReport,
+        hour: Timestamp,
         plan: &PlanId,
         now: Timestamp,
     ) -> impl Future<Output = Result<Added, StoreError>> + Send;

@@ -215,19 +215,19 @@ impl SubscriptionStore for MemoryStore {
 }
 
 impl UsageStore for MemoryStore {
-    async fn add_usage(
+    async fn add_usage_to(
         &self,
         report: &UsageReport,
+        hour: Timestamp,
         plan: &PlanId,
         now: Timestamp,
     ) -> Result<Added, StoreError> {
-        let hour = hour_of(report.at);
         let key = HourKey {
             subscription_id: report.subscription_id.clone(),
             dimension: report.dimension.clone(),
             hour,
         };
-        let remembered = (report.dimension.clone(), hour, report.quantity);
+        let remembered = (report.dimension.clone(), hour_of(report.at), report.quantity);
         Ok(self.with(|t| {
             let report_key = (report.subscription_id.clone(), report.key.clone());
             if let Some(seen) = t.usage_keys.get(&report_key) {

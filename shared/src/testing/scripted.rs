@@ -233,14 +233,15 @@ impl<S: SubscriptionStore + Clone + 'static> SubscriptionStore for ScriptedStore
 
 /// Usage goes to the inner store, with the same outage, refusal and delay as every other call.
 impl<S: SubscriptionStore + UsageStore + Clone + 'static> UsageStore for ScriptedStore<S> {
-    async fn add_usage(
+    async fn add_usage_to(
         &self,
         report: &UsageReport,
+        hour: Timestamp,
         plan: &PlanId,
         now: Timestamp,
     ) -> Result<Added, StoreError> {
         self.check("add usage").await?;
-        self.inner.add_usage(report, plan, now).await
+        self.inner.add_usage_to(report, hour, plan, now).await
     }
 
     async fn unsettled(&self, hour: Timestamp) -> Result<Vec<UsageHour>, StoreError> {

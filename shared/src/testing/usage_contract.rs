@@ -61,6 +61,7 @@ where
     only_unsettled_hours_of_the_hour_asked_are_listed(&fresh().await).await;
     a_send_is_recorded_only_on_an_hour_still_sending(&fresh().await).await;
     concurrent_reports_to_one_hour_lose_nothing(&fresh().await).await;
+    late_usage_goes_to_a_later_hour_and_its_key_still_knows_it(&fresh().await).await;
 }
 
 pub async fn reports_add_up_per_subscription_dimension_and_hour(store: &impl UsageStore) {
@@ -184,4 +185,27 @@ pub async fn concurrent_reports_to_one_hour_lose_nothing(store: &impl UsageStore
     let hours = store.usage_of(&id, at(0), at(0)).await.expect("read");
     let expected: f64 = reports.iter().map(|r| r.quantity).sum();
     assert_eq!(hours.iter().map(|h| (h.quantity, h.reports)).collect::<Vec<_>>(), [(expected, 20)]);
+}
+
+/// A report whose hour was closed is added to a later hour; its key is remembered as of its own
+/// hour, so that a repeat (the same report sent again, or a transaction that went through although
+/// its answer was lost) adds nothing, wherever the first one went.
+pub async fn late_usage_goes_to_a_later_hour_and_its_key_still_knows_it(store: &impl UsageStore) {
+    let id = fresh_id();
+    add(store, &report(&id, "api_calls", 2.0, 5, "a")).await;
+    store.close_hour(&hour_key(&id, "api_calls", 0), at(75)).await.expect("closed").expect("the hour");
+    // Sent again after the close: a repeat, not a closed hour.
+    assert_eq!(add(store, &report(&id, "api_calls", 2.0, 5, "a")).await, Added::Repeated);
+
+    let late = report(&id, "api_calls", 1.5, 50, "late");
+    let next = crate::store::usage::hour_of(at(70));
+    let added = store.add_usage_to(&late, next, &plan(), at(70)).await.expect("added");
+    assert_eq!(added, Added::Added);
+    assert_eq!(add(store, &late).await, Added::Repeated, "its key knows it, as of its own hour");
+    let moved = store.add_usage_to(&late, next, &plan(), at(71)).await.expect("answered");
+    assert_eq!(moved, Added::Repeated);
+    let hours = store.usage_of(&id, at(0), at(119)).await.expect("read");
+    let quantities: Vec<(Timestamp, f64, u64)> =
+        hours.iter().map(|h| (h.hour, h.quantity, h.reports)).collect();
+    assert_eq!(quantities, [(at(0), 2.0, 1), (next, 1.5, 1)]);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fulfillment::domain::{PlanId, SubscriptionId, Timestamp, UsageQuery};
 use fulfillment::emission::{EmissionReport, Emitter};
 use fulfillment::marketplace::{Call, HttpMarketplaceClient, MarketplaceApi, RetryPolicy};
-use fulfillment::metering::Meter;
+use fulfillment::metering::{Meter, Taken};
 use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::usage::{HourKey, HourState, UsageHour, UsageReport, UsageStore, hour_of};
 use fulfillment::testing::ManualClock;
@@ -142,7 +142,8 @@ async fn each_closed_hour_reaches_microsoft_once_with_its_total() {
 
 /// A run that sent an hour and stopped before recording the answer: the next run sends the same
 /// quantity again, Microsoft answers `Duplicate` with the earlier event, and nothing is billed
-/// twice. Usage that comes once the hour was closed is refused, not sent as a second amount.
+/// twice. Usage that comes once the hour was closed goes to the current hour, not into the
+/// amount already sent.
 #[tokio::test]
 async fn a_crash_between_sending_and_recording_bills_nothing_twice() {
     let world = World::new().await;
@@ -159,13 +160,15 @@ async fn a_crash_between_sending_and_recording_bills_nothing_twice() {
     };
     let sent = world.client.post_usage_events(&[event], &Call::new()).await.expect("sent");
     assert_eq!(sent.result.len(), 1);
-    // ...and the run stopped here. Late usage for the closed hour is refused.
+    // ...and the run stopped here. Late usage for the closed hour goes to the current one.
     let late = world.meter.report(&usage(&id, DIMENSION, 1.0, last_hour(), "k2"), &Call::new()).await;
-    assert!(late.is_err_and(|e| e.to_string().contains("closed for sending")), "{closed:?}");
+    assert_eq!(late.expect("taken"), Taken::AddedLater(hour_of(now())), "{closed:?}");
 
     let run = world.emit().await;
     assert_eq!((run.accepted, run.duplicates, run.retried), (0, 1, 0), "{run:?}");
-    assert_eq!(world.hours(&id).await.iter().map(accepted).collect::<Vec<_>>(), [Some((4.0, true))]);
+    let hours = world.hours(&id).await;
+    assert_eq!(hours.iter().map(accepted).collect::<Vec<_>>(), [Some((4.0, true)), None]);
+    assert_eq!((hours[1].hour, hours[1].quantity, &hours[1].state), (hour_of(now()), 1.0, &HourState::Open));
     assert_eq!(world.at_microsoft(&id).await, (4.0, 1), "one event, of the first amount");
 }
 

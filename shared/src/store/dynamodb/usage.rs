@@ -21,6 +21,9 @@ pub const USAGE_KEY_RETENTION: chrono::Duration = chrono::Duration::days(3);
 /// so can a question about an invoice. Hours not settled never expire.
 pub const SETTLED_HOUR_RETENTION: chrono::Duration = chrono::Duration::days(400);
 
+/// A cancelled transaction's reasons that mean "too many requests just now".
+const THROTTLED: [&str; 3] = ["ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"];
+
 /// What a report's key remembers, to tell a repeat from a key used again for other usage.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -76,15 +79,19 @@ impl DynamoDbStore {
 }
 
 impl UsageStore for DynamoDbStore {
-    async fn add_usage(
+    async fn add_usage_to(
         &self,
         report: &UsageReport,
+        hour: Timestamp,
         plan: &PlanId,
         now: Timestamp,
     ) -> Result<Added, StoreError> {
         let partition = layout::partition(&report.subscription_id);
-        let hour = hour_of(report.at);
-        let remembered = KeyRecord { dimension: report.dimension.clone(), hour, quantity: report.quantity };
+        let remembered = KeyRecord {
+            dimension: report.dimension.clone(),
+            hour: hour_of(report.at),
+            quantity: report.quantity,
+        };
         let mut key_item = encode(&partition, &layout::usage_key(&report.key), &remembered)?;
         key_item.insert(layout::EXPIRES_AT.into(), number((now + USAGE_KEY_RETENTION).timestamp()));
         let put_key = Put::builder()
@@ -134,6 +141,10 @@ impl UsageStore for DynamoDbStore {
         };
         let failed =
             |index: usize| reasons.get(index).and_then(Option::as_deref) == Some("ConditionalCheckFailed");
+        if reasons.iter().flatten().any(|code| THROTTLED.contains(&code.as_str())) {
+            // Throttled: nothing was written, and trying again later will do.
+            return Err(StoreError::Unavailable { action: "add usage", source: Box::new(error) });
+        }
         if failed(0) {
             let seen = self.get_item("add usage", &partition, &layout::usage_key(&report.key)).await?;
             let seen: Option<KeyRecord> = seen.map(|item| decode(&item)).transpose()?;

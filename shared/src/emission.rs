@@ -7,7 +7,8 @@
 //! never billed twice nor as two amounts. 429, 5xx, a lost connection and an item answered
 //! `Error` are tried again by the next run; a 403 (or `ResourceNotAuthorized`) too, logged as a
 //! configuration fault for the alarm; every other refusal (`Expired`, `ResourceNotActive`, ...)
-//! is final.
+//! is final, but for one about the plan (`BadArgument`, `InvalidDimension`) where Microsoft has
+//! the subscription on another plan than our record: then the hour is sent again with that one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::domain::{UsageEvent, UsageEventResult, UsageEventStatus};
+use crate::domain::{PlanId, UsageEvent, UsageEventResult, UsageEventStatus};
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError};
 use crate::metering::MICROSOFT_WINDOW;
 use crate::store::usage::{HourKey, HourState, UsageHour, UsageStore, hour_of};
@@ -109,15 +110,27 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
         self.current_plans(run_id, &mut sending).await;
         let mut stopped = false;
         let mut left = Vec::new();
+        let mut to_check = Vec::new();
         for batch in sending.chunks(crate::marketplace::MAX_BATCH) {
             if stopped {
                 report.retried += batch.len() as u64;
                 left.extend(batch.iter().cloned());
                 continue;
             }
-            let (stop, after) = self.send(run_id, batch, call, &mut report).await;
-            stopped = stop;
-            left.extend(after.into_iter().filter(|h| !h.state.is_settled()));
+            let sent = self.send(run_id, batch, call, &mut report, true).await;
+            stopped = sent.stop;
+            left.extend(sent.after.into_iter().filter(|h| !h.state.is_settled()));
+            to_check.extend(sent.to_check);
+        }
+        // Refused for the plan: sent again with Microsoft's, once, where ours is behind.
+        let resend = self.with_microsofts_plans(run_id, to_check, call, &mut report).await;
+        left.extend(resend.iter().filter(|_| stopped).cloned());
+        for batch in resend.chunks(crate::marketplace::MAX_BATCH).filter(|_| !stopped) {
+            let sent = self.send(run_id, batch, call, &mut report, false).await;
+            left.extend(sent.after.into_iter().filter(|h| !h.state.is_settled()));
+        }
+        if stopped {
+            report.retried += resend.len() as u64;
         }
         let now = self.clock.now();
         for usage in left.iter().filter(|h| h.hour + MICROSOFT_WINDOW - now < NEAR_EXPIRY) {
@@ -193,16 +206,16 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
         }
     }
 
-    /// Sends one batch and records each item's answer. Returns whether the run should stop
-    /// sending (Microsoft is throttling or failing: the next run tries again), and the hours as
-    /// they now stand.
+    /// Sends one batch and records each item's answer, but for a refusal that may be about the
+    /// plan when `check_plans` (those are returned to be checked against Microsoft's plan).
     async fn send(
         &self,
         run_id: &str,
         batch: &[UsageHour],
         call: &Call,
         report: &mut EmissionReport,
-    ) -> (bool, Vec<UsageHour>) {
+        check_plans: bool,
+    ) -> Sent {
         let events: Vec<UsageEvent> = batch
             .iter()
             .map(|h| UsageEvent {
@@ -240,46 +253,115 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
                 (batch.iter().map(|_| Verdict::Again(reason.clone())).collect(), stop)
             }
         };
-        let mut after = Vec::with_capacity(batch.len());
+        let mut sent = Sent { stop, after: Vec::with_capacity(batch.len()), to_check: Vec::new() };
         for (usage, verdict) in batch.iter().zip(verdicts) {
-            let state = match verdict {
-                Verdict::Settled(state) => {
-                    match &state {
-                        HourState::Accepted { duplicate: true, .. } => report.duplicates += 1,
-                        HourState::Accepted { .. } => report.accepted += 1,
-                        HourState::Refused { status, message, .. } => {
-                            tracing::warn!(run_id, subscription_id = %usage.subscription_id, dimension = usage.dimension, hour = %usage.hour, status, message, "Microsoft refused a usage hour");
-                            *report.refused.entry(status.clone()).or_default() += 1;
-                        }
-                        _ => {}
-                    }
-                    state
+            if check_plans && plan_refusal(&verdict) {
+                sent.to_check.push((usage.clone(), verdict));
+                continue;
+            }
+            sent.after.push(self.record(run_id, usage, verdict, report).await);
+        }
+        sent
+    }
+
+    /// Looks up Microsoft's plan of each hour refused for what may be its plan: an hour whose
+    /// subscription Microsoft has on another plan is returned, with that plan, to be sent again;
+    /// the others' refusals are recorded (an hour Microsoft cannot be asked about is left for
+    /// the next run).
+    async fn with_microsofts_plans(
+        &self,
+        run_id: &str,
+        refused: Vec<(UsageHour, Verdict)>,
+        call: &Call,
+        report: &mut EmissionReport,
+    ) -> Vec<UsageHour> {
+        let mut plans: HashMap<crate::domain::SubscriptionId, Result<Option<PlanId>, String>> =
+            HashMap::new();
+        let mut resend = Vec::new();
+        for (mut usage, verdict) in refused {
+            let id = usage.subscription_id.clone();
+            if !plans.contains_key(&id) {
+                let plan = match self.marketplace.get_subscription(&id, call).await {
+                    Ok(subscription) => Ok(subscription.plan_id),
+                    Err(error) => Err(crate::error_chain(&error)),
+                };
+                plans.insert(id.clone(), plan);
+            }
+            let verdict = match &plans[&id] {
+                Ok(Some(plan)) if *plan != usage.plan_id => {
+                    tracing::info!(run_id, subscription_id = %id, dimension = usage.dimension, hour = %usage.hour, sent = %usage.plan_id, microsofts = %plan, "a usage hour was refused for a plan our record has not caught up with: sent again with Microsoft's");
+                    usage.plan_id = plan.clone();
+                    resend.push(usage);
+                    continue;
                 }
-                Verdict::Again(reason) => {
-                    report.retried += 1;
-                    again(usage, reason)
-                }
-                Verdict::NotAuthorized(reason) => {
-                    report.not_authorized += 1;
-                    again(usage, reason)
+                Ok(_) => verdict,
+                Err(reason) => {
+                    Verdict::Again(format!("refused, and Microsoft's plan could not be read: {reason}"))
                 }
             };
-            let recorded = UsageHour { state, updated_at: self.clock.now(), ..usage.clone() };
-            match self.store.record_send(&recorded).await {
-                Ok(()) => {}
-                // Another run settled it meanwhile (with the same quantity, the same outcome).
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => {
-                    // Sent but not recorded: the next run sends it again, and Microsoft answers
-                    // `Duplicate`.
-                    tracing::error!(run_id, subscription_id = %usage.subscription_id, error = %crate::error_chain(&error), "Microsoft's answer for a usage hour could not be recorded");
-                    report.store_errors += 1;
-                }
-            }
-            after.push(recorded);
+            self.record(run_id, &usage, verdict, report).await;
         }
-        (stop, after)
+        resend
     }
+
+    /// Records Microsoft's answer for one hour (and counts it); the hour as it now stands.
+    async fn record(
+        &self,
+        run_id: &str,
+        usage: &UsageHour,
+        verdict: Verdict,
+        report: &mut EmissionReport,
+    ) -> UsageHour {
+        let state = match verdict {
+            Verdict::Settled(state) => {
+                match &state {
+                    HourState::Accepted { duplicate: true, .. } => report.duplicates += 1,
+                    HourState::Accepted { .. } => report.accepted += 1,
+                    HourState::Refused { status, message, .. } => {
+                        tracing::warn!(run_id, subscription_id = %usage.subscription_id, dimension = usage.dimension, hour = %usage.hour, status, message, "Microsoft refused a usage hour");
+                        *report.refused.entry(status.clone()).or_default() += 1;
+                    }
+                    _ => {}
+                }
+                state
+            }
+            Verdict::Again(reason) => {
+                report.retried += 1;
+                again(usage, reason)
+            }
+            Verdict::NotAuthorized(reason) => {
+                report.not_authorized += 1;
+                again(usage, reason)
+            }
+        };
+        let recorded = UsageHour { state, updated_at: self.clock.now(), ..usage.clone() };
+        match self.store.record_send(&recorded).await {
+            Ok(()) => {}
+            // Another run settled it meanwhile (with the same quantity, the same outcome).
+            Err(StoreError::Conflict { .. }) => {}
+            Err(error) => {
+                // Sent but not recorded: the next run sends it again, and Microsoft answers
+                // `Duplicate`.
+                tracing::error!(run_id, subscription_id = %usage.subscription_id, error = %crate::error_chain(&error), "Microsoft's answer for a usage hour could not be recorded");
+                report.store_errors += 1;
+            }
+        }
+        recorded
+    }
+}
+
+/// One batch sent: whether to stop sending for this run (Microsoft is throttling or failing),
+/// the hours as they now stand, and those refused for what may be their plan.
+struct Sent {
+    stop: bool,
+    after: Vec<UsageHour>,
+    to_check: Vec<(UsageHour, Verdict)>,
+}
+
+/// A refusal that may only mean our record's plan is behind Microsoft's: the plan is not the
+/// subscription's (`BadArgument`), or the dimension is not the plan's.
+fn plan_refusal(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Settled(HourState::Refused { status, .. }) if status == "BadArgument" || status == "InvalidDimension")
 }
 
 fn sent_quantity(hour: &UsageHour) -> f64 {

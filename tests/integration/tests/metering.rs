@@ -48,6 +48,17 @@ impl World {
         Self { client: client(), stack, meter, emitter }
     }
 
+    /// A world where `team-monthly` is metered too, with the metered plan's dimensions.
+    async fn with_two_metered_plans() -> Self {
+        let mut options = stack_options();
+        let plans = &mut options.emulator.offers[0].plans;
+        let metered =
+            plans.iter().find(|p| p.plan_id == PLAN).expect("the metered plan").metering_dimensions.clone();
+        plans.iter_mut().find(|p| p.plan_id == "team-monthly").expect("team-monthly").metering_dimensions =
+            metered;
+        Self::with(options).await
+    }
+
     async fn subscribed(&self) -> SubscriptionId {
         let id = buy_and_activate(&self.stack, Purchase::plan(PLAN)).await;
         SubscriptionId::parse(&id).expect("id")
@@ -347,13 +358,7 @@ async fn an_hour_near_the_end_of_microsofts_window_is_reported() {
 /// would refuse it, and the usage would never be billed).
 #[tokio::test]
 async fn an_hour_is_sent_with_the_plan_the_subscription_is_on_when_it_is_sent() {
-    let mut options = stack_options();
-    let plans = &mut options.emulator.offers[0].plans;
-    let metered =
-        plans.iter().find(|p| p.plan_id == PLAN).expect("the metered plan").metering_dimensions.clone();
-    plans.iter_mut().find(|p| p.plan_id == "team-monthly").expect("team-monthly").metering_dimensions =
-        metered;
-    let world = World::with(options).await;
+    let world = World::with_two_metered_plans().await;
     let id = world.subscribed().await;
     world.report(&id, 5.0, last_hour(), "before").await;
 
@@ -377,4 +382,31 @@ async fn an_hour_is_sent_with_the_plan_the_subscription_is_on_when_it_is_sent() 
     let hours = world.hours(&id).await;
     assert_eq!(hours[0].plan_id.as_str(), "team-monthly", "the plan sent is the one recorded");
     assert_eq!(world.at_microsoft(&id).await, (5.0, 1));
+}
+
+/// Microsoft moved the subscription to another metered plan and our record has not followed yet
+/// (the webhook is late, the reconciliation has not run): Microsoft refuses the hour sent with
+/// our plan. The emitter asks Microsoft which plan it is on and sends the hour again with it,
+/// rather than settling as refused usage Microsoft would bill.
+#[tokio::test]
+async fn an_hour_refused_for_a_plan_our_record_has_not_caught_up_with_is_sent_with_microsofts() {
+    let world = World::with_two_metered_plans().await;
+    let id = world.subscribed().await;
+    world.report(&id, 6.0, last_hour(), "before").await;
+    // Microsoft's side only: no webhook reaches us.
+    let seeded = world
+        .stack
+        .emulator
+        .seed(vec![serde_json::json!({
+            "id": id.as_str(), "offerId": "contoso-saas", "planId": "team-monthly", "saasSubscriptionStatus": "Subscribed"
+        })])
+        .await;
+    assert_eq!(seeded, 1);
+    let ours = integration_tests::flows::record(&world.stack, id.as_str()).await.subscription.plan_id;
+    assert_eq!(ours, PlanId::parse(PLAN), "our record still has the old plan");
+
+    let run = world.emit().await;
+    assert_eq!((run.accepted, run.refused.len()), (1, 0), "{run:?}");
+    assert_eq!(world.hours(&id).await[0].plan_id.as_str(), "team-monthly", "the plan Microsoft took");
+    assert_eq!(world.at_microsoft(&id).await, (6.0, 1));
 }

@@ -133,6 +133,25 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
             report.retried += resend.len() as u64;
         }
         let now = self.clock.now();
+        // The next runs will not look this far back: an hour Microsoft never took is given up
+        // here, as expired, rather than left pending where no run finds it.
+        let oldest = hour_of(now - self.lookback);
+        let (given_up, left): (Vec<UsageHour>, Vec<UsageHour>) =
+            left.into_iter().partition(|h| h.hour <= oldest);
+        for usage in given_up {
+            let last_error = match &usage.state {
+                HourState::Sending { last_error: Some(error), .. } => error.clone(),
+                _ => "none".into(),
+            };
+            let state = HourState::Refused {
+                sent_quantity: sent_quantity(&usage),
+                status: "Expired".into(),
+                message: format!(
+                    "given up: not accepted by Microsoft within its 24 hours (last error: {last_error})"
+                ),
+            };
+            self.record(run_id, &usage, Verdict::Settled(state), &mut report).await;
+        }
         for usage in left.iter().filter(|h| h.hour + MICROSOFT_WINDOW - now < NEAR_EXPIRY) {
             report.near_expiry += 1;
             let error = match &usage.state {

@@ -410,3 +410,31 @@ async fn an_hour_refused_for_a_plan_our_record_has_not_caught_up_with_is_sent_wi
     assert_eq!(world.hours(&id).await[0].plan_id.as_str(), "team-monthly", "the plan Microsoft took");
     assert_eq!(world.at_microsoft(&id).await, (6.0, 1));
 }
+
+/// An hour Microsoft never took (here: it refused our app for two days) is not left pending for
+/// ever once it leaves the emitter's 48 hours: the last run that sees it settles it as expired,
+/// with the last error, so that it shows (and alarms) as usage that will not be billed.
+#[tokio::test]
+async fn an_hour_never_taken_is_given_up_when_it_leaves_the_lookback() {
+    let world = World::new().await;
+    let id = world.subscribed().await;
+    let oldest = hour_of(now()) - world.emitter.lookback;
+    let plan = PlanId::parse(PLAN).expect("plan");
+    world
+        .stack
+        .store
+        .add_usage(&usage(&id, DIMENSION, 2.0, oldest, "old"), &plan, now())
+        .await
+        .expect("stored");
+    world.stack.emulator.inject(Endpoint::BatchUsageEvent, Fault::status(403), 2).await;
+    let run = world.emit().await;
+    assert_eq!((run.not_authorized, run.refused.get("Expired").copied()), (1, Some(1)), "{run:?}");
+    let hours = world.stack.store.usage_of(&id, oldest, oldest).await.expect("read");
+    match &hours[0].state {
+        HourState::Refused { status, message, sent_quantity } => {
+            assert_eq!((status.as_str(), *sent_quantity), ("Expired", 2.0));
+            assert!(message.contains("403"), "the last error is kept: {message}");
+        }
+        other => panic!("given up: {other:?}"),
+    }
+}

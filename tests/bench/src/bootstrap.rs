@@ -33,13 +33,27 @@ impl Bootstrap {
         function: &str,
         environment: &Environment,
     ) -> Result<Self, BoxError> {
+        Self::start_in(api, function, environment, None).await
+    }
+
+    /// [`Self::start`], in `quota`'s share of a CPU when given (as Lambda runs it at that memory).
+    pub async fn start_in(
+        api: &RuntimeApi,
+        function: &str,
+        environment: &Environment,
+        quota: Option<&crate::quota::CpuQuota>,
+    ) -> Result<Self, BoxError> {
         api.reset();
         let path = root().join("target/lambda").join(function).join("bootstrap");
+        let memory = quota.map_or(128, |q| q.memory_mb);
         // Its warnings and errors, for when it fails.
         let logs = root().join("target/bench/logs");
         std::fs::create_dir_all(&logs)?;
         let log = std::fs::File::create(logs.join(format!("{function}.log")))?;
-        let mut command = tokio::process::Command::new(&path);
+        let mut command = match quota {
+            Some(quota) => quota.command(&path),
+            None => tokio::process::Command::new(&path),
+        };
         command
             .env_clear()
             .envs(environment.pairs())
@@ -49,7 +63,7 @@ impl Bootstrap {
             .env("LAMBDA_TASK_ROOT", path.parent().unwrap_or(&path))
             .env("AWS_LAMBDA_RUNTIME_API", &api.address)
             .env("AWS_LAMBDA_FUNCTION_NAME", function)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory.to_string())
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function}"))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")

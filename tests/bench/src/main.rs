@@ -15,7 +15,9 @@
 mod bootstrap;
 mod capacity;
 mod floor;
+mod idle;
 mod metering;
+mod quota;
 mod runtime_api;
 mod scale;
 mod warm;
@@ -52,6 +54,7 @@ struct Results {
     warm: Vec<warm::Warm>,
     reconcile: Vec<scale::Scale>,
     metering: Option<metering::Metering>,
+    after_idle: Vec<idle::AfterIdle>,
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
@@ -122,11 +125,11 @@ async fn main() -> Result<(), BoxError> {
     let endpoint =
         std::env::var("DYNAMODB_ENDPOINT").map_err(|_| "DYNAMODB_ENDPOINT: DynamoDB Local's URL")?;
     // BENCH_PARTS: a comma-separated choice of cold, warm, reconcile and metering (default: all).
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "cold,warm,reconcile,metering".into());
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "cold,warm,reconcile,metering,idle".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let begun = Instant::now();
     // BENCH_BUILD=0 measures the binaries the last run built.
-    let needs_functions = part("cold") || part("warm") || part("reconcile");
+    let needs_functions = part("cold") || part("warm") || part("reconcile") || part("idle");
     if needs_functions && std::env::var("BENCH_BUILD").as_deref() != Ok("0") {
         for (function, _) in FUNCTIONS {
             build(function)?;
@@ -178,7 +181,27 @@ async fn main() -> Result<(), BoxError> {
         records => Some(metering::run(&endpoint, records).await?),
     };
 
-    let results = Results { cold, warm, reconcile, metering };
+    // The first webhook after idle at each memory size's CPU share, behind TLS.
+    let mut after_idle = Vec::new();
+    for memory in idle::MEMORY_SIZES.into_iter().filter(|_| part("idle")) {
+        match idle::run(
+            &api,
+            &endpoint,
+            memory,
+            number("BENCH_IDLE_STARTS", 5),
+            number("BENCH_IDLE_WARM", 20),
+        )
+        .await
+        {
+            Ok(figures) => after_idle.push(figures),
+            Err(error) => {
+                println!("first webhook after idle at {memory} MB: not measured: {error}");
+                break;
+            }
+        }
+    }
+
+    let results = Results { cold, warm, reconcile, metering, after_idle };
     print(&results, starts);
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -199,6 +222,42 @@ fn print(results: &Results, starts: usize) {
     }
     if let Some(m) = &results.metering {
         print_metering(m);
+    }
+    if !results.after_idle.is_empty() {
+        print_after_idle(&results.after_idle);
+    }
+}
+
+fn print_after_idle(runs: &[idle::AfterIdle]) {
+    println!(
+        "\nFirst webhook after idle: the webhook started afresh in Lambda's CPU share of each memory size (cgroup quota), DynamoDB Local and the emulator behind TLS on loopback; {} starts each",
+        runs[0].init_ms.len()
+    );
+    println!(
+        "{:>9} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>14}",
+        "memory MB",
+        "CPU %",
+        "init p50",
+        "init max",
+        "first p50",
+        "first max",
+        "warm p50",
+        "warm p99",
+        "worst of 10 s"
+    );
+    for run in runs {
+        println!(
+            "{:>9} {:>6.1} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {:>9.1} {:>9.1} {:>13.1}%",
+            run.memory_mb,
+            run.cpu_share * 100.0,
+            median(&run.init_ms),
+            worst(&run.init_ms),
+            median(&run.first_ms),
+            worst(&run.first_ms),
+            median(&run.warm_ms),
+            percentile(&run.warm_ms, 0.99),
+            run.worst_window_share() * 100.0,
+        );
     }
 }
 

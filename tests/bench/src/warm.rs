@@ -95,7 +95,7 @@ fn status_of(answer: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
-fn ms(duration: Duration) -> f64 {
+pub(crate) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
@@ -111,15 +111,15 @@ fn shape(method: &str, path: &str, query: &str) -> String {
     format!("{method} {}?{}", path.join("/"), names.join("&"))
 }
 
-struct Bench<'a> {
-    flow: Flow,
-    stack: &'a LocalStack,
-    floor: Floor,
+pub(crate) struct Bench<'a> {
+    pub(crate) flow: Flow,
+    pub(crate) stack: &'a LocalStack,
+    pub(crate) floor: Floor,
 }
 
 /// What one round prepared: the event, and what the floor needs.
-struct Round {
-    event: Vec<u8>,
+pub(crate) struct Round {
+    pub(crate) event: Vec<u8>,
     expect: u16,
     subscription: String,
     /// The floor's own subscription, where it changes Microsoft's side too.
@@ -147,7 +147,7 @@ impl<'a> Bench<'a> {
     }
 
     /// The subscription every round of a flow works on, where they share one.
-    async fn set_up(&self) -> Result<(String, String), BoxError> {
+    pub(crate) async fn set_up(&self) -> Result<(String, String), BoxError> {
         match self.flow {
             Flow::Webhook => {
                 // Deliveries come from the benchmark, not from the emulator.
@@ -176,7 +176,7 @@ impl<'a> Bench<'a> {
         }
     }
 
-    async fn prepare(&self, round: usize, shared: &(String, String)) -> Result<Round, BoxError> {
+    pub(crate) async fn prepare(&self, round: usize, shared: &(String, String)) -> Result<Round, BoxError> {
         let mut prepared = Round {
             event: Vec::new(),
             expect: 200,
@@ -233,7 +233,7 @@ impl<'a> Bench<'a> {
     }
 
     /// Checks the function's answer; then times the floor's requests for the same round.
-    async fn floor(&self, round: &Round, answer: &[u8]) -> Result<Duration, BoxError> {
+    pub(crate) async fn floor(&self, round: &Round, answer: &[u8]) -> Result<Duration, BoxError> {
         if round.expect != 0 && status_of(answer) != round.expect {
             return Err(format!("{}: {}", self.flow.function(), String::from_utf8_lossy(answer)).into());
         }

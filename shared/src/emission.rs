@@ -8,7 +8,9 @@
 //! `Error` are tried again by the next run; a 403 (or `ResourceNotAuthorized`) too, logged as a
 //! configuration fault for the alarm; every other refusal (`Expired`, `ResourceNotActive`, ...)
 //! is final, but for one about the plan (`BadArgument`, `InvalidDimension`) where Microsoft has
-//! the subscription on another plan than our record: then the hour is sent again with that one.
+//! the subscription on another plan than our record: then the hour is sent again with that one;
+//! and but for `Expired` and `ResourceNotActive` (Microsoft checks those before duplicates) where
+//! Microsoft's usage record shows an earlier send was accepted: then the hour is accepted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -122,8 +124,12 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
             left.extend(sent.after.into_iter().filter(|h| !h.state.is_settled()));
             to_check.extend(sent.to_check);
         }
+        // Refused where Microsoft may have taken an earlier send: its record says.
+        let (about_plan, about_record): (Vec<_>, Vec<_>) =
+            to_check.into_iter().partition(|(_, verdict)| plan_refusal(verdict));
+        self.with_microsofts_record(run_id, about_record, call, &mut report).await;
         // Refused for the plan: sent again with Microsoft's, once, where ours is behind.
-        let resend = self.with_microsofts_plans(run_id, to_check, call, &mut report).await;
+        let resend = self.with_microsofts_plans(run_id, about_plan, call, &mut report).await;
         left.extend(resend.iter().filter(|_| stopped).cloned());
         for batch in resend.chunks(crate::marketplace::MAX_BATCH).filter(|_| !stopped) {
             let sent = self.send(run_id, batch, call, &mut report, false).await;
@@ -225,8 +231,9 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
         }
     }
 
-    /// Sends one batch and records each item's answer, but for a refusal that may be about the
-    /// plan when `check_plans` (those are returned to be checked against Microsoft's plan).
+    /// Sends one batch and records each item's answer, but for a refusal to be checked with
+    /// Microsoft first when `check_plans` (about the plan, or after an earlier send): those are
+    /// returned.
     async fn send(
         &self,
         run_id: &str,
@@ -274,7 +281,7 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
         };
         let mut sent = Sent { stop, after: Vec::with_capacity(batch.len()), to_check: Vec::new() };
         for (usage, verdict) in batch.iter().zip(verdicts) {
-            if check_plans && plan_refusal(&verdict) {
+            if check_plans && (plan_refusal(&verdict) || after_earlier_send(&verdict)) {
                 sent.to_check.push((usage.clone(), verdict));
                 continue;
             }
@@ -321,6 +328,86 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
             self.record(run_id, &usage, verdict, report).await;
         }
         resend
+    }
+
+    /// Settles each hour refused as expired or no longer billable by what Microsoft's usage
+    /// record shows: an earlier send whose answer was lost may have been accepted, and Microsoft
+    /// checks those before duplicates. Where Microsoft's total for the subscription, dimension
+    /// and day holds the hour besides the hours we know were accepted, it is settled accepted.
+    async fn with_microsofts_record(
+        &self,
+        run_id: &str,
+        refused: Vec<(UsageHour, Verdict)>,
+        call: &Call,
+        report: &mut EmissionReport,
+    ) {
+        // (subscription, dimension, day) → what Microsoft holds that our accepted hours do not.
+        let mut surplus: HashMap<HourKey, Result<f64, String>> = HashMap::new();
+        for (usage, verdict) in refused {
+            let day = usage.hour.date_naive().and_hms_opt(0, 0, 0).map_or(usage.hour, |d| d.and_utc());
+            let key = HourKey { hour: day, ..usage.key() };
+            if !surplus.contains_key(&key) {
+                let unexplained = self.unexplained_usage(&key, call).await;
+                surplus.insert(key.clone(), unexplained);
+            }
+            let quantity = sent_quantity(&usage);
+            let verdict = match surplus.get_mut(&key) {
+                Some(Ok(left)) if *left + 1e-9 >= quantity => {
+                    *left -= quantity;
+                    tracing::info!(run_id, subscription_id = %usage.subscription_id, dimension = usage.dimension, hour = %usage.hour, "a usage hour refused on a send again is in Microsoft's usage record: an earlier send was accepted");
+                    Verdict::Settled(HourState::Accepted {
+                        sent_quantity: quantity,
+                        usage_event_id: None,
+                        message_time: None,
+                        duplicate: true,
+                    })
+                }
+                Some(Ok(_)) => verdict,
+                Some(Err(reason)) => Verdict::Again(format!(
+                    "refused, and Microsoft's usage record could not be compared: {reason}"
+                )),
+                None => verdict,
+            };
+            self.record(run_id, &usage, verdict, report).await;
+        }
+    }
+
+    /// Microsoft's total for `key`'s subscription, dimension and day (`key.hour`), less what our
+    /// hours of that day settled accepted.
+    async fn unexplained_usage(&self, key: &HourKey, call: &Call) -> Result<f64, String> {
+        let day_end = key.hour + chrono::Duration::days(1) - chrono::Duration::seconds(1);
+        let query = crate::domain::UsageQuery {
+            usage_start_date: key.hour,
+            usage_end_date: Some(day_end),
+            offer_id: None,
+            plan_id: None,
+            dimension: Some(key.dimension.clone()),
+        };
+        let records =
+            self.marketplace.get_usage_events(&query, call).await.map_err(|e| crate::error_chain(&e))?;
+        let theirs: f64 = records
+            .iter()
+            .filter(|r| {
+                r.usage_resource_id
+                    .as_deref()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(key.subscription_id.as_str()))
+            })
+            .filter(|r| r.dimension.as_deref() == Some(key.dimension.as_str()))
+            .filter_map(|r| r.submitted_quantity)
+            .sum();
+        let ours: f64 = self
+            .store
+            .usage_of(&key.subscription_id, key.hour, day_end)
+            .await
+            .map_err(|e| crate::error_chain(&e))?
+            .iter()
+            .filter(|h| h.dimension == key.dimension)
+            .filter_map(|h| match &h.state {
+                HourState::Accepted { sent_quantity, .. } => Some(*sent_quantity),
+                _ => None,
+            })
+            .sum();
+        Ok(theirs - ours)
     }
 
     /// Records Microsoft's answer for one hour (and counts it); the hour as it now stands.
@@ -370,11 +457,18 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
 }
 
 /// One batch sent: whether to stop sending for this run (Microsoft is throttling or failing),
-/// the hours as they now stand, and those refused for what may be their plan.
+/// the hours as they now stand, and those whose refusal is to be checked with Microsoft first.
 struct Sent {
     stop: bool,
     after: Vec<UsageHour>,
     to_check: Vec<(UsageHour, Verdict)>,
+}
+
+/// A refusal Microsoft gives before it looks for a duplicate, so that an earlier send it accepted
+/// (whose answer was lost) may be behind it: the hour is past its 24 hours, or the subscription is
+/// no longer billed.
+fn after_earlier_send(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Settled(HourState::Refused { status, .. }) if status == "Expired" || status == "ResourceNotActive")
 }
 
 /// A refusal that may only mean our record's plan is behind Microsoft's: the plan is not the

@@ -1,7 +1,8 @@
 //! Microsoft's Metering API as the tests script it (feature `test-util`): each batch item is
 //! answered with the status scripted for its subscription (`Accepted` otherwise), or the whole
 //! batch fails as scripted: every per-item status on demand, which the fake marketplace of
-//! `fulfillment::testing` (Microsoft's rules) cannot give. Only `post_usage_events` is answered.
+//! `fulfillment::testing` (Microsoft's rules) cannot give. Only `post_usage_events` and
+//! `get_usage_events` (what it accepted) are answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ struct Script {
     faults: VecDeque<BatchFault>,
     correlation_ids: Vec<String>,
     sent: Vec<UsageEvent>,
+    /// What it accepted: its usage record.
+    accepted: Vec<UsageEvent>,
 }
 
 #[derive(Clone, Default)]
@@ -186,6 +189,9 @@ impl MarketplaceApi for ScriptedMicrosoft {
                 let status =
                     script.statuses.get(&event.resource_id).cloned().unwrap_or(UsageEventStatus::Accepted);
                 let accepted = status == UsageEventStatus::Accepted;
+                if accepted {
+                    script.accepted.push(event.clone());
+                }
                 UsageEventResult {
                     usage_event_id: accepted.then(|| format!("event-{}", event.resource_id)),
                     error: (!accepted)
@@ -203,7 +209,21 @@ impl MarketplaceApi for ScriptedMicrosoft {
         Ok(BatchUsageEventResult { count: Some(result.len() as u32), result })
     }
 
+    /// What it accepted, one record per event (Microsoft adds them up per day).
     async fn get_usage_events(&self, _: &UsageQuery, _: &Call) -> Result<Vec<UsageRecord>, MarketplaceError> {
-        unreachable!("{UNSCRIPTED}")
+        let script = self.0.lock().expect("script");
+        let records = script.accepted.iter().map(|event| {
+            serde_json::from_value(serde_json::json!({
+                "usageDate": event.effective_start_time,
+                "usageResourceId": event.resource_id.to_string(),
+                "dimension": event.dimension,
+                "planId": event.plan_id.as_str(),
+                "submittedQuantity": event.quantity,
+                "processedQuantity": event.quantity,
+                "submittedCount": 1,
+            }))
+            .expect("a usage record")
+        });
+        Ok(records.collect())
     }
 }

@@ -69,6 +69,24 @@ impl World {
         self.meter.report(&report, &Call::new()).await.unwrap_or_else(|e| panic!("{report:?}: {e}"));
     }
 
+    /// `quantity` reported for the last hour, which a run closed and sent (Microsoft accepted
+    /// it) and then stopped before recording the answer: the closed hour.
+    async fn sent_but_not_recorded(&self, id: &SubscriptionId, quantity: f64) -> UsageHour {
+        self.report(id, quantity, last_hour(), "k1").await;
+        let key = HourKey { subscription_id: id.clone(), dimension: DIMENSION.into(), hour: last_hour() };
+        let closed = self.stack.store.close_hour(&key, now()).await.expect("closed").expect("the hour");
+        let event = fulfillment::domain::UsageEvent {
+            resource_id: id.clone(),
+            quantity,
+            dimension: DIMENSION.into(),
+            effective_start_time: last_hour(),
+            plan_id: PlanId::parse(PLAN).expect("plan"),
+        };
+        let sent = self.client.post_usage_events(&[event], &Call::new()).await.expect("sent");
+        assert_eq!(sent.result.len(), 1);
+        closed
+    }
+
     async fn emit(&self) -> EmissionReport {
         self.emitter.run("test-run", &Call::new()).await
     }
@@ -159,18 +177,7 @@ async fn each_closed_hour_reaches_microsoft_once_with_its_total() {
 async fn a_crash_between_sending_and_recording_bills_nothing_twice() {
     let world = World::new().await;
     let id = world.subscribed().await;
-    world.report(&id, 4.0, last_hour(), "k1").await;
-    let key = HourKey { subscription_id: id.clone(), dimension: DIMENSION.into(), hour: last_hour() };
-    let closed = world.stack.store.close_hour(&key, now()).await.expect("closed").expect("the hour");
-    let event = fulfillment::domain::UsageEvent {
-        resource_id: id.clone(),
-        quantity: 4.0,
-        dimension: DIMENSION.into(),
-        effective_start_time: last_hour(),
-        plan_id: PlanId::parse(PLAN).expect("plan"),
-    };
-    let sent = world.client.post_usage_events(&[event], &Call::new()).await.expect("sent");
-    assert_eq!(sent.result.len(), 1);
+    let closed = world.sent_but_not_recorded(&id, 4.0).await;
     // ...and the run stopped here. Late usage for the closed hour goes to the current one.
     let late = world.meter.report(&usage(&id, DIMENSION, 1.0, last_hour(), "k2"), &Call::new()).await;
     assert_eq!(late.expect("taken"), Taken::AddedLater(hour_of(now())), "{closed:?}");
@@ -436,5 +443,27 @@ async fn an_hour_never_taken_is_given_up_when_it_leaves_the_lookback() {
             assert!(message.contains("403"), "the last error is kept: {message}");
         }
         other => panic!("given up: {other:?}"),
+    }
+}
+
+/// A send Microsoft accepted but whose answer was never recorded (a crash), then Microsoft stops
+/// billing the subscription (suspended) before the next run: the re-send is refused
+/// (`ResourceNotActive`) rather than answered `Duplicate`. Microsoft's own usage record still has
+/// the hour, so the emitter settles it accepted, not refused.
+#[tokio::test]
+async fn a_refused_resend_of_an_hour_microsoft_already_took_is_settled_accepted() {
+    let world = World::new().await;
+    let id = world.subscribed().await;
+    world.sent_but_not_recorded(&id, 4.0).await;
+    // ...and the run stopped here. Then Microsoft suspends the subscription.
+    world.stack.emulator.suspend(id.as_str()).await.expect("suspended");
+
+    let run = world.emit().await;
+    assert_eq!((run.duplicates, run.refused.len()), (1, 0), "{run:?}");
+    match &world.hours(&id).await[0].state {
+        HourState::Accepted { sent_quantity, duplicate, .. } => {
+            assert_eq!((*sent_quantity, *duplicate), (4.0, true))
+        }
+        other => panic!("accepted, as Microsoft's record shows: {other:?}"),
     }
 }

@@ -267,6 +267,31 @@ impl<S: UsageStore + SubscriptionStore, M: MarketplaceApi, C: Clock> Emitter<S, 
                 }
                 (batch.iter().map(|h| verdict(h, by_key.remove(&h.key()))).collect(), false)
             }
+            // The batch as a whole was refused: one bad event must not hold the others back
+            // until they expire, so each half is sent on its own, down to single events.
+            Err(error @ MarketplaceError::BadRequest { .. }) if batch.len() > 1 => {
+                tracing::warn!(run_id, events = batch.len(), error = %crate::error_chain(&error), "Microsoft refused a usage batch as a whole: its halves are sent apart");
+                let (first, second) = batch.split_at(batch.len() / 2);
+                let mut sent = Box::pin(self.send(run_id, first, call, report, check_plans)).await;
+                if sent.stop {
+                    report.retried += second.len() as u64;
+                    sent.after.extend(second.iter().cloned());
+                    return sent;
+                }
+                let rest = Box::pin(self.send(run_id, second, call, report, check_plans)).await;
+                sent.stop = rest.stop;
+                sent.after.extend(rest.after);
+                sent.to_check.extend(rest.to_check);
+                return sent;
+            }
+            Err(error @ MarketplaceError::BadRequest { .. }) => {
+                let state = HourState::Refused {
+                    sent_quantity: sent_quantity(&batch[0]),
+                    status: "BadArgument".into(),
+                    message: crate::error_chain(&error),
+                };
+                (vec![Verdict::Settled(state)], false)
+            }
             Err(error @ MarketplaceError::Forbidden { .. }) => {
                 let reason = crate::error_chain(&error);
                 tracing::error!(run_id, error = %reason, "Microsoft refuses our app's usage reports (403): check the offer's technical configuration; the usage stays pending");

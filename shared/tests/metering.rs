@@ -5,11 +5,12 @@ use chrono::{Duration, TimeZone, Utc};
 use fulfillment::changes::{Event, record_event};
 use fulfillment::clock::Clock;
 use fulfillment::domain::{OperationId, Subscription, SubscriptionId, SubscriptionStatus, Timestamp};
+use fulfillment::emission::Emitter;
 use fulfillment::marketplace::Call;
 use fulfillment::metering::{Meter, MeteringError, Refusal, Taken};
 use fulfillment::store::usage::{HourKey, UsageReport, UsageStore, hour_of};
 use fulfillment::store::{ChangeSource, SubscriptionStore};
-use fulfillment::testing::{FakeMarketplace, ManualClock, MemoryStore};
+use fulfillment::testing::{FakeMarketplace, ManualClock, MarketFault, MemoryStore};
 
 struct World {
     clock: ManualClock,
@@ -223,4 +224,37 @@ async fn a_plans_dimensions_are_its_offers_and_an_empty_answer_is_not_kept() {
     assert!(matches!(refused, Err(MeteringError::Refused(Refusal::Unmetered(_)))), "{refused:?}");
     world.market.set_dimensions("flat", &["api_calls"]);
     world.report(&usage(&flat, "api_calls", 1.0, now(), "c")).await.expect("asked again, now metered");
+}
+
+/// Microsoft refusing a batch as a whole (400) must not hold its good hours back until they
+/// expire: the halves are sent apart, down to single events; a single event refused so is
+/// settled refused, with Microsoft's reason.
+#[tokio::test]
+async fn a_batch_refused_as_a_whole_is_sent_in_halves_down_to_the_event_at_fault() {
+    let world = World::new();
+    let last = hour_of(now()) - Duration::hours(1);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = world.subscription("metered", SubscriptionStatus::Subscribed).await;
+        world.market.edit(&id, |s| s.status = Some(SubscriptionStatus::Subscribed));
+        world.report(&usage(&id, "api_calls", 1.0 + f64::from(n), last, "k")).await.expect("taken");
+        ids.push(id);
+    }
+    let mut emitter = Emitter::new(world.store.clone(), world.market.clone(), world.clock.clone());
+    emitter.grace = Duration::zero();
+
+    // The first call refused as a whole: its halves (1 and 2 hours) are accepted.
+    world.market.fail_next("post_usage_events", MarketFault::BadRequest, 1);
+    let run = emitter.run("split", &Call::new()).await;
+    assert_eq!((run.calls, run.accepted, run.refused.len()), (3, 3, 0), "{run:?}");
+
+    // Every call refused: each event is settled refused, alone.
+    let later = hour_of(now());
+    world.clock.set(later + Duration::hours(1) + Duration::minutes(1));
+    for id in &ids[..2] {
+        world.report(&usage(id, "api_calls", 1.0, later, "k2")).await.expect("taken");
+    }
+    world.market.fail_next("post_usage_events", MarketFault::BadRequest, 3);
+    let run = emitter.run("poison", &Call::new()).await;
+    assert_eq!((run.calls, run.refused.get("BadArgument").copied()), (3, Some(2)), "{run:?}");
 }

@@ -276,10 +276,11 @@ impl Environment {
         ))
     }
 
-    /// `TABLE_NAME`, and `DYNAMODB_ENDPOINT` for DynamoDB Local.
+    /// `TABLE_NAME`, `USAGE_TABLE_NAME`, and `DYNAMODB_ENDPOINT` for DynamoDB Local.
     pub fn store(&self) -> Result<StoreSettings, ConfigError> {
         Ok(StoreSettings {
             table_name: self.required("TABLE_NAME")?,
+            usage_table_name: self.required("USAGE_TABLE_NAME")?,
             endpoint: self.url("DYNAMODB_ENDPOINT")?,
         })
     }
@@ -443,10 +444,11 @@ pub struct EventBusSettings {
     pub endpoint: Option<Url>,
 }
 
-/// Where the subscriptions live.
+/// Where the subscriptions and the metered usage live.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub table_name: String,
+    pub usage_table_name: String,
     /// DynamoDB Local's URL for local runs; unset in AWS.
     pub endpoint: Option<Url>,
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::domain::Timestamp;
 use crate::identity::JwksCache;
 use crate::marketplace::{Call, MarketplaceApi, MarketplaceError, TokenError};
+use crate::store::usage::UsageStore;
 use crate::store::{ListFilter, StoreError, SubscriptionStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -159,21 +160,38 @@ pub async fn signing_keys(keys: &JwksCache) -> Finding {
 
 /// The table: one read.
 pub async fn table(store: &impl SubscriptionStore) -> Finding {
-    let check = "table";
-    match store.list(&ListFilter::default(), None, 1).await {
-        Ok(_) => Finding::new(check, Verdict::Pass, "the table answers", ""),
+    let read = store.list(&ListFilter::default(), None, 1).await.map(drop);
+    table_finding(
+        "table",
+        read,
+        "the table answers",
+        "check TABLE_NAME and the function's IAM policy (the template grants exactly what each function needs)",
+    )
+}
+
+/// The usage table (metered billing): one read, of a subscription that does not exist.
+pub async fn usage_table(store: &impl UsageStore, now: Timestamp) -> Finding {
+    let nobody = crate::domain::SubscriptionId::parse("00000000-0000-0000-0000-000000000000")
+        .expect("the nil GUID is a subscription id");
+    table_finding(
+        "usage-table",
+        store.usage_of(&nobody, now, now).await.map(drop),
+        "the usage table answers",
+        "usage reports would be refused: check USAGE_TABLE_NAME and the function's IAM policy",
+    )
+}
+
+/// A table's read: passed, not answered (a warning: try again), or refused (what to check).
+fn table_finding(check: &str, read: Result<(), StoreError>, answers: &str, refused: &str) -> Finding {
+    match read {
+        Ok(()) => Finding::new(check, Verdict::Pass, answers, ""),
         Err(error @ StoreError::Unavailable { .. }) => Finding::new(
             check,
             Verdict::Warn,
             crate::error_chain(&error),
             "DynamoDB did not answer: try again",
         ),
-        Err(error) => Finding::new(
-            check,
-            Verdict::Fail,
-            crate::error_chain(&error),
-            "check TABLE_NAME and the function's IAM policy (the template grants exactly what each function needs)",
-        ),
+        Err(error) => Finding::new(check, Verdict::Fail, crate::error_chain(&error), refused),
     }
 }
 

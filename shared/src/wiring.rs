@@ -136,7 +136,7 @@ impl Services {
             .operation_timeout(Duration::from_secs(5))
             .build();
         let dynamodb = aws.dynamodb(settings.endpoint.as_ref().map(|u| u.as_str()), timeouts);
-        let store = DynamoDbStore::new(dynamodb, settings.table_name);
+        let store = DynamoDbStore::new(dynamodb, settings.table_name, settings.usage_table_name);
         let marketplace = environment.marketplace()?;
         Ok(Self { environment, store, marketplace, secret })
     }

@@ -203,11 +203,11 @@ fn aws_settings_come_from_the_lambda_environment() {
     assert_eq!(aws.region.as_ref(), "eu-west-1");
     assert!(!format!("{aws:?}").contains("\"s\""), "the secret key is not printed");
     assert_eq!(environment(&lambda[..2]).aws().err(), Some(ConfigError::Missing("AWS_SECRET_ACCESS_KEY")));
-    let store = with(&[("TABLE_NAME", "subscriptions")], "DYNAMODB_ENDPOINT", "http://127.0.0.1:8000")
-        .store()
-        .expect("valid");
-    assert_eq!(store.table_name, "subscriptions");
+    let tables = [("TABLE_NAME", "subscriptions"), ("USAGE_TABLE_NAME", "usage")];
+    let store = with(&tables, "DYNAMODB_ENDPOINT", "http://127.0.0.1:8000").store().expect("valid");
+    assert_eq!((store.table_name.as_str(), store.usage_table_name.as_str()), ("subscriptions", "usage"));
     assert_eq!(environment(&[]).store().err(), Some(ConfigError::Missing("TABLE_NAME")));
+    assert_eq!(environment(&tables[..1]).store().err(), Some(ConfigError::Missing("USAGE_TABLE_NAME")));
 }
 
 #[test]

@@ -124,14 +124,19 @@ impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock + Clone> Adm
     }
 }
 
-impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
+impl<S: SubscriptionStore + UsageStore, M: MarketplaceApi, C: Clock> AdminApi<S, M, C> {
     async fn self_check(&self) -> Vec<self_check::Finding> {
         let call =
             Call::correlated(format!("self-check-{}", uuid::Uuid::new_v4())).within(MARKETPLACE_BUDGET);
         let secret_changed = tokio::time::timeout(SELF_CHECK_BUDGET, self.secret.changed_at())
             .await
             .unwrap_or_else(|_| Err("the secret's description did not come within the budget".into()));
-        self.publisher.self_check(&self.signing_keys, secret_changed, &call).await
+        let (mut findings, usage) = futures::join!(
+            self.publisher.self_check(&self.signing_keys, secret_changed, &call),
+            self_check::usage_table(self.meter.store(), self.clock.now()),
+        );
+        findings.push(usage);
+        findings
     }
 }
 

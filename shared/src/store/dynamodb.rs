@@ -1,4 +1,7 @@
-//! The DynamoDB adapter of [`SubscriptionStore`]: one table, laid out as [`layout`] says.
+//! The DynamoDB adapter of [`SubscriptionStore`] and [`UsageStore`](super::usage::UsageStore):
+//! two tables, laid out as [`layout`] says. Subscriptions, operations and history share one; the
+//! metered usage has its own, so that the roles that write usage cannot touch a subscription and
+//! a listing of subscriptions never reads usage.
 //!
 //! Records are written as native DynamoDB maps (converted from their JSON form), so items stay
 //! readable in the console and on the table's stream.
@@ -22,7 +25,8 @@ use crate::domain::{OperationId, SubscriptionId};
 mod usage;
 pub use usage::{SETTLED_HOUR_RETENTION, USAGE_KEY_RETENTION};
 
-/// The table's keys and index; `template.yaml` declares the same (a test checks they agree).
+/// The tables' keys and indexes; `template.yaml` declares the same (a test checks they agree).
+/// Both tables are keyed by `pk` and `sk`; the usage table holds the `USAGE…` items only.
 pub mod layout {
     use crate::domain::{OperationId, SubscriptionId, Timestamp};
 
@@ -31,7 +35,7 @@ pub mod layout {
     /// Sparse global secondary index: only subscription state items carry its key.
     pub const TENANT_INDEX: &str = "ByBeneficiaryTenant";
     pub const TENANT_KEY: &str = "beneficiaryTenantId";
-    /// Epoch seconds after which DynamoDB's TTL may delete an operation item.
+    /// Epoch seconds after which DynamoDB's TTL may delete an item (both tables).
     pub const EXPIRES_AT: &str = "expiresAt";
 
     pub const STATE: &str = "STATE";
@@ -41,7 +45,7 @@ pub mod layout {
     /// The reconciliation's checkpoint: one item, apart from every subscription.
     pub const RECONCILE: &str = "RECONCILE";
     pub const CHECKPOINT: &str = "CHECKPOINT";
-    /// A subscription's usage of a dimension in an hour (metered billing).
+    /// A subscription's usage of a dimension in an hour (metered billing; the usage table).
     pub const USAGE_PREFIX: &str = "USAGE#";
     /// A usage report's idempotency key, kept a few days.
     pub const USAGE_KEY_PREFIX: &str = "USAGEKEY#";
@@ -88,16 +92,17 @@ pub const OPERATION_RETENTION: chrono::Duration = chrono::Duration::days(90);
 
 type Item = HashMap<String, AttributeValue>;
 
-/// Subscriptions, operations and history in one DynamoDB table.
+/// Subscriptions, operations and history in one DynamoDB table; metered usage in another.
 #[derive(Debug, Clone)]
 pub struct DynamoDbStore {
     client: Client,
     table: String,
+    usage_table: String,
 }
 
 impl DynamoDbStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+    pub fn new(client: Client, table: impl Into<String>, usage_table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), usage_table: usage_table.into() }
     }
 
     fn put(&self, item: Item, condition: &str) -> TransactWriteItem {
@@ -137,9 +142,15 @@ impl DynamoDbStore {
         TransactWriteItem::builder().condition_check(check).build()
     }
 
-    /// The items with these (distinct) keys that exist, read consistently: BatchGetItem takes at
-    /// most 100 keys, and keys it could not serve (throttling) are asked for again after a pause.
-    async fn get_items(&self, action: &'static str, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+    /// The items of `table` with these (distinct) keys that exist, read consistently: BatchGetItem
+    /// takes at most 100 keys, and keys it could not serve (throttling) are asked for again after
+    /// a pause.
+    async fn get_items(
+        &self,
+        action: &'static str,
+        table: &str,
+        keys: Vec<Item>,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
             let mut keys = chunk.to_vec();
@@ -160,12 +171,12 @@ impl DynamoDbStore {
                 let output = self
                     .client
                     .batch_get_item()
-                    .request_items(&self.table, request)
+                    .request_items(table, request)
                     .send()
                     .await
                     .map_err(|e| classify(action, e))?;
-                found.extend(output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
-                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                found.extend(output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
                     keys = left.keys;
                 }
             }
@@ -252,7 +263,7 @@ impl SubscriptionStore for DynamoDbStore {
         unique.sort();
         unique.dedup();
         let keys = unique.into_iter().map(|id| key(&layout::partition(id), layout::STATE)).collect();
-        self.get_items("get subscriptions", keys).await?.iter().map(decode).collect()
+        self.get_items("get subscriptions", &self.table, keys).await?.iter().map(decode).collect()
     }
 
     async fn list(

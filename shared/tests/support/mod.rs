@@ -255,7 +255,7 @@ impl EmptyTable {
     }
 
     pub fn store(&self) -> DynamoDbStore {
-        DynamoDbStore::new(self.client(), "fuzz")
+        DynamoDbStore::new(self.client(), "fuzz", "fuzz-usage")
     }
 
     /// Scans answer with this `LastEvaluatedKey` (DynamoDB JSON) from now on.

@@ -54,7 +54,7 @@ impl Floor {
             api_base: stack.emulator.api_base(),
             bearer,
             dynamodb: local_stack::dynamodb_client(dynamodb_endpoint),
-            table: stack.table_name.clone(),
+            table: stack.tables.subscriptions.clone(),
         })
     }
 

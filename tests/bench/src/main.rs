@@ -76,10 +76,12 @@ fn number(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-/// Deletes a section's table, so that DynamoDB Local carries no earlier section's data.
+/// Deletes a section's tables, so that DynamoDB Local carries no earlier section's data.
 async fn drop_table(stack: &LocalStack, endpoint: &str) -> Result<(), BoxError> {
     let client = local_stack::dynamodb_client(endpoint);
-    client.delete_table().table_name(&stack.table_name).send().await?;
+    for table in [&stack.tables.subscriptions, &stack.tables.usage] {
+        client.delete_table().table_name(table).send().await?;
+    }
     Ok(())
 }
 

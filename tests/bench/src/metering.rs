@@ -13,7 +13,6 @@ use fulfillment::emission::Emitter;
 use fulfillment::marketplace::{Call, HttpMarketplaceClient};
 use fulfillment::metering::Meter;
 use fulfillment::store::ChangeSource;
-use fulfillment::store::dynamodb::DynamoDbStore;
 use fulfillment::store::usage::{UsageReport, UsageStore, hour_of};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use local_stack::{LocalStack, Options};
@@ -71,10 +70,7 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
     let client = || HttpMarketplaceClient::new(stack.environment.marketplace()?).map_err(BoxError::from);
     // The store the meter and the emitter use counts the request units DynamoDB bills.
     let capacity = CapacityMeter::default();
-    let store = DynamoDbStore::new(
-        capacity.attach(&local_stack::dynamodb_client(dynamodb_endpoint)),
-        stack.table_name.clone(),
-    );
+    let store = stack.tables.store(capacity.attach(&local_stack::dynamodb_client(dynamodb_endpoint)));
     let meter = Meter::new(store.clone(), client()?, SystemClock);
     let mut emitter = Emitter::new(store, client()?, SystemClock);
     emitter.grace = chrono::Duration::zero();

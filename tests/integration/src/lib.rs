@@ -39,12 +39,12 @@ pub fn stack_options() -> local_stack::Options {
     local_stack::Options::new(dynamodb_endpoint()).with_events(eventbridge_endpoint())
 }
 
-/// A store on a new, empty table of DynamoDB Local, created from `template.yaml`.
+/// A store on new, empty tables of DynamoDB Local, created from `template.yaml`.
 pub async fn fresh_store() -> DynamoDbStore {
     let client = client(&dynamodb_endpoint());
-    let name = format!("subscriptions-{}", uuid::Uuid::new_v4());
-    table::create_from_template(&client, &name, false).await;
-    DynamoDbStore::new(client, name)
+    let tables = table::TableNames::fresh();
+    table::create_tables(&client, &tables).await;
+    tables.store(client)
 }
 
 /// `environment` without the settings `remove`, with `add` (a function built from it sees

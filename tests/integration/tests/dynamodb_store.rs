@@ -30,7 +30,7 @@ async fn the_usage_store_contract_holds_on_dynamodb_local() {
 async fn an_unreachable_dynamodb_gives_a_typed_retryable_error() {
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let store = DynamoDbStore::new(client(&format!("http://127.0.0.1:{port}")), "subscriptions");
+    let store = DynamoDbStore::new(client(&format!("http://127.0.0.1:{port}")), "subscriptions", "usage");
     let id = SubscriptionId::parse(&guid()).expect("id");
 
     let read = store.get(&id).await.expect_err("nothing listens");
@@ -55,8 +55,8 @@ async fn an_unreachable_dynamodb_gives_a_typed_retryable_error() {
 
 #[tokio::test]
 async fn a_missing_table_is_a_refusal_not_a_retry() {
-    let store =
-        DynamoDbStore::new(client(&integration_tests::dynamodb_endpoint()), format!("absent-{}", guid()));
+    let absent = integration_tests::table::TableNames::suffixed(&format!("absent-{}", guid()));
+    let store = absent.store(client(&integration_tests::dynamodb_endpoint()));
     let error = store.get(&SubscriptionId::parse(&guid()).expect("id")).await.expect_err("no such table");
     assert!(matches!(error, StoreError::Refused { .. }), "{error:?}");
     assert!(!error.is_retryable());
@@ -70,7 +70,8 @@ fn the_ledger_converges_on_dynamodb_local() {
 }
 
 /// What DynamoDB's TTL removes: a report's key after three days, a settled hour 400 days after
-/// it; an hour not yet settled never.
+/// it; an hour not yet settled never. Usage is kept in the usage table, never among the
+/// subscriptions.
 #[tokio::test]
 async fn settled_usage_hours_and_report_keys_expire_and_pending_hours_do_not() {
     use aws_sdk_dynamodb::types::AttributeValue;
@@ -79,9 +80,10 @@ async fn settled_usage_hours_and_report_keys_expire_and_pending_hours_do_not() {
     use fulfillment::store::usage::{HourKey, HourState, UsageReport, UsageStore, hour_of};
 
     let client = client(&integration_tests::dynamodb_endpoint());
-    let table = format!("subscriptions-{}", guid());
-    integration_tests::table::create_from_template(&client, &table, false).await;
-    let store = DynamoDbStore::new(client.clone(), table.clone());
+    let tables = integration_tests::table::TableNames::fresh();
+    integration_tests::table::create_tables(&client, &tables).await;
+    let store = tables.store(client.clone());
+    let table = tables.usage.clone();
     let id = SubscriptionId::parse(&guid()).expect("id");
     let now = Utc::now();
     let hour = hour_of(now) - chrono::Duration::hours(1);
@@ -128,4 +130,7 @@ async fn settled_usage_hours_and_report_keys_expire_and_pending_hours_do_not() {
     };
     store.record_send(&closed).await.expect("recorded");
     assert_eq!(expires_at(hour_sort).await, Some((hour + SETTLED_HOUR_RETENTION).timestamp()));
+    let among_subscriptions =
+        client.scan().table_name(&tables.subscriptions).consistent_read(true).send().await.expect("scanned");
+    assert_eq!(among_subscriptions.count, 0, "no usage item in the subscriptions table");
 }

@@ -19,7 +19,7 @@ fn scratch() -> std::path::PathBuf {
 
 struct Behind {
     emulator: Emulator,
-    table: String,
+    tables: integration_tests::table::TableNames,
     _fronts: (TlsFront, TlsFront),
     environment: Vec<(String, String)>,
 }
@@ -33,12 +33,13 @@ async fn behind_tls(trusted: bool) -> Behind {
     let api = authority.front(backend_of(&emulator.url()).expect("address")).await.expect("front");
     let dynamodb = authority.front(backend_of(&dynamodb_endpoint()).expect("address")).await.expect("front");
     let settings = emulator.config();
-    let table = format!("subscriptions-{}", uuid::Uuid::new_v4());
+    let tables = integration_tests::table::TableNames::fresh();
     let mut environment: Vec<(String, String)> = [
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_ACCESS_KEY_ID", "local".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
-        ("TABLE_NAME", table.clone()),
+        ("TABLE_NAME", tables.subscriptions.clone()),
+        ("USAGE_TABLE_NAME", tables.usage.clone()),
         ("DYNAMODB_ENDPOINT", dynamodb.url()),
         ("ENTRA_TENANT_ID", settings.publisher_tenant_id.clone()),
         ("ENTRA_CLIENT_ID", settings.publisher_app_id.clone()),
@@ -52,7 +53,7 @@ async fn behind_tls(trusted: bool) -> Behind {
     if trusted {
         environment.push(("EXTRA_ROOT_CERTIFICATES".into(), ca.display().to_string()));
     }
-    Behind { emulator, table, _fronts: (api, dynamodb), environment }
+    Behind { emulator, tables, _fronts: (api, dynamodb), environment }
 }
 
 #[tokio::test]
@@ -61,7 +62,7 @@ async fn a_function_told_to_trust_the_test_authority_reaches_microsoft_and_dynam
     // First, before anything in this process builds an HTTPS client.
     let services = Services::load(Environment::from_pairs(behind.environment.clone())).await.expect("loaded");
     let client = integration_tests::client(&dynamodb_endpoint());
-    integration_tests::table::create_from_template(&client, &behind.table, false).await;
+    integration_tests::table::create_tables(&client, &behind.tables).await;
 
     let bought = behind.emulator.purchase(Purchase::plan("team-monthly")).await;
     let id = SubscriptionId::parse(&bought.subscription_id).expect("id");

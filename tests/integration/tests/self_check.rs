@@ -36,7 +36,7 @@ async fn a_healthy_setup_passes_every_check() {
     let (report, healthy) = report(&stack.environment).await;
     println!("healthy setup:\n{report}\n");
     assert!(healthy, "{report}");
-    for check in ["entra-token", "marketplace-api", "webhook-signing-keys", "table"] {
+    for check in ["entra-token", "marketplace-api", "webhook-signing-keys", "table", "usage-table"] {
         assert_eq!(verdict_of(&report, check), Some(Verdict::Pass), "{check}: {report}");
     }
     assert_eq!(verdict_of(&report, "secret-age"), Some(Verdict::Skipped), "no secret locally: {report}");
@@ -83,7 +83,11 @@ async fn unreachable_keys_and_a_missing_table_are_named() {
     let broken = changed_settings(
         &stack.environment,
         &[],
-        &[("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"), ("TABLE_NAME", "no-such-table")],
+        &[
+            ("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys"),
+            ("TABLE_NAME", "no-such-table"),
+            ("USAGE_TABLE_NAME", "no-such-usage-table"),
+        ],
     );
     let (report, healthy) = report(&broken).await;
     println!("keys out of reach, no table:\n{report}\n");
@@ -91,4 +95,6 @@ async fn unreachable_keys_and_a_missing_table_are_named() {
     assert_eq!(verdict_of(&report, "webhook-signing-keys"), Some(Verdict::Fail), "{report}");
     assert_eq!(verdict_of(&report, "table"), Some(Verdict::Fail), "{report}");
     assert!(report.contains("TABLE_NAME"), "{report}");
+    assert_eq!(verdict_of(&report, "usage-table"), Some(Verdict::Fail), "{report}");
+    assert!(report.contains("USAGE_TABLE_NAME"), "{report}");
 }

@@ -1,7 +1,15 @@
-//! `template.yaml` declares the table the store's layout expects.
+//! `template.yaml` declares the tables the store's layout expects.
 
 use fulfillment::store::dynamodb::layout;
-use integration_tests::table::{Key, definition};
+use integration_tests::table::{Key, LOGICAL_ID, TableDefinition, USAGE_LOGICAL_ID};
+
+fn definition() -> TableDefinition {
+    integration_tests::table::definition(LOGICAL_ID)
+}
+
+fn usage_definition() -> TableDefinition {
+    integration_tests::table::definition(USAGE_LOGICAL_ID)
+}
 
 fn key(name: &str, kind: &str) -> Key {
     Key { attribute_name: name.into(), key_type: kind.into() }
@@ -9,9 +17,13 @@ fn key(name: &str, kind: &str) -> Key {
 
 #[test]
 fn the_template_declares_the_keys_the_store_uses() {
-    let table = definition();
-    assert_eq!(table.key_schema, vec![key(layout::PARTITION_KEY, "HASH"), key(layout::SORT_KEY, "RANGE")]);
-    assert_eq!(table.billing_mode, "PAY_PER_REQUEST");
+    for table in [definition(), usage_definition()] {
+        assert_eq!(
+            table.key_schema,
+            vec![key(layout::PARTITION_KEY, "HASH"), key(layout::SORT_KEY, "RANGE")]
+        );
+        assert_eq!(table.billing_mode, "PAY_PER_REQUEST");
+    }
 }
 
 #[test]
@@ -31,15 +43,23 @@ fn the_template_declares_the_beneficiary_tenant_index() {
 }
 
 #[test]
-fn the_template_expires_operation_items() {
-    let ttl = definition().time_to_live_specification.expect("TTL is declared");
-    assert_eq!(ttl.attribute_name, layout::EXPIRES_AT);
-    assert!(ttl.enabled);
+fn the_template_expires_operation_items_and_usage() {
+    for table in [definition(), usage_definition()] {
+        let ttl = table.time_to_live_specification.expect("TTL is declared");
+        assert_eq!(ttl.attribute_name, layout::EXPIRES_AT);
+        assert!(ttl.enabled);
+    }
 }
 
+/// The usage has its own table: the roles that write usage cannot write a subscription, and the
+/// subscriptions table carries no usage index.
 #[test]
-fn the_template_declares_the_unsettled_usage_index() {
-    let table = definition();
+fn the_template_declares_the_unsettled_usage_index_on_the_usage_table() {
+    let subscriptions = definition();
+    assert!(subscriptions.global_secondary_indexes.iter().all(|i| i.index_name != layout::UNSETTLED_INDEX));
+    assert!(subscriptions.attribute_definitions.iter().all(|a| a.attribute_name != layout::UNSETTLED_KEY));
+    assert!(usage_definition().stream_specification.is_none(), "usage makes no lifecycle event");
+    let table = usage_definition();
     let index = table
         .global_secondary_indexes
         .iter()

@@ -411,11 +411,15 @@ fn the_access_log_names_the_route_never_the_query_string() {
 }
 
 #[test]
-fn the_table_cannot_be_deleted() {
-    let table = resource(&template(), "SubscriptionsTable");
-    assert_eq!(table["Properties"]["DeletionProtectionEnabled"].as_bool(), Some(true));
-    assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"));
-    assert_eq!(table["UpdateReplacePolicy"].as_str(), Some("Retain"));
+fn the_tables_cannot_be_deleted() {
+    for logical_id in ["SubscriptionsTable", "UsageTable"] {
+        let table = resource(&template(), logical_id);
+        assert_eq!(table["Properties"]["DeletionProtectionEnabled"].as_bool(), Some(true), "{logical_id}");
+        assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"), "{logical_id}");
+        assert_eq!(table["UpdateReplacePolicy"].as_str(), Some("Retain"), "{logical_id}");
+        let recovery = &table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"];
+        assert_eq!(recovery.as_bool(), Some(true), "{logical_id}");
+    }
 }
 
 /// A scheduled run that fails three times (the first try and Lambda's 2 retries) lands in a queue,
@@ -1277,9 +1281,10 @@ fn the_metering_run_ticks_every_15_minutes_one_at_a_time_and_its_next_tick_is_th
         [
             (
                 "dynamodb:GetItem,dynamodb:BatchGetItem,dynamodb:UpdateItem,dynamodb:PutItem".to_owned(),
-                "!GetAtt SubscriptionsTable.Arn".to_owned()
+                "!GetAtt UsageTable.Arn".to_owned()
             ),
-            ("dynamodb:Query".to_owned(), "!Sub ${SubscriptionsTable.Arn}/index/ByUnsettledHour".to_owned()),
+            ("dynamodb:Query".to_owned(), "!Sub ${UsageTable.Arn}/index/ByUnsettledHour".to_owned()),
+            ("dynamodb:BatchGetItem".to_owned(), "!GetAtt SubscriptionsTable.Arn".to_owned()),
             ("secretsmanager:GetSecretValue".to_owned(), "!Ref MarketplaceSecretArn".to_owned()),
         ]
     );
@@ -1304,9 +1309,10 @@ fn usage_comes_from_a_queue_only_the_intake_reads_and_failures_end_in_a_dead_let
     assert_eq!(
         statements_of("UsageIntakeFunction"),
         [
+            ("dynamodb:GetItem".to_owned(), "!GetAtt SubscriptionsTable.Arn".to_owned()),
             (
                 "dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem".to_owned(),
-                "!GetAtt SubscriptionsTable.Arn".to_owned()
+                "!GetAtt UsageTable.Arn".to_owned()
             ),
             (
                 "sqs:ReceiveMessage,sqs:DeleteMessage,sqs:GetQueueAttributes".to_owned(),
@@ -1347,6 +1353,28 @@ fn usage_comes_from_a_queue_only_the_intake_reads_and_failures_end_in_a_dead_let
             assert!(!reads, "{name} has no business with the usage queues");
         }
     }
+}
+
+/// Usage has its own table: only the functions that take or send usage may touch it, and those
+/// that only take or send it may read a subscription, never write one.
+#[test]
+fn only_the_usage_functions_reach_the_usage_table_and_they_write_no_subscription() {
+    let usage_functions = ["SubscriptionsFunction", "MeteringFunction", "UsageIntakeFunction"];
+    for (name, _) in functions(&template()) {
+        let statements = statements_of(&name);
+        let reaches_usage = statements.iter().any(|(_, resource)| resource.contains("UsageTable"));
+        assert_eq!(reaches_usage, usage_functions.contains(&name.as_str()), "{name}: {statements:?}");
+        if USAGE_ONLY.contains(&name.as_str()) {
+            for (actions, resource) in statements.iter().filter(|(_, r)| r.contains("SubscriptionsTable")) {
+                assert!(
+                    actions.split(',').all(|a| ["dynamodb:GetItem", "dynamodb:BatchGetItem"].contains(&a)),
+                    "{name} may only read {resource}: {actions}"
+                );
+            }
+        }
+    }
+    let globals = template()["Globals"]["Function"]["Environment"]["Variables"].clone();
+    assert_eq!(text(&globals["USAGE_TABLE_NAME"]), "!Ref UsageTable");
 }
 
 /// SAM's pull event sources (SQS, DynamoDB and Kinesis streams, ...) attach an AWS managed policy

@@ -46,7 +46,7 @@ pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 pub struct Options {
     pub dynamodb_endpoint: String,
     /// Created from the template when missing.
-    pub table_name: String,
+    pub tables: table::TableNames,
     /// 0 = any free port.
     pub web_port: u16,
     /// 0 = any free port.
@@ -67,7 +67,7 @@ impl Options {
     pub fn new(dynamodb_endpoint: impl Into<String>) -> Self {
         Self {
             dynamodb_endpoint: dynamodb_endpoint.into(),
-            table_name: format!("subscriptions-{}", uuid::Uuid::new_v4()),
+            tables: table::TableNames::fresh(),
             web_port: 0,
             emulator_port: 0,
             signin: false,
@@ -113,7 +113,7 @@ pub struct LocalStack {
     pub url: String,
     pub emulator: Emulator,
     pub store: DynamoDbStore,
-    pub table_name: String,
+    pub tables: table::TableNames,
     /// The handlers, for invoking them with Lambda events directly.
     pub functions: Arc<Functions>,
     /// The functions' configuration (pointing at the emulator and the table).
@@ -141,12 +141,9 @@ pub enum StartError {
 impl LocalStack {
     pub async fn start(options: Options) -> Result<Self, StartError> {
         let dynamodb = dynamodb_client(&options.dynamodb_endpoint);
-        let stream_arn = table::ensure_from_template(
-            &dynamodb,
-            &options.table_name,
-            options.eventbridge_endpoint.is_some(),
-        )
-        .await;
+        let stream_arn =
+            table::ensure_from_template(&dynamodb, &options.tables, options.eventbridge_endpoint.is_some())
+                .await;
         let queue = match &options.eventbridge_endpoint {
             Some(endpoint) => Some(
                 events::EventQueue::create(endpoint, &format!("lifecycle-{}", uuid::Uuid::new_v4()))
@@ -166,7 +163,7 @@ impl LocalStack {
                 .await?;
 
         let environment = environment(&options, &url, &emulator, queue.as_ref());
-        let store = DynamoDbStore::new(dynamodb, &options.table_name);
+        let store = options.tables.store(dynamodb);
         // Each function is built as its `main.rs` builds it: its own clients, as each Lambda has
         // its own process.
         let functions = Arc::new(Functions {
@@ -184,7 +181,7 @@ impl LocalStack {
         let events = match (queue, &functions.events_relay) {
             (Some(queue), Some(relay)) => {
                 let stream_arn = stream_arn.ok_or_else(|| {
-                    StartError::Events(format!("table {} has no stream", options.table_name))
+                    StartError::Events(format!("table {} has no stream", options.tables.subscriptions))
                 })?;
                 let pump =
                     events::StreamPump::start(&options.dynamodb_endpoint, stream_arn, relay.clone()).await;
@@ -207,16 +204,7 @@ impl LocalStack {
                 tracing::error!(%error, "local stack server stopped");
             }
         });
-        Ok(Self {
-            url,
-            emulator,
-            store,
-            table_name: options.table_name,
-            functions,
-            environment,
-            events,
-            server,
-        })
+        Ok(Self { url, emulator, store, tables: options.tables, functions, environment, events, server })
     }
 
     /// The landing page URL for a purchase token, as Microsoft would build it.
@@ -273,7 +261,8 @@ fn environment(
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "local".into()),
         ("AWS_SECRET_ACCESS_KEY", "local".into()),
-        ("TABLE_NAME", options.table_name.clone()),
+        ("TABLE_NAME", options.tables.subscriptions.clone()),
+        ("USAGE_TABLE_NAME", options.tables.usage.clone()),
         ("DYNAMODB_ENDPOINT", options.dynamodb_endpoint.clone()),
         ("ENTRA_TENANT_ID", settings.publisher_tenant_id.clone()),
         ("ENTRA_CLIENT_ID", settings.publisher_app_id.clone()),

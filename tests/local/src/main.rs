@@ -13,6 +13,8 @@ struct Args {
     dynamodb_endpoint: String,
     #[arg(long, env = "TABLE_NAME", default_value = "subscriptions-local")]
     table_name: String,
+    #[arg(long, env = "USAGE_TABLE_NAME", default_value = "usage-local")]
+    usage_table_name: String,
     /// Where the functions answer.
     #[arg(long, env = "WEB_PORT", default_value_t = 3000)]
     web_port: u16,
@@ -39,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let options = Options {
-        table_name: args.table_name,
+        tables: local_stack::table::TableNames {
+            subscriptions: args.table_name,
+            usage: args.usage_table_name,
+        },
         web_port: args.web_port,
         emulator_port: args.emulator_port,
         signin: args.signin,
@@ -65,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stack.emulator.api_base(),
         stack.emulator.authority()
     );
-    println!("Table:               {}", stack.table_name);
+    println!("Tables:              {} and {}", stack.tables.subscriptions, stack.tables.usage);
     println!("Demo purchase:       subscription {} (team-monthly, 10 seats)", demo.subscription_id);
     println!(
         "Auto-activated:      subscription {} (team-auto, 4 seats): active at once, recorded from its Subscribe webhook",

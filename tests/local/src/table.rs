@@ -1,5 +1,5 @@
-//! The subscriptions table exactly as `template.yaml` declares it, so tests (and the local run)
-//! use the deployed definition rather than a copy that could drift from it.
+//! The tables exactly as `template.yaml` declares them, so tests (and the local run) use the
+//! deployed definitions rather than copies that could drift from them.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -8,8 +8,34 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_norway::Value;
 
-/// The template's logical id of the table.
+/// The template's logical id of the subscriptions table.
 pub const LOGICAL_ID: &str = "SubscriptionsTable";
+/// The template's logical id of the metered usage table.
+pub const USAGE_LOGICAL_ID: &str = "UsageTable";
+
+/// The names of a store's two tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    pub subscriptions: String,
+    pub usage: String,
+}
+
+impl TableNames {
+    /// `subscriptions-<suffix>` and `usage-<suffix>`.
+    pub fn suffixed(suffix: &str) -> Self {
+        Self { subscriptions: format!("subscriptions-{suffix}"), usage: format!("usage-{suffix}") }
+    }
+
+    /// Names no other run uses.
+    pub fn fresh() -> Self {
+        Self::suffixed(&uuid::Uuid::new_v4().to_string())
+    }
+
+    /// A store on these tables.
+    pub fn store(&self, client: Client) -> fulfillment::store::dynamodb::DynamoDbStore {
+        fulfillment::store::dynamodb::DynamoDbStore::new(client, &self.subscriptions, &self.usage)
+    }
+}
 
 pub const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
 
@@ -85,29 +111,40 @@ pub fn resource_properties(logical_id: &str) -> Value {
         .clone()
 }
 
-/// Reads the table's definition from `template.yaml`.
-pub fn definition() -> TableDefinition {
-    serde_norway::from_value(resource_properties(LOGICAL_ID))
-        .unwrap_or_else(|e| panic!("{LOGICAL_ID} properties: {e}"))
+/// Reads the definition of the template's table `logical_id`.
+pub fn definition(logical_id: &str) -> TableDefinition {
+    serde_norway::from_value(resource_properties(logical_id))
+        .unwrap_or_else(|e| panic!("{logical_id} properties: {e}"))
 }
 
-/// Creates table `name` from the template unless it exists (for the local run, which may reuse
-/// one); its stream's ARN, when it has one.
-pub async fn ensure_from_template(client: &Client, name: &str, with_stream: bool) -> Option<String> {
+/// Creates both tables from the template unless they exist (for the local run, which may reuse
+/// them); the subscriptions table's stream ARN, when it has one.
+pub async fn ensure_from_template(client: &Client, names: &TableNames, with_stream: bool) -> Option<String> {
+    if client.describe_table().table_name(&names.usage).send().await.is_err() {
+        create_from_template(client, USAGE_LOGICAL_ID, &names.usage, false).await;
+    }
+    let name = &names.subscriptions;
     if client.describe_table().table_name(name).send().await.is_err() {
-        create_from_template(client, name, with_stream).await;
+        create_from_template(client, LOGICAL_ID, name, with_stream).await;
     }
     let described = client.describe_table().table_name(name).send().await.ok()?;
     described.table()?.latest_stream_arn().map(str::to_owned)
 }
 
-/// Creates table `name` with the template's definition (keys, index, billing mode, TTL).
+/// Creates both tables, without a stream.
+pub async fn create_tables(client: &Client, names: &TableNames) {
+    create_from_template(client, LOGICAL_ID, &names.subscriptions, false).await;
+    create_from_template(client, USAGE_LOGICAL_ID, &names.usage, false).await;
+}
+
+/// Creates table `name` with the definition of the template's `logical_id` (keys, indexes,
+/// billing mode, TTL).
 ///
 /// The template's stream only `with_stream`: DynamoDB Local's stream slows every write down as it
 /// grows (a thousand subscriptions take minutes instead of seconds), so only a table whose
 /// lifecycle events are relayed has one.
-pub async fn create_from_template(client: &Client, name: &str, with_stream: bool) {
-    let definition = definition();
+pub async fn create_from_template(client: &Client, logical_id: &str, name: &str, with_stream: bool) {
+    let definition = definition(logical_id);
     let key_schema = |keys: &[Key]| -> Vec<KeySchemaElement> {
         keys.iter()
             .map(|k| {

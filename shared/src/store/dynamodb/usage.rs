@@ -1,4 +1,4 @@
-//! [`UsageStore`] on the table: an hour is one item (`USAGE#<hour>#<dimension>` in the
+//! [`UsageStore`] on the usage table: an hour is one item (`USAGE#<hour>#<dimension>` in the
 //! subscription's partition) added to with DynamoDB's atomic `ADD`, a report's key another
 //! (`USAGEKEY#<key>`), both written in one transaction. Hours not yet settled carry the sparse
 //! index's key, so that emission finds them by hour without a scan.
@@ -53,7 +53,7 @@ fn conditional_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(error: &
 }
 
 impl DynamoDbStore {
-    async fn get_item(
+    async fn get_usage_item(
         &self,
         action: &'static str,
         partition: &str,
@@ -62,7 +62,7 @@ impl DynamoDbStore {
         let output = self
             .client
             .get_item()
-            .table_name(&self.table)
+            .table_name(&self.usage_table)
             .set_key(Some(key(partition, sort)))
             .consistent_read(true)
             .send()
@@ -74,7 +74,7 @@ impl DynamoDbStore {
     async fn usage_hour(&self, key: &HourKey) -> Result<Option<UsageHour>, StoreError> {
         let partition = layout::partition(&key.subscription_id);
         let sort = layout::usage(key.hour, &key.dimension);
-        self.get_item("read usage", &partition, &sort).await?.map(|item| decode(&item)).transpose()
+        self.get_usage_item("read usage", &partition, &sort).await?.map(|item| decode(&item)).transpose()
     }
 }
 
@@ -95,13 +95,13 @@ impl UsageStore for DynamoDbStore {
         let mut key_item = encode(&partition, &layout::usage_key(&report.key), &remembered)?;
         key_item.insert(layout::EXPIRES_AT.into(), number((now + USAGE_KEY_RETENTION).timestamp()));
         let put_key = Put::builder()
-            .table_name(&self.table)
+            .table_name(&self.usage_table)
             .set_item(Some(key_item))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .expect("table, item and condition are set");
         let add = Update::builder()
-            .table_name(&self.table)
+            .table_name(&self.usage_table)
             .set_key(Some(key(&partition, &layout::usage(hour, &report.dimension))))
             .update_expression(
                 "SET subscriptionId = if_not_exists(subscriptionId, :id), #dimension = if_not_exists(#dimension, :dimension), \
@@ -146,7 +146,7 @@ impl UsageStore for DynamoDbStore {
             return Err(StoreError::Unavailable { action: "add usage", source: Box::new(error) });
         }
         if failed(0) {
-            let seen = self.get_item("add usage", &partition, &layout::usage_key(&report.key)).await?;
+            let seen = self.get_usage_item("add usage", &partition, &layout::usage_key(&report.key)).await?;
             let seen: Option<KeyRecord> = seen.map(|item| decode(&item)).transpose()?;
             return Ok(if seen.as_ref() == Some(&remembered) { Added::Repeated } else { Added::KeyReused });
         }
@@ -170,7 +170,7 @@ impl UsageStore for DynamoDbStore {
         let query = self
             .client
             .query()
-            .table_name(&self.table)
+            .table_name(&self.usage_table)
             .index_name(layout::UNSETTLED_INDEX)
             .key_condition_expression("#unsettled = :hour")
             .expression_attribute_names("#unsettled", layout::UNSETTLED_KEY)
@@ -186,7 +186,7 @@ impl UsageStore for DynamoDbStore {
             .collect();
         // The index is eventually consistent: what it names is read again, and settled since is left.
         let mut hours: Vec<UsageHour> = self
-            .get_items("list unsettled usage", keys)
+            .get_items("list unsettled usage", &self.usage_table, keys)
             .await?
             .iter()
             .map(decode)
@@ -201,7 +201,7 @@ impl UsageStore for DynamoDbStore {
         let closed = self
             .client
             .update_item()
-            .table_name(&self.table)
+            .table_name(&self.usage_table)
             .set_key(Some(key(&partition, &layout::usage(key_of.hour, &key_of.dimension))))
             .update_expression(
                 "SET #state = :sending, sentQuantity = quantity, attempts = :zero, updatedAt = :now",
@@ -230,7 +230,7 @@ impl UsageStore for DynamoDbStore {
         let written = self
             .client
             .put_item()
-            .table_name(&self.table)
+            .table_name(&self.usage_table)
             .set_item(Some(usage_item(hour)?))
             .condition_expression("#state = :sending")
             .expression_attribute_names("#state", "state")
@@ -255,7 +255,7 @@ impl UsageStore for DynamoDbStore {
         let query = self
             .client
             .query()
-            .table_name(&self.table)
+            .table_name(&self.usage_table)
             .consistent_read(true)
             .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
             .expression_attribute_values(":pk", string(layout::partition(id)))

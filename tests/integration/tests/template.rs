@@ -1253,7 +1253,7 @@ fn statements_of(function: &str) -> Vec<(String, String)> {
 
 /// The emission runs every 15 minutes (an hour is sent 10 to 25 minutes after it ends, the emitter
 /// waiting 10), one run at a time, ending before the next tick; a failed run is not retried by
-/// Lambda (the next tick is the retry). Its role finds unsettled hours on their index only.
+/// Lambda (the next tick is the retry). Its role finds unsettled hours on their index, and reads a subscription's hours of a day (a Query of the table) to compare with Microsoft's record.
 #[test]
 fn the_metering_run_ticks_every_15_minutes_one_at_a_time_and_its_next_tick_is_the_retry() {
     let metering = resource_properties("MeteringFunction");
@@ -1280,7 +1280,8 @@ fn the_metering_run_ticks_every_15_minutes_one_at_a_time_and_its_next_tick_is_th
         statements_of("MeteringFunction"),
         [
             (
-                "dynamodb:GetItem,dynamodb:BatchGetItem,dynamodb:UpdateItem,dynamodb:PutItem".to_owned(),
+                "dynamodb:GetItem,dynamodb:BatchGetItem,dynamodb:UpdateItem,dynamodb:PutItem,dynamodb:Query"
+                    .to_owned(),
                 "!GetAtt UsageTable.Arn".to_owned()
             ),
             ("dynamodb:Query".to_owned(), "!Sub ${UsageTable.Arn}/index/ByUnsettledHour".to_owned()),

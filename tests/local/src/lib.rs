@@ -3,6 +3,7 @@
 //! Local. Used by the end-to-end tests and by `scripts/run`.
 
 pub mod events;
+pub mod iam;
 pub mod table;
 pub mod tls;
 

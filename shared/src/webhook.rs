@@ -122,6 +122,10 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock> Webhook<S, M, C> {
         &self.store
     }
 
+    pub fn marketplace(&self) -> &M {
+        &self.marketplace
+    }
+
     /// Handles one authenticated delivery; everything must be over by `deadline`.
     ///
     /// Only what Microsoft confirms becomes state: the operation as Get operation returns it, the

@@ -145,6 +145,14 @@ impl Services {
     pub fn marketplace_client(&self) -> Result<HttpMarketplaceClient, StartupError> {
         Ok(HttpMarketplaceClient::new(self.marketplace.clone())?)
     }
+
+    /// The [`warm_up`] of a function that calls Microsoft and the table: a token and the
+    /// connections to both.
+    pub async fn warm_up(&self, function: &'static str, marketplace: &HttpMarketplaceClient) {
+        let mut steps = marketplace.warm_up_steps();
+        steps.push(self.store.warm_up_step());
+        warm_up(function, steps).await;
+    }
 }
 
 async fn read_secret(
@@ -160,4 +168,44 @@ async fn read_secret(
         .map_err(|e| StartupError::Secret { variable: kind.variable, source: e.into() })?;
     serde_json::from_str(secret.secret_string().unwrap_or("{}"))
         .map_err(|source| StartupError::SecretFormat { variable: kind.variable, source })
+}
+
+/// How long a function's start may spend on its [`warm_up`]: the steps run together, and what is
+/// not done by then is left to the first request.
+pub const WARM_UP_BUDGET: Duration = Duration::from_secs(1);
+
+/// One piece of work a first request would otherwise wait for, done at start instead.
+pub type WarmUpStep<'a> = (&'static str, futures::future::BoxFuture<'a, Result<(), String>>);
+
+/// Does at start, all at once and within [`WARM_UP_BUDGET`], what the first request would
+/// otherwise do one after the other (fetch Entra's keys and a token, open the TLS connections to
+/// Microsoft and DynamoDB): the handshakes overlap, and where Lambda initialises an environment
+/// ahead of a request they leave its path altogether. A step that fails or is not done in time
+/// is only logged: the first request does it itself, as without a warm-up, so a start never
+/// fails for it and waits at most the budget.
+pub async fn warm_up(function: &'static str, steps: Vec<WarmUpStep<'_>>) {
+    let started = std::time::Instant::now();
+    let names: Vec<&'static str> = steps.iter().map(|(name, _)| *name).collect();
+    let work = futures::future::join_all(steps.into_iter().map(|(name, step)| async move {
+        let result = step.await;
+        (name, result, started.elapsed().as_millis() as u64)
+    }));
+    match tokio::time::timeout(WARM_UP_BUDGET, work).await {
+        Ok(done) => {
+            for (step, result, ms) in done {
+                match result {
+                    Ok(()) => tracing::debug!(function, step, ms, "warmed up"),
+                    Err(error) => {
+                        tracing::warn!(function, step, ms, %error, "warm-up step failed; the first request will do it")
+                    }
+                }
+            }
+        }
+        Err(_) => tracing::warn!(
+            function,
+            steps = ?names,
+            budget_ms = WARM_UP_BUDGET.as_millis() as u64,
+            "warm-up not done in time; the first request will finish it"
+        ),
+    }
 }

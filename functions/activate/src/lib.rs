@@ -38,6 +38,7 @@ impl Deployed {
     pub async fn from_environment(environment: Environment) -> Result<Self, StartupError> {
         let services = Services::load(environment).await?;
         let marketplace = services.marketplace_client()?;
+        services.warm_up("activate", &marketplace).await;
         Self::new(services.store, marketplace, SystemClock, &services.environment)
     }
 }

@@ -47,7 +47,27 @@ impl Deployed {
         marketplace.retry.base_delay = Duration::from_millis(200);
         marketplace.retry.max_delay = Duration::from_secs(1);
         let marketplace = services.marketplace_client()?;
-        Self::new(services.store, marketplace, SystemClock, &services.environment)
+        // Entra's signing keys come from the host its tokens come from: one pool, one handshake.
+        let keys_http = marketplace.http().clone();
+        let function = Self::with_keys_client(
+            services.store,
+            marketplace,
+            SystemClock,
+            &services.environment,
+            keys_http,
+        )?;
+        function.warm_up().await;
+        Ok(function)
+    }
+
+    /// At start, together: the signing keys, a token, the connections to Microsoft and DynamoDB
+    /// (see [`fulfillment::wiring::warm_up`]): the first delivery after idle then waits for none.
+    pub async fn warm_up(&self) {
+        let keys = async { self.authenticator.fetch_keys().await.map(drop).map_err(|e| e.to_string()) };
+        let mut steps = self.webhook.marketplace().warm_up_steps();
+        steps.push(("signing-keys", Box::pin(keys)));
+        steps.push(self.webhook.store().warm_up_step());
+        fulfillment::wiring::warm_up("webhook", steps).await;
     }
 }
 
@@ -55,8 +75,18 @@ impl<S: SubscriptionStore, M: MarketplaceApi, C: Clock + Clone> WebhookFunction<
     /// The webhook over these ports, with its settings (the token's issuer and keys, the policy
     /// for customers' changes) from `environment`: what the deployed function and the tests build.
     pub fn new(store: S, marketplace: M, clock: C, environment: &Environment) -> Result<Self, StartupError> {
-        let authenticator =
-            WebhookAuthenticator::new(fulfillment::http::client()?, environment.webhook_token()?);
+        Self::with_keys_client(store, marketplace, clock, environment, fulfillment::http::client()?)
+    }
+
+    /// [`Self::new`], fetching the signing keys with `keys_http`.
+    fn with_keys_client(
+        store: S,
+        marketplace: M,
+        clock: C,
+        environment: &Environment,
+        keys_http: reqwest::Client,
+    ) -> Result<Self, StartupError> {
+        let authenticator = WebhookAuthenticator::new(keys_http, environment.webhook_token()?);
         let webhook = Webhook::new(store, marketplace, clock.clone(), environment.change_policy()?);
         Ok(Self { webhook, authenticator, clock })
     }

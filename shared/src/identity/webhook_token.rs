@@ -166,6 +166,11 @@ impl WebhookAuthenticator {
         &self.settings
     }
 
+    /// Fetches the signing keys now (at start: [`crate::wiring::warm_up`]); how many there are.
+    pub async fn fetch_keys(&self) -> Result<usize, super::jwks::JwksError> {
+        self.keys.refresh().await
+    }
+
     /// Checks the `Authorization` header's value (`Bearer <jwt>`).
     pub async fn verify(&self, authorization: Option<&str>) -> Result<WebhookCaller, WebhookAuthError> {
         let token = bearer_token(authorization)?;

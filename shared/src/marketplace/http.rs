@@ -101,6 +101,30 @@ impl HttpMarketplaceClient {
         &self.tokens
     }
 
+    /// The HTTP client: one connection pool per host for whoever shares it (Entra's signing keys
+    /// come from the host its tokens come from).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// What a function that calls Microsoft can do at start ([`crate::wiring::warm_up`]): get a
+    /// token, and open the API's connection (a `HEAD` of the API base, whatever it answers: no
+    /// call of the API, only its TLS handshake, the connection then kept for the first call).
+    pub fn warm_up_steps(&self) -> Vec<crate::wiring::WarmUpStep<'_>> {
+        let deadline = Instant::now() + crate::wiring::WARM_UP_BUDGET;
+        let token =
+            async move { self.tokens.token(deadline).await.map(drop).map_err(|e| crate::error_chain(&e)) };
+        let connection = async move {
+            self.http
+                .head(self.config.api_base.clone())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| crate::error_chain(&e))
+        };
+        vec![("entra-token", Box::pin(token)), ("marketplace-connection", Box::pin(connection))]
+    }
+
     /// `{api_base}/{segments…}?api-version=…`, each segment percent-encoded (ids come from outside).
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.config.api_base.clone();

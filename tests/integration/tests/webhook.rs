@@ -92,6 +92,59 @@ async fn a_customer_seat_change_is_accepted_applied_and_acknowledged_in_time() {
     assert_eq!(events[2]["source"], "webhook");
 }
 
+// The start's warm-up ---------------------------------------------------------------------------
+
+/// The webhook gets its token (and keys, and connections) as it starts: its first delivery needs
+/// no token from Entra, even when Entra has just stopped issuing them.
+#[tokio::test]
+async fn the_first_delivery_uses_the_token_the_start_fetched() {
+    let stack = stack_with(options()).await;
+    let sub = buy_and_activate(&stack, Purchase::plan("team-monthly").quantity(10)).await;
+    stack
+        .emulator
+        .inject(Endpoint::Token, Fault::Status { status: 503, retry_after: None, body: None }, 1000)
+        .await;
+    let issued = stack.emulator.tokens_issued();
+
+    let change = stack.emulator.change_quantity(&sub, 12).await.expect("customer change");
+    let done = stack.emulator.wait_operation(&sub, &change.operation_id, WAIT).await.expect("decided");
+    assert_eq!(done.status, "Succeeded");
+    assert_eq!(delivered(&stack, &change.operation_id).await.status, Some(200), "at the first delivery");
+    assert_eq!(stack.emulator.tokens_issued(), issued, "no token fetched for the delivery");
+    assert_eq!(record(&stack, &sub).await.subscription.quantity, Some(12));
+}
+
+/// A warm-up that cannot be done (every service hangs) does not stop or hold up the start
+/// beyond its budget: the first request does the work, as without it.
+#[tokio::test]
+async fn a_start_whose_services_hang_is_not_held_up_beyond_the_warm_up_budget() {
+    let stack = stack_with(options()).await;
+    // Accepts connections and never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", hung.local_addr().expect("address"));
+    let _held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let hanging = integration_tests::changed_settings(
+        &stack.environment,
+        &[],
+        &[
+            ("ENTRA_AUTHORITY", url.as_str()),
+            ("MARKETPLACE_API_BASE", &format!("{url}/api")),
+            ("WEBHOOK_JWKS_URL", &format!("{url}/keys")),
+            ("DYNAMODB_ENDPOINT", url.as_str()),
+        ],
+    );
+    let bound = fulfillment::wiring::WARM_UP_BUDGET + Duration::from_secs(4);
+    let started = tokio::time::timeout(bound, webhook::Deployed::from_environment(hanging))
+        .await
+        .unwrap_or_else(|_| panic!("the start still waits after {bound:?}"));
+    assert!(started.is_ok(), "the start does not fail for its warm-up");
+}
+
 #[tokio::test]
 async fn a_customer_plan_change_is_accepted() {
     let stack = stack_with(options()).await;

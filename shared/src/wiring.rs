@@ -184,28 +184,29 @@ pub type WarmUpStep<'a> = (&'static str, futures::future::BoxFuture<'a, Result<(
 /// is only logged: the first request does it itself, as without a warm-up, so a start never
 /// fails for it and waits at most the budget.
 pub async fn warm_up(function: &'static str, steps: Vec<WarmUpStep<'_>>) {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + WARM_UP_BUDGET;
     let started = std::time::Instant::now();
-    let names: Vec<&'static str> = steps.iter().map(|(name, _)| *name).collect();
-    let work = futures::future::join_all(steps.into_iter().map(|(name, step)| async move {
-        let result = step.await;
-        (name, result, started.elapsed().as_millis() as u64)
-    }));
-    match tokio::time::timeout(WARM_UP_BUDGET, work).await {
-        Ok(done) => {
-            for (step, result, ms) in done {
-                match result {
-                    Ok(()) => tracing::debug!(function, step, ms, "warmed up"),
-                    Err(error) => {
-                        tracing::warn!(function, step, ms, %error, "warm-up step failed; the first request will do it")
-                    }
-                }
+    let mut pending: Vec<&'static str> = steps.iter().map(|(name, _)| *name).collect();
+    let mut running: futures::stream::FuturesUnordered<_> =
+        steps.into_iter().map(|(name, step)| async move { (name, step.await) }).collect();
+    // Each step is logged as it ends; those still running at the deadline are named.
+    while let Ok(Some((step, result))) = tokio::time::timeout_at(deadline, running.next()).await {
+        pending.retain(|name| *name != step);
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => tracing::debug!(function, step, ms, "warmed up"),
+            Err(error) => {
+                tracing::warn!(function, step, ms, %error, "warm-up step failed; the first request will do it")
             }
         }
-        Err(_) => tracing::warn!(
+    }
+    if !pending.is_empty() {
+        tracing::warn!(
             function,
-            steps = ?names,
+            steps = ?pending,
             budget_ms = WARM_UP_BUDGET.as_millis() as u64,
-            "warm-up not done in time; the first request will finish it"
-        ),
+            "warm-up steps not done in time; the first request will finish them"
+        );
     }
 }

@@ -63,10 +63,22 @@ impl Deployed {
     /// At start, together: the signing keys, a token, the connections to Microsoft and DynamoDB
     /// (see [`fulfillment::wiring::warm_up`]): the first delivery after idle then waits for none.
     pub async fn warm_up(&self) {
-        let keys = async { self.authenticator.fetch_keys().await.map(drop).map_err(|e| e.to_string()) };
-        let mut steps = self.webhook.marketplace().warm_up_steps();
-        steps.push(("signing-keys", Box::pin(keys)));
-        steps.push(self.webhook.store().warm_up_step());
+        let marketplace = self.webhook.marketplace();
+        let (_, token) = marketplace.warm_up_token();
+        // The keys, then the token: both from Entra's host, over one connection (at once, they
+        // would take two handshakes).
+        let entra = async move {
+            let keys =
+                self.authenticator.fetch_keys().await.map(drop).map_err(|e| fulfillment::error_chain(&e));
+            // The token even when the keys failed: each spares the first delivery its fetch.
+            match (keys, token.await) {
+                (Ok(()), token) => token,
+                (Err(keys), Ok(())) => Err(keys),
+                (Err(keys), Err(token)) => Err(format!("{keys}; {token}")),
+            }
+        };
+        let entra: fulfillment::wiring::WarmUpStep<'_> = ("signing-keys-and-entra-token", Box::pin(entra));
+        let steps = vec![entra, marketplace.warm_up_connection(), self.webhook.store().warm_up_step()];
         fulfillment::wiring::warm_up("webhook", steps).await;
     }
 }

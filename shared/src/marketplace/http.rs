@@ -108,12 +108,23 @@ impl HttpMarketplaceClient {
     }
 
     /// What a function that calls Microsoft can do at start ([`crate::wiring::warm_up`]): get a
-    /// token, and open the API's connection (a `HEAD` of the API base, whatever it answers: no
-    /// call of the API, only its TLS handshake, the connection then kept for the first call).
+    /// token ([`Self::warm_up_token`]) and open the API's connection ([`Self::warm_up_connection`]),
+    /// at once: Entra and the API are different hosts.
     pub fn warm_up_steps(&self) -> Vec<crate::wiring::WarmUpStep<'_>> {
+        vec![self.warm_up_token(), self.warm_up_connection()]
+    }
+
+    /// A token, fetched now (and the connection to Entra's host kept in the pool).
+    pub fn warm_up_token(&self) -> crate::wiring::WarmUpStep<'_> {
         let deadline = Instant::now() + crate::wiring::WARM_UP_BUDGET;
         let token =
             async move { self.tokens.token(deadline).await.map(drop).map_err(|e| crate::error_chain(&e)) };
+        ("entra-token", Box::pin(token))
+    }
+
+    /// The API's connection, opened now: a `HEAD` of the API base, whatever it answers (no call
+    /// of the API, only its TLS handshake; the connection is kept for the first call).
+    pub fn warm_up_connection(&self) -> crate::wiring::WarmUpStep<'_> {
         let connection = async move {
             self.http
                 .head(self.config.api_base.clone())
@@ -122,7 +133,7 @@ impl HttpMarketplaceClient {
                 .map(drop)
                 .map_err(|e| crate::error_chain(&e))
         };
-        vec![("entra-token", Box::pin(token)), ("marketplace-connection", Box::pin(connection))]
+        ("marketplace-connection", Box::pin(connection))
     }
 
     /// `{api_base}/{segments…}?api-version=…`, each segment percent-encoded (ids come from outside).

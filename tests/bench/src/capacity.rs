@@ -35,10 +35,17 @@ pub struct CapacityMeter {
 }
 
 /// Units consumed between two readings.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Units {
     pub read: f64,
     pub write: f64,
+}
+
+impl std::ops::Add for Units {
+    type Output = Units;
+    fn add(self, other: Units) -> Units {
+        Units { read: self.read + other.read, write: self.write + other.write }
+    }
 }
 
 impl std::ops::Sub for Units {

@@ -14,7 +14,8 @@ use local_stack::{LocalStack, Options};
 use serde::Serialize;
 
 use crate::bootstrap::{Bootstrap, BoxError, root};
-use crate::floor::Floor;
+use crate::floor::MARKETPLACE_RESOURCE;
+use crate::floor_plan::{Fresh, Plan};
 use crate::quota::CpuQuota;
 use crate::runtime_api::RuntimeApi;
 use crate::warm::{Bench, Flow, ms};
@@ -34,6 +35,11 @@ pub struct AfterIdle {
     pub first_ms: Vec<f64>,
     /// Warm deliveries after the first, all starts together.
     pub warm_ms: Vec<f64>,
+    /// The floor process in the same share: its start (to clients built), its first round (with
+    /// Entra's keys and a token), its warm rounds.
+    pub floor_init_ms: Vec<f64>,
+    pub floor_first_ms: Vec<f64>,
+    pub floor_warm_ms: Vec<f64>,
 }
 
 impl AfterIdle {
@@ -44,18 +50,167 @@ impl AfterIdle {
     }
 }
 
+/// The floor process (`idle_floor`, built beside the benchmark) in its own group of the same CPU
+/// share: a fresh minimal client making the webhook's TLS connections and calls.
+struct FloorProcess {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// From its start to `ready` (its clients built).
+    init_ms: f64,
+}
+
+impl FloorProcess {
+    async fn start(quota: &CpuQuota, tls: &BehindTls, table: &str) -> Result<Self, BoxError> {
+        use tokio::io::AsyncBufReadExt;
+        let program = std::env::current_exe()?.with_file_name("idle_floor");
+        let setting = |name: &str| tls.environment.get(name).ok_or(format!("{name} is not set"));
+        let mut command = quota.command(&program);
+        command
+            .env_clear()
+            .env("FLOOR_API_BASE", setting("MARKETPLACE_API_BASE")?)
+            .env("FLOOR_DYNAMODB_ENDPOINT", setting("DYNAMODB_ENDPOINT")?)
+            .env("FLOOR_TABLE", table)
+            .env("EXTRA_ROOT_CERTIFICATES", setting("EXTRA_ROOT_CERTIFICATES")?)
+            .env("AWS_REGION", "us-east-1")
+            .envs(tls.secret.iter().flat_map(|(arn, endpoint)| {
+                [("FLOOR_SECRET_ARN", arn.clone()), ("FLOOR_SECRETSMANAGER_ENDPOINT", endpoint.clone())]
+            }))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let stdin = child.stdin.take().ok_or("the floor's stdin")?;
+        let stdout = child.stdout.take().ok_or("the floor's stdout")?;
+        let mut answers = tokio::io::BufReader::new(stdout).lines();
+        let ready = Self::answer(&mut answers).await?;
+        if ready != "ready" {
+            return Err(format!("the floor process said {ready:?}").into());
+        }
+        Ok(Self { child, stdin, answers, init_ms: ms(started.elapsed()) })
+    }
+
+    async fn answer(
+        answers: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) -> Result<String, BoxError> {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), answers.next_line())
+            .await
+            .map_err(|_| "the floor process did not answer within 60 s")??;
+        line.ok_or_else(|| "the floor process ended".into())
+    }
+
+    /// The plan's calls, made by the floor process: how long they took (ms).
+    async fn run(&mut self, plan: &Plan) -> Result<f64, BoxError> {
+        use tokio::io::AsyncWriteExt;
+        let mut line = serde_json::to_vec(plan)?;
+        line.push(b'\n');
+        self.stdin.write_all(&line).await?;
+        let answer = Self::answer(&mut self.answers).await?;
+        answer.parse().map_err(|_| format!("the floor process: {answer}").into())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// What a fresh floor fetches first, as the webhook does: Entra's keys and a token (`secret`:
+/// the client secret, which the floor has read at its start where the function reads it).
+fn fresh(environment: &Environment, secret: String) -> Result<Fresh, BoxError> {
+    let marketplace = Environment::from_pairs(
+        environment
+            .pairs()
+            .chain([("ENTRA_CLIENT_SECRET", secret.as_str())])
+            .filter(|(k, _)| *k != "MARKETPLACE_SECRET_ARN"),
+    )
+    .marketplace()?;
+    let entra = &marketplace.entra;
+    Ok(Fresh {
+        keys_url: environment.webhook_token()?.jwks_url,
+        token_url: entra.token_url().to_string(),
+        form: vec![
+            ("grant_type".into(), "client_credentials".into()),
+            ("client_id".into(), entra.client_id.clone()),
+            ("client_secret".into(), secret),
+            ("scope".into(), format!("{MARKETPLACE_RESOURCE}/.default")),
+        ],
+    })
+}
+
 /// The local services behind TLS, and the functions' settings pointing at them.
 struct BehindTls {
     environment: Environment,
-    _fronts: (TlsFront, TlsFront),
+    /// Where the credentials' secret is, when Secrets Manager is stood in for: (ARN, endpoint).
+    secret: Option<(String, String)>,
+    _fronts: Vec<TlsFront>,
 }
 
-async fn behind_tls(stack: &LocalStack, dynamodb_endpoint: &str) -> Result<BehindTls, BoxError> {
+/// A secret in the local Secrets Manager (moto) with the stack's client secret, as the template's
+/// `MarketplaceSecretArn` holds it; its ARN.
+async fn create_secret(stack: &LocalStack, endpoint: &str) -> Result<String, BoxError> {
+    let aws = fulfillment::aws::AwsClients::new(stack.environment.aws()?)?;
+    let secret = stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
+    let created = aws
+        .secrets_manager(Some(endpoint))
+        .create_secret()
+        .name(format!("bench-marketplace-{}", uuid::Uuid::new_v4()))
+        .secret_string(serde_json::json!({ "ENTRA_CLIENT_SECRET": secret }).to_string())
+        .send()
+        .await?;
+    Ok(created.arn().ok_or("the created secret has no ARN")?.to_owned())
+}
+
+/// How far the services are from a function in AWS (round trips): `BENCH_RTT_MS`, three numbers
+/// for Entra ID, the Marketplace API and AWS's own services (DynamoDB, Secrets Manager) in the
+/// function's region; `0,0,0` is bare loopback.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RoundTrips {
+    pub entra: std::time::Duration,
+    pub marketplace: std::time::Duration,
+    pub aws: std::time::Duration,
+}
+
+/// Our assumption: Entra's sign-in host at an edge near the region, Microsoft's Marketplace API
+/// farther, AWS's services in the region.
+pub const DEFAULT_RTT_MS: &str = "10,30,1";
+
+impl RoundTrips {
+    pub fn from_env() -> Result<Self, BoxError> {
+        let text = std::env::var("BENCH_RTT_MS").unwrap_or_else(|_| DEFAULT_RTT_MS.into());
+        let ms: Vec<u64> = text.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>()?;
+        let [entra, marketplace, aws] = ms[..] else {
+            return Err(
+                format!("BENCH_RTT_MS: three numbers (Entra, Marketplace API, AWS), not {text:?}").into()
+            );
+        };
+        let d = std::time::Duration::from_millis;
+        Ok(Self { entra: d(entra), marketplace: d(marketplace), aws: d(aws) })
+    }
+}
+
+/// Entra and the Marketplace API (both played by the emulator) each behind a front of its own, as
+/// they are two hosts in AWS: a client opens a connection to each. With `secrets_endpoint` (moto),
+/// the client secret is in Secrets Manager behind its own front, read at start as in AWS.
+async fn behind_tls(
+    stack: &LocalStack,
+    dynamodb_endpoint: &str,
+    secrets_endpoint: Option<&str>,
+) -> Result<BehindTls, BoxError> {
     let authority = TestAuthority::new()?;
     let ca = authority.write_ca(&root().join("target/bench/tls"))?;
-    let emulator = authority.front(backend_of(&stack.emulator.url())?).await?;
-    let dynamodb = authority.front(backend_of(dynamodb_endpoint)?).await?;
-    let replaced = ["DYNAMODB_ENDPOINT", "ENTRA_AUTHORITY", "MARKETPLACE_API_BASE"];
+    let rtt = RoundTrips::from_env()?;
+    let entra = authority.front_at(backend_of(&stack.emulator.url())?, rtt.entra).await?;
+    let emulator = authority.front_at(backend_of(&stack.emulator.url())?, rtt.marketplace).await?;
+    let dynamodb = authority.front_at(backend_of(dynamodb_endpoint)?, rtt.aws).await?;
+    let replaced = [
+        "DYNAMODB_ENDPOINT",
+        "ENTRA_AUTHORITY",
+        "MARKETPLACE_API_BASE",
+        "ENTRA_CLIENT_SECRET",
+        "MARKETPLACE_SECRET_ARN",
+        "SECRETSMANAGER_ENDPOINT",
+    ];
     let mut pairs: Vec<(String, String)> = stack
         .environment
         .pairs()
@@ -64,11 +219,30 @@ async fn behind_tls(stack: &LocalStack, dynamodb_endpoint: &str) -> Result<Behin
         .collect();
     pairs.extend([
         ("DYNAMODB_ENDPOINT".to_owned(), dynamodb.url()),
-        ("ENTRA_AUTHORITY".to_owned(), format!("{}/entra", emulator.url())),
+        ("ENTRA_AUTHORITY".to_owned(), format!("{}/entra", entra.url())),
         ("MARKETPLACE_API_BASE".to_owned(), format!("{}/api", emulator.url())),
         ("EXTRA_ROOT_CERTIFICATES".to_owned(), ca.display().to_string()),
     ]);
-    Ok(BehindTls { environment: Environment::from_pairs(pairs), _fronts: (emulator, dynamodb) })
+    let mut fronts = vec![entra, emulator, dynamodb];
+    let mut secret = None;
+    match secrets_endpoint {
+        Some(endpoint) => {
+            let arn = create_secret(stack, endpoint).await?;
+            let front = authority.front_at(backend_of(endpoint)?, rtt.aws).await?;
+            pairs.extend([
+                ("MARKETPLACE_SECRET_ARN".to_owned(), arn.clone()),
+                ("SECRETSMANAGER_ENDPOINT".to_owned(), front.url()),
+            ]);
+            secret = Some((arn, front.url()));
+            fronts.push(front);
+        }
+        None => {
+            let value =
+                stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
+            pairs.push(("ENTRA_CLIENT_SECRET".to_owned(), value));
+        }
+    }
+    Ok(BehindTls { environment: Environment::from_pairs(pairs), secret, _fronts: fronts })
 }
 
 /// `starts` fresh starts of the webhook at `memory_mb`, each with its first delivery and then
@@ -76,35 +250,45 @@ async fn behind_tls(stack: &LocalStack, dynamodb_endpoint: &str) -> Result<Behin
 pub async fn run(
     api: &RuntimeApi,
     dynamodb_endpoint: &str,
+    secrets_endpoint: Option<&str>,
     memory_mb: u32,
     starts: usize,
     warm: usize,
 ) -> Result<AfterIdle, BoxError> {
     let quota = CpuQuota::for_memory(memory_mb)?;
+    let floor_quota = CpuQuota::for_memory_as(memory_mb, "floor")?;
     let stack = LocalStack::start(Options::new(dynamodb_endpoint)).await?;
-    let tls = behind_tls(&stack, dynamodb_endpoint).await?;
-    let bench =
-        Bench { flow: Flow::Webhook, floor: Floor::new(&stack, dynamodb_endpoint).await?, stack: &stack };
+    let tls = behind_tls(&stack, dynamodb_endpoint, secrets_endpoint).await?;
+    let bench = Bench::new(Flow::Webhook, &stack, dynamodb_endpoint).await?;
     let shared = bench.set_up().await?;
     let mut figures = AfterIdle { memory_mb, cpu_share: CpuQuota::share(memory_mb), ..AfterIdle::default() };
     let mut round = 0;
+    let secret = stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
+    let fresh = fresh(&tls.environment, secret)?;
     for _ in 0..starts {
         let function = Bootstrap::start_in(api, "webhook", &tls.environment, Some(&quota)).await?;
         figures.init_ms.push(ms(function.polled - function.started));
+        let mut floor = FloorProcess::start(&floor_quota, &tls, &stack.tables.subscriptions).await?;
+        figures.floor_init_ms.push(floor.init_ms);
         for delivery in 0..=warm {
             round += 1;
             let prepared = bench.prepare(round, &shared).await?;
             let handed = Instant::now();
             let answer = function.invoke(api, &prepared.event).await?;
             let took = ms(answer.at - handed);
-            // The function's answer and writes are checked (the floor's timing is not used here).
-            bench.floor(&prepared, &answer.body).await?;
+            bench.check(&prepared, &answer.body)?;
+            let calls = bench.webhook_floor_calls(&prepared).await?;
+            let plan = Plan { fresh: (delivery == 0).then(|| fresh.clone()), calls };
+            let floor_took = floor.run(&plan).await?;
             if delivery == 0 {
                 figures.first_ms.push(took);
+                figures.floor_first_ms.push(floor_took);
             } else {
                 figures.warm_ms.push(took);
+                figures.floor_warm_ms.push(floor_took);
             }
         }
+        floor.stop().await;
         function.stop().await;
     }
     crate::drop_table(&stack, dynamodb_endpoint).await?;

@@ -15,6 +15,7 @@
 mod bootstrap;
 mod capacity;
 mod floor;
+mod floor_plan;
 mod idle;
 mod metering;
 mod quota;
@@ -37,7 +38,12 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook", "webhook/bad-no-authorization.json"),
     ("subscriptions", "subscriptions/bad-without-iam.json"),
     ("reconcile", "reconcile/scheduled.json"),
+    ("metering", "metering/scheduled.json"),
+    ("usage-intake", "usage-intake/bad-body.json"),
+    // Started only with a local EventBridge (EVENTBRIDGE_ENDPOINT): it publishes the events.
+    (EVENTS_RELAY, "events-relay/purchase-and-activation.json"),
 ];
+const EVENTS_RELAY: &str = "events-relay";
 
 #[derive(Debug, Default, Serialize)]
 struct Cold {
@@ -140,8 +146,20 @@ async fn main() -> Result<(), BoxError> {
     let api = RuntimeApi::start().await;
 
     // Cold starts, interleaved, so the machine's noise falls on every function alike.
-    let stack = LocalStack::start(Options::new(&endpoint)).await?;
-    let mut cold: Vec<Cold> = FUNCTIONS
+    let eventbridge = std::env::var("EVENTBRIDGE_ENDPOINT").ok();
+    let stack = match &eventbridge {
+        Some(events) => LocalStack::start(Options::new(&endpoint).with_events(events)).await?,
+        None => LocalStack::start(Options::new(&endpoint)).await?,
+    };
+    let cold_functions: Vec<(&str, &str)> = FUNCTIONS
+        .iter()
+        .copied()
+        .filter(|(function, _)| *function != EVENTS_RELAY || eventbridge.is_some())
+        .collect();
+    if part("cold") && eventbridge.is_none() {
+        println!("EVENTBRIDGE_ENDPOINT is not set: the events relay's cold start is not measured");
+    }
+    let mut cold: Vec<Cold> = cold_functions
         .iter()
         .map(|(function, _)| {
             let zip = root().join("target/lambda").join(function).join("bootstrap.zip");
@@ -156,7 +174,7 @@ async fn main() -> Result<(), BoxError> {
         cold.clear();
     }
     for _ in 0..if cold.is_empty() { 0 } else { starts } {
-        for ((function, event_file), figures) in FUNCTIONS.iter().zip(cold.iter_mut()) {
+        for ((function, event_file), figures) in cold_functions.iter().zip(cold.iter_mut()) {
             let event = std::fs::read(root().join("events").join(event_file))?;
             cold_start(&api, &stack, function, &event, figures).await?;
         }
@@ -183,14 +201,22 @@ async fn main() -> Result<(), BoxError> {
         records => Some(metering::run(&endpoint, records).await?),
     };
 
-    // The first webhook after idle at each memory size's CPU share, behind TLS.
+    // The first webhook after idle at each memory size's CPU share, behind TLS; the credentials'
+    // secret in the local Secrets Manager (moto) when scripts/bench started one.
+    let secrets_endpoint = std::env::var("SECRETSMANAGER_ENDPOINT").ok();
+    if part("idle") && secrets_endpoint.is_none() {
+        println!(
+            "SECRETSMANAGER_ENDPOINT is not set: the webhook's secret is given in its environment, not read at start"
+        );
+    }
     let mut after_idle = Vec::new();
     for memory in idle::MEMORY_SIZES.into_iter().filter(|_| part("idle")) {
         match idle::run(
             &api,
             &endpoint,
+            secrets_endpoint.as_deref(),
             memory,
-            number("BENCH_IDLE_STARTS", 5),
+            number("BENCH_IDLE_STARTS", 15),
             number("BENCH_IDLE_WARM", 20),
         )
         .await
@@ -218,6 +244,7 @@ fn print(results: &Results, starts: usize) {
     }
     if !results.warm.is_empty() {
         print_warm(results);
+        print_costs(results);
     }
     if !results.reconcile.is_empty() {
         print_reconcile(results);
@@ -232,9 +259,18 @@ fn print(results: &Results, starts: usize) {
 
 fn print_after_idle(runs: &[idle::AfterIdle]) {
     println!(
-        "\nFirst webhook after idle: the webhook started afresh in Lambda's CPU share of each memory size (cgroup quota), DynamoDB Local and the emulator behind TLS on loopback; {} starts each",
+        "\nFirst webhook after idle: the webhook started afresh in Lambda's CPU share of each memory size (cgroup quota), DynamoDB Local, the emulator (Entra, the Marketplace API) and Secrets Manager (moto) behind TLS on loopback; {} starts each",
         runs[0].init_ms.len()
     );
+    match idle::RoundTrips::from_env() {
+        Ok(rtt) => println!(
+            "round trips (BENCH_RTT_MS): Entra {} ms, Marketplace API {} ms, DynamoDB and Secrets Manager {} ms",
+            rtt.entra.as_millis(),
+            rtt.marketplace.as_millis(),
+            rtt.aws.as_millis()
+        ),
+        Err(error) => println!("round trips: {error}"),
+    }
     println!(
         "{:>9} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>14}",
         "memory MB",
@@ -259,6 +295,31 @@ fn print_after_idle(runs: &[idle::AfterIdle]) {
             median(&run.warm_ms),
             percentile(&run.warm_ms, 0.99),
             run.worst_window_share() * 100.0,
+        );
+    }
+    println!(
+        "\nAgainst the floor (a fresh minimal client in the same share: the same TLS connections and calls; start and first delivery together)"
+    );
+    println!(
+        "{:>9} {:>12} {:>12} {:>6} {:>9} {:>11} {:>6}",
+        "memory MB", "start+first", "floor's", "ratio", "warm p50", "floor's p50", "ratio"
+    );
+    for run in runs {
+        let sum = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f64>>();
+        let (ours, floors) = (
+            median(&sum(&run.init_ms, &run.first_ms)),
+            median(&sum(&run.floor_init_ms, &run.floor_first_ms)),
+        );
+        let (warm, floor_warm) = (median(&run.warm_ms), median(&run.floor_warm_ms));
+        println!(
+            "{:>9} {:>12.0} {:>12.0} {:>6.2} {:>9.1} {:>11.1} {:>6.2}",
+            run.memory_mb,
+            ours,
+            floors,
+            ours / floors,
+            warm,
+            floor_warm,
+            warm / floor_warm
         );
     }
 }
@@ -323,6 +384,84 @@ fn print_warm(results: &Results) {
             warm.peak_rss_kib as f64 / 1024.0,
         );
     }
+}
+
+/// AWS list prices (us-east-1, USD), as the cost table uses them.
+mod prices {
+    /// Lambda on arm64, per GB-second (the first 7.5 billion a month) and per million requests.
+    pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+    pub const LAMBDA_MILLION_REQUESTS: f64 = 0.20;
+    /// API Gateway HTTP API, per million requests (the first 300 million a month).
+    pub const HTTP_API_MILLION_REQUESTS: f64 = 1.00;
+    /// EventBridge, per million custom events (the lifecycle events).
+    pub const EVENTBRIDGE_MILLION_EVENTS: f64 = 1.00;
+    /// Secrets Manager, per 10,000 calls (one GetSecretValue per secret and cold start) and per
+    /// secret and month.
+    pub const SECRETS_10K_CALLS: f64 = 0.05;
+    pub const SECRET_MONTH: f64 = 0.40;
+}
+
+/// The cost of a million of each flow at list prices, from the warm part's figures: the
+/// function's warm p50 billed at its memory (on loopback: Lambda bills the wait for Microsoft too,
+/// so the webhook's is taken from the `idle` part, with its round trips, where it ran), its request
+/// units as measured on the floor's identical calls, the HTTP API for routed flows, and one
+/// lifecycle event per change.
+fn print_costs(results: &Results) {
+    use crate::metering::{READ_UNIT_PRICE, WRITE_UNIT_PRICE};
+    println!(
+        "\nCost per million (USD, us-east-1 list prices: Lambda arm64 {} per GB-s and {} per million requests; HTTP API {} per million; DynamoDB on-demand {} per million write and {} per million read units; EventBridge {} per million events; Secrets Manager {} per 10,000 calls, {} per secret-month, not included)",
+        prices::LAMBDA_GB_SECOND,
+        prices::LAMBDA_MILLION_REQUESTS,
+        prices::HTTP_API_MILLION_REQUESTS,
+        WRITE_UNIT_PRICE,
+        READ_UNIT_PRICE,
+        prices::EVENTBRIDGE_MILLION_EVENTS,
+        prices::SECRETS_10K_CALLS,
+        prices::SECRET_MONTH,
+    );
+    println!(
+        "{:<28} {:>6} {:>8} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8}",
+        "a million of", "MB", "p50 ms", "WRU", "RRU", "Lambda", "HTTP API", "Dynamo", "total"
+    );
+    for warm in &results.warm {
+        let (what, routed, events) = match warm.function.as_str() {
+            "landing" => ("landing visits", true, 1.0),
+            "activate" => ("activations", true, 1.0),
+            "webhook" => ("webhooks (a seat change)", true, 1.0),
+            "subscriptions" => ("admin reads", true, 0.0),
+            "reconcile" => ("reconciled subscriptions", false, 0.0),
+            _ => continue,
+        };
+        // Per invocation, then per million of what it handles.
+        let per = warm.subscriptions_per_round.max(1) as f64;
+        let with_round_trips = results
+            .after_idle
+            .iter()
+            .find(|run| warm.function == "webhook" && run.memory_mb == warm.memory_mb)
+            .map(|run| median(&run.warm_ms));
+        let p50 = with_round_trips.unwrap_or_else(|| median(&warm.function_ms));
+        let gb_seconds = f64::from(warm.memory_mb) / 1024.0 * p50.ceil() / 1000.0;
+        let lambda = (gb_seconds * 1e6 * prices::LAMBDA_GB_SECOND + prices::LAMBDA_MILLION_REQUESTS) / per;
+        let http = if routed { prices::HTTP_API_MILLION_REQUESTS } else { 0.0 } / per;
+        let units = warm.units_per_round;
+        let dynamo = (units.write * WRITE_UNIT_PRICE + units.read * READ_UNIT_PRICE) / per;
+        let eventbridge = events * prices::EVENTBRIDGE_MILLION_EVENTS;
+        println!(
+            "{:<28} {:>6} {:>8.1} {:>7.2} {:>7.2} {:>8.3} {:>8.3} {:>7.3} {:>8.3}",
+            what,
+            warm.memory_mb,
+            p50,
+            units.write / per,
+            units.read / per,
+            lambda,
+            http,
+            dynamo,
+            lambda + http + dynamo + eventbridge,
+        );
+    }
+    println!(
+        "(total includes EventBridge's lifecycle event for each change: landing, activation, webhook; p50 on loopback but the webhook's, with round trips when the idle part ran; the reconciliation's checkpoint reads and writes are not counted)"
+    );
 }
 
 fn print_reconcile(results: &Results) {

@@ -27,8 +27,13 @@ impl CpuQuota {
     }
 
     pub fn for_memory(memory_mb: u32) -> Result<Self, BoxError> {
+        Self::for_memory_as(memory_mb, "function")
+    }
+
+    /// A group of its own (`label`) with the share of `memory_mb`: the floor's, beside the function's.
+    pub fn for_memory_as(memory_mb: u32, label: &str) -> Result<Self, BoxError> {
         let quota_us = (Self::share(memory_mb) * PERIOD_US as f64).round() as u64;
-        let name = format!("saas-bench-{memory_mb}mb-{}", std::process::id());
+        let name = format!("saas-bench-{label}-{memory_mb}mb-{}", std::process::id());
         let unified = Path::new("/sys/fs/cgroup");
         let (dir, procs) = if unified.join("cgroup.controllers").exists() {
             let dir = unified.join(&name);

@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::bootstrap::{Bootstrap, BoxError, root};
+use crate::capacity::{CapacityMeter, Units};
 use crate::floor::{Floor, Item, STATE, copied, written};
+use crate::floor_plan::Call;
 use crate::runtime_api::RuntimeApi;
 
 /// The subscription the event files name; each round puts its own in its place.
@@ -50,6 +52,17 @@ impl Flow {
         }
     }
 
+    /// The function's logical id in template.yaml.
+    pub fn logical_id(self) -> &'static str {
+        match self {
+            Flow::Landing => "LandingFunction",
+            Flow::Activate => "ActivateFunction",
+            Flow::Webhook => "WebhookFunction",
+            Flow::Subscriptions => "SubscriptionsFunction",
+            Flow::Reconcile => "ReconcileFunction",
+        }
+    }
+
     fn event_file(self) -> &'static str {
         match self {
             Flow::Landing => "landing/purchase.json",
@@ -69,6 +82,12 @@ pub struct Warm {
     pub function_ms: Vec<f64>,
     pub floor_ms: Vec<f64>,
     pub peak_rss_kib: u64,
+    /// DynamoDB's request units of one round's floor calls (the function's own calls), on average.
+    pub units_per_round: Units,
+    /// Subscriptions one invocation handles (the reconciliation's page; 1 for the others).
+    pub subscriptions_per_round: usize,
+    /// The function's memory in template.yaml (MB).
+    pub memory_mb: u32,
 }
 
 /// The event file with `subscription` in place of the one it names.
@@ -76,6 +95,13 @@ fn event(flow: Flow, subscription: &str) -> Result<Value, BoxError> {
     let path = root().join("events").join(flow.event_file());
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(serde_json::from_str(&text.replace(EVENT_SUBSCRIPTION, subscription))?)
+}
+
+/// A function's `MemorySize` in template.yaml (its own, or the global one).
+pub fn memory_of(logical_id: &str) -> u32 {
+    let own = local_stack::table::resource_properties(logical_id).get("MemorySize").and_then(|m| m.as_u64());
+    let global = local_stack::table::template()["Globals"]["Function"]["MemorySize"].as_u64();
+    own.or(global).and_then(|mb| u32::try_from(mb).ok()).unwrap_or(128)
 }
 
 fn partition(subscription: &str) -> String {
@@ -115,6 +141,8 @@ pub(crate) struct Bench<'a> {
     pub(crate) flow: Flow,
     pub(crate) stack: &'a LocalStack,
     pub(crate) floor: Floor,
+    /// Counts the request units of the floor's calls.
+    pub(crate) capacity: CapacityMeter,
 }
 
 /// What one round prepared: the event, and what the floor needs.
@@ -131,6 +159,17 @@ pub(crate) struct Round {
 }
 
 impl<'a> Bench<'a> {
+    pub(crate) async fn new(
+        flow: Flow,
+        stack: &'a LocalStack,
+        dynamodb_endpoint: &str,
+    ) -> Result<Self, BoxError> {
+        let mut floor = Floor::new(stack, dynamodb_endpoint).await?;
+        let capacity = CapacityMeter::default();
+        floor.dynamodb = capacity.attach(&floor.dynamodb);
+        Ok(Self { flow, stack, floor, capacity })
+    }
+
     async fn purchase(&self) -> Purchased {
         self.stack.emulator.purchase(Purchase::plan(PLAN).quantity(5)).await
     }
@@ -232,10 +271,45 @@ impl<'a> Bench<'a> {
         Ok(prepared)
     }
 
-    /// Checks the function's answer; then times the floor's requests for the same round.
-    pub(crate) async fn floor(&self, round: &Round, answer: &[u8]) -> Result<Duration, BoxError> {
+    /// The function answered as the round expects.
+    pub(crate) fn check(&self, round: &Round, answer: &[u8]) -> Result<(), BoxError> {
         if round.expect != 0 && status_of(answer) != round.expect {
             return Err(format!("{}: {}", self.flow.function(), String::from_utf8_lossy(answer)).into());
+        }
+        Ok(())
+    }
+
+    /// The floor's calls for a webhook round, once the function answered: what it read and wrote
+    /// (read here, before any clock starts), made on the floor's own subscription and partition.
+    pub(crate) async fn webhook_floor_calls(&self, round: &Round) -> Result<Vec<Call>, BoxError> {
+        let (ours, theirs) = (&round.subscription, &round.floor_subscription);
+        let after = self.floor.partition(&partition(ours)).await?;
+        let puts = written(&round.before, &after, &floor_partition(ours));
+        let operation = format!("/saas/subscriptions/{theirs}/operations/{}", round.floor_operation);
+        let get = |path: &str| Call::Marketplace { method: "GET".into(), path: path.into(), body: None };
+        Ok(vec![
+            Call::GetItem { pk: floor_partition(ours), sk: format!("OP#{}", round.floor_operation) },
+            get(&operation),
+            Call::GetItem { pk: floor_partition(ours), sk: STATE.into() },
+            Call::put_all(&puts),
+            Call::Marketplace {
+                method: "PATCH".into(),
+                path: operation,
+                body: Some(json!({ "status": "Success" })),
+            },
+        ])
+    }
+
+    /// Checks the function's answer; then times the floor's requests for the same round, and
+    /// counts their request units.
+    pub(crate) async fn floor(&self, round: &Round, answer: &[u8]) -> Result<(Duration, Units), BoxError> {
+        self.check(round, answer)?;
+        if let Flow::Webhook = self.flow {
+            let calls = self.webhook_floor_calls(round).await?;
+            let units = self.capacity.units();
+            let started = Instant::now();
+            self.floor.run(&calls).await?;
+            return Ok((started.elapsed(), self.capacity.units() - units));
         }
         if let Flow::Reconcile = self.flow {
             let report: Value = serde_json::from_slice(answer)?;
@@ -252,6 +326,7 @@ impl<'a> Bench<'a> {
             Flow::Subscriptions | Flow::Reconcile => HashMap::new(),
         };
         let puts = written(&round.before, &after, &floor_partition(ours));
+        let units = self.capacity.units();
         let started = Instant::now();
         match self.flow {
             Flow::Landing => {
@@ -280,15 +355,7 @@ impl<'a> Bench<'a> {
                     )
                     .await?;
             }
-            Flow::Webhook => {
-                let operation = format!("/saas/subscriptions/{theirs}/operations/{}", round.floor_operation);
-                floor.get_item(&floor_partition(ours), &format!("OP#{}", round.floor_operation)).await?;
-                floor.marketplace(Method::GET, &operation, &[], &[], None).await?;
-                floor.get_item(&floor_partition(ours), STATE).await?;
-                floor.put_all(puts).await?;
-                let ack = json!({ "status": "Success" });
-                floor.marketplace(Method::PATCH, &operation, &[], &[], Some(&ack)).await?;
-            }
+            Flow::Webhook => unreachable!("timed above"),
             Flow::Subscriptions => {
                 floor.get_item(&partition(ours), STATE).await?;
                 floor.query(&partition(ours), Some("EVENT#")).await?;
@@ -307,7 +374,7 @@ impl<'a> Bench<'a> {
                 }
             }
         }
-        Ok(started.elapsed())
+        Ok((started.elapsed(), self.capacity.units() - units))
     }
 }
 
@@ -319,15 +386,18 @@ pub async fn run(
     invocations: usize,
 ) -> Result<Warm, BoxError> {
     let stack = LocalStack::start(Options::new(dynamodb_endpoint)).await?;
-    let bench = Bench { flow, floor: Floor::new(&stack, dynamodb_endpoint).await?, stack: &stack };
+    let bench = Bench::new(flow, &stack, dynamodb_endpoint).await?;
     let shared = bench.set_up().await?;
     let function = Bootstrap::start(api, flow.function(), &stack.environment).await?;
     let mut warm = Warm {
         function: flow.function().into(),
         event: flow.event_file().into(),
         invocations,
+        subscriptions_per_round: if let Flow::Reconcile = flow { RECONCILED } else { 1 },
+        memory_mb: memory_of(flow.logical_id()),
         ..Warm::default()
     };
+    let mut total_units = Units::default();
     // One invocation first, so every measured one is warm (the token and keys are fetched).
     let first = bench.prepare(0, &shared).await?;
     let answer = function.invoke(api, &first.event).await?;
@@ -342,7 +412,9 @@ pub async fn run(
         let answer = function.invoke(api, &prepared.event).await?;
         warm.function_ms.push(ms(answer.at - started));
         let by_function = if checked { stack.emulator.requests().await.len() } else { 0 };
-        warm.floor_ms.push(ms(bench.floor(&prepared, &answer.body).await?));
+        let (floor_took, units) = bench.floor(&prepared, &answer.body).await?;
+        warm.floor_ms.push(ms(floor_took));
+        total_units = total_units + units;
         if checked {
             let requests = stack.emulator.requests().await;
             let shapes = |range: std::ops::Range<usize>| -> Vec<String> {
@@ -359,6 +431,8 @@ pub async fn run(
         }
     }
     warm.peak_rss_kib = function.peak_rss_kib();
+    let rounds = invocations.max(1) as f64;
+    warm.units_per_round = Units { read: total_units.read / rounds, write: total_units.write / rounds };
     function.stop().await;
     crate::drop_table(&stack, dynamodb_endpoint).await?;
     Ok(warm)

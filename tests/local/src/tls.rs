@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -56,6 +57,13 @@ impl TestAuthority {
 
     /// A front on a free loopback port passing TLS connections on to `backend` (plain TCP).
     pub async fn front(&self, backend: SocketAddr) -> Result<TlsFront, BoxError> {
+        self.front_at(backend, Duration::ZERO).await
+    }
+
+    /// [`Self::front`], as if `backend` were a round trip `rtt` away: a new connection waits two
+    /// (TCP's handshake, then TLS 1.3's), and every answer one (what the backend sends back
+    /// reaches the client `rtt` later, in order).
+    pub async fn front_at(&self, backend: SocketAddr, rtt: Duration) -> Result<TlsFront, BoxError> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let acceptor = TlsAcceptor::from(self.server.clone());
@@ -63,16 +71,53 @@ impl TestAuthority {
             while let Ok((client, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
+                    let _ = client.set_nodelay(true);
+                    tokio::time::sleep(rtt * 2).await;
                     // A failed handshake or a reset is the client's business: the front goes on.
                     let Ok(mut client) = acceptor.accept(client).await else { return };
                     let Ok(mut service) = TcpStream::connect(backend).await else { return };
                     let _ = service.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut service).await;
+                    if rtt.is_zero() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut service).await;
+                    } else {
+                        relay_later(client, service, rtt).await;
+                    }
                 });
             }
         });
         Ok(TlsFront { port, task })
     }
+}
+
+/// Passes bytes both ways, those from `service` `rtt` after they came.
+async fn relay_later(client: tokio_rustls::server::TlsStream<TcpStream>, service: TcpStream, rtt: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut service_read, mut service_write) = service.into_split();
+    let (sender, mut delayed) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let upstream = async move {
+        let _ = tokio::io::copy(&mut client_read, &mut service_write).await;
+        let _ = service_write.shutdown().await;
+    };
+    let stamp = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(read) = service_read.read(&mut buffer).await {
+            if read == 0 || sender.send((tokio::time::Instant::now() + rtt, buffer[..read].to_vec())).is_err()
+            {
+                break;
+            }
+        }
+    };
+    let downstream = async move {
+        while let Some((due, bytes)) = delayed.recv().await {
+            tokio::time::sleep_until(due).await;
+            if client_write.write_all(&bytes).await.is_err() || client_write.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(upstream, stamp, downstream);
 }
 
 /// A running front; stops when dropped.

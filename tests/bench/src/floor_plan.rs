@@ -1,0 +1,251 @@
+//! The floor's calls, shared by the benchmark and its floor process (`src/bin/idle_floor.rs`):
+//! the Marketplace and DynamoDB requests a flow must make, made directly by a minimal client
+//! (reqwest with a token, and the bare DynamoDB client) and nothing else; and a [`Plan`] of them
+//! that crosses to the floor process as JSON (items in DynamoDB's JSON form).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Microsoft's SaaS Fulfillment API, as Entra names it.
+pub const MARKETPLACE_RESOURCE: &str = "20e940b3-4c77-4b0b-9a53-9e16a1b010a7";
+const API_VERSION: &str = "2018-08-31";
+pub const STATE: &str = "STATE";
+
+pub struct Floor {
+    pub http: reqwest::Client,
+    pub api_base: String,
+    pub bearer: String,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub table: String,
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// What a fresh process fetches before its first call: Entra's signing keys and a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fresh {
+    pub keys_url: String,
+    pub token_url: String,
+    pub form: Vec<(String, String)>,
+}
+
+/// One of the floor's calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Call {
+    Marketplace {
+        method: String,
+        path: String,
+        body: Option<Value>,
+    },
+    GetItem {
+        pk: String,
+        sk: String,
+    },
+    /// Items in DynamoDB's JSON form, each with the version its put is conditioned on.
+    PutAll {
+        puts: Vec<(Value, Option<String>)>,
+    },
+}
+
+/// A round of the floor's calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub fresh: Option<Fresh>,
+    pub calls: Vec<Call>,
+}
+
+impl Call {
+    pub fn put_all(puts: &[(Item, Option<String>)]) -> Self {
+        Call::PutAll { puts: puts.iter().map(|(item, version)| (item_json(item), version.clone())).collect() }
+    }
+}
+
+/// An item in DynamoDB's JSON form (`{"S": ...}`, `{"N": ...}`, ...).
+pub fn item_json(item: &Item) -> Value {
+    Value::Object(item.iter().map(|(k, v)| (k.clone(), attribute_json(v))).collect())
+}
+
+fn attribute_json(value: &AttributeValue) -> Value {
+    match value {
+        AttributeValue::S(s) => json!({ "S": s }),
+        AttributeValue::N(n) => json!({ "N": n }),
+        AttributeValue::Bool(b) => json!({ "BOOL": b }),
+        AttributeValue::Null(_) => json!({ "NULL": true }),
+        AttributeValue::M(m) => json!({ "M": item_json(m) }),
+        AttributeValue::L(l) => json!({ "L": l.iter().map(attribute_json).collect::<Vec<_>>() }),
+        AttributeValue::Ss(ss) => json!({ "SS": ss }),
+        other => json!({ "unsupported": format!("{other:?}") }),
+    }
+}
+
+pub fn item_from_json(value: &Value) -> Result<Item, BoxError> {
+    let map = value.as_object().ok_or("an item is an object")?;
+    map.iter().map(|(k, v)| Ok((k.clone(), attribute_from_json(v)?))).collect()
+}
+
+fn attribute_from_json(value: &Value) -> Result<AttributeValue, BoxError> {
+    let (kind, inner) = value.as_object().and_then(|m| m.iter().next()).ok_or("an attribute value")?;
+    let text = || inner.as_str().map(str::to_owned).ok_or_else(|| format!("{kind}: a string"));
+    Ok(match kind.as_str() {
+        "S" => AttributeValue::S(text()?),
+        "N" => AttributeValue::N(text()?),
+        "BOOL" => AttributeValue::Bool(inner.as_bool().ok_or("BOOL: a boolean")?),
+        "NULL" => AttributeValue::Null(true),
+        "M" => AttributeValue::M(item_from_json(inner)?),
+        "L" => AttributeValue::L(
+            inner.as_array().ok_or("L: a list")?.iter().map(attribute_from_json).collect::<Result<_, _>>()?,
+        ),
+        "SS" => AttributeValue::Ss(serde_json::from_value(inner.clone())?),
+        other => return Err(format!("unsupported attribute type {other}").into()),
+    })
+}
+
+impl Floor {
+    /// Makes the calls in order.
+    pub async fn run(&self, calls: &[Call]) -> Result<(), BoxError> {
+        for call in calls {
+            match call {
+                Call::Marketplace { method, path, body } => {
+                    let method = Method::from_bytes(method.as_bytes())?;
+                    self.marketplace(method, path, &[], &[], body.as_ref()).await?;
+                }
+                Call::GetItem { pk, sk } => {
+                    self.get_item(pk, sk).await?;
+                }
+                Call::PutAll { puts } => {
+                    let puts = puts
+                        .iter()
+                        .map(|(item, version)| Ok((item_from_json(item)?, version.clone())))
+                        .collect::<Result<Vec<_>, BoxError>>()?;
+                    self.put_all(puts).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One Marketplace call (`path` below the API base); its JSON answer, `Null` when empty.
+    pub async fn marketplace(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, BoxError> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.api_base))
+            .query(&[("api-version", API_VERSION)])
+            .query(query)
+            .bearer_auth(&self.bearer)
+            .header("x-ms-requestid", uuid::Uuid::new_v4().to_string())
+            .header("x-ms-correlationid", uuid::Uuid::new_v4().to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if !status.is_success() {
+            return Err(
+                format!("floor: {method} {path}: {status} {}", String::from_utf8_lossy(&bytes)).into()
+            );
+        }
+        Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? })
+    }
+
+    pub async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, BoxError> {
+        let output = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(output.item)
+    }
+
+    /// One transaction of puts; each conditioned on the item's absence, or on the state's version.
+    pub async fn put_all(&self, puts: Vec<(Item, Option<String>)>) -> Result<(), BoxError> {
+        let mut writes = Vec::with_capacity(puts.len());
+        for (item, version) in puts {
+            let put = Put::builder().table_name(&self.table).set_item(Some(item));
+            let put = match version {
+                Some(version) => put
+                    .condition_expression("version = :expected")
+                    .expression_attribute_values(":expected", AttributeValue::N(version)),
+                None => put.condition_expression("attribute_not_exists(pk)"),
+            };
+            writes.push(TransactWriteItem::builder().put(put.build()?).build());
+        }
+        self.dynamodb.transact_write_items().set_transact_items(Some(writes)).send().await?;
+        Ok(())
+    }
+
+    /// The items of a partition, or those whose sort key starts with `prefix`.
+    pub async fn query(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>, BoxError> {
+        let query = self
+            .dynamodb
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true);
+        let query = match prefix {
+            Some(prefix) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let items = query.into_paginator().items().send().collect::<Result<Vec<_>, _>>().await?;
+        Ok(items)
+    }
+
+    /// The state items of these partitions, 100 keys a request.
+    pub async fn batch_get(&self, partitions: &[String]) -> Result<usize, BoxError> {
+        let mut found = 0;
+        for chunk in partitions.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|pk| HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(STATE))]))
+                .collect();
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()?;
+                let output =
+                    self.dynamodb.batch_get_item().request_items(&self.table, request).send().await?;
+                found +=
+                    output.responses.and_then(|mut r| r.remove(&self.table)).map_or(0, |items| items.len());
+                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    keys = left.keys;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every item of a partition, by sort key (for setting the floor up; never timed).
+    pub async fn partition(&self, pk: &str) -> Result<HashMap<String, Item>, BoxError> {
+        let items = self.query(pk, None).await?;
+        Ok(items
+            .into_iter()
+            .map(|item| (item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(), item))
+            .collect())
+    }
+}

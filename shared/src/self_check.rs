@@ -171,11 +171,9 @@ pub async fn table(store: &impl SubscriptionStore) -> Finding {
 
 /// The usage table (metered billing): one read, of a subscription that does not exist.
 pub async fn usage_table(store: &impl UsageStore, now: Timestamp) -> Finding {
-    let nobody = crate::domain::SubscriptionId::parse("00000000-0000-0000-0000-000000000000")
-        .expect("the nil GUID is a subscription id");
     table_finding(
         "usage-table",
-        store.usage_of(&nobody, now, now).await.map(drop),
+        store.usage_of(&crate::domain::SubscriptionId::nobody(), now, now).await.map(drop),
         "the usage table answers",
         "usage reports would be refused: check USAGE_TABLE_NAME and the function's IAM policy",
     )

@@ -188,3 +188,11 @@ pub struct ResolvedSubscription {
     #[serde(default)]
     pub subscription: Option<Subscription>,
 }
+
+impl SubscriptionId {
+    /// A valid id that no subscription has (the nil GUID): for reads that only check a table or
+    /// open its connection.
+    pub fn nobody() -> Self {
+        Self::parse("00000000-0000-0000-0000-000000000000").expect("the nil GUID is a subscription id")
+    }
+}

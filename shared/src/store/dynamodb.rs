@@ -108,8 +108,9 @@ impl DynamoDbStore {
     /// What a function can do at start ([`crate::wiring::warm_up`]): open DynamoDB's connection
     /// (its TLS handshake) with a read of a subscription that does not exist.
     pub fn warm_up_step(&self) -> crate::wiring::WarmUpStep<'_> {
-        let nobody = SubscriptionId::parse("00000000-0000-0000-0000-000000000000").expect("the nil GUID");
-        let read = async move { self.get(&nobody).await.map(drop).map_err(|e| crate::error_chain(&e)) };
+        let read = async move {
+            self.get(&SubscriptionId::nobody()).await.map(drop).map_err(|e| crate::error_chain(&e))
+        };
         ("dynamodb-connection", Box::pin(read))
     }
 

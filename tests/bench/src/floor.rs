@@ -8,11 +8,8 @@ use local_stack::LocalStack;
 use serde_json::Value;
 
 use crate::bootstrap::BoxError;
+use crate::floor_plan::s;
 pub use crate::floor_plan::{Floor, Item, MARKETPLACE_RESOURCE, STATE};
-
-fn s(value: &str) -> aws_sdk_dynamodb::types::AttributeValue {
-    aws_sdk_dynamodb::types::AttributeValue::S(value.into())
-}
 
 impl Floor {
     /// Fetches a Marketplace token once, as a warm function holds one.

@@ -26,7 +26,7 @@ pub struct Floor {
     pub table: String,
 }
 
-fn s(value: &str) -> AttributeValue {
+pub fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 

@@ -115,6 +115,19 @@ async fn the_first_delivery_uses_the_token_the_start_fetched() {
     assert_eq!(record(&stack, &sub).await.subscription.quantity, Some(12));
 }
 
+/// Signing keys that cannot be fetched at start do not stop the start from getting its token.
+#[tokio::test]
+async fn a_start_whose_keys_fail_still_fetches_its_token() {
+    let stack = stack_with(options()).await;
+    let no_keys = integration_tests::changed_settings(
+        &stack.environment,
+        &[],
+        &[("WEBHOOK_JWKS_URL", "http://127.0.0.1:9/keys")],
+    );
+    let function = webhook::Deployed::from_environment(no_keys).await.expect("the webhook starts");
+    assert_eq!(function.webhook.marketplace().tokens().fetches(), 1, "the token was fetched at start");
+}
+
 /// A warm-up that cannot be done (every service hangs) does not stop or hold up the start
 /// beyond its budget: the first request does the work, as without it.
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use secrecy::SecretString;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use url::Url;
 
 use crate::aws::AwsSettings;
@@ -428,6 +429,47 @@ impl Environment {
             form_lifetime: FORM_LIFETIME,
         })
     }
+
+    /// The logs ([`crate::logging`]): `AWS_LAMBDA_LOG_FORMAT` (`JSON` for one object a line) and
+    /// `AWS_LAMBDA_LOG_LEVEL`, which Lambda sets from the template's `LoggingConfig`; `RUST_LOG`'s
+    /// directives (`warn,fulfillment::wiring=info`): its default level where Lambda sets none, its
+    /// modules' levels always (Lambda still drops JSON lines below its own level). An unreadable
+    /// value is ignored as a whole (INFO where nothing else sets a level) and reported, not fatal:
+    /// a function must not fail to start for its logs.
+    pub fn logging(&self) -> LogSettings {
+        let mut filter = Targets::new();
+        let mut problems = Vec::new();
+        if let Some(directives) = self.get("RUST_LOG") {
+            match directives.parse::<Targets>() {
+                Ok(parsed) => filter = parsed,
+                Err(e) => problems.push(format!("RUST_LOG {directives:?}: {e}")),
+            }
+        }
+        let lambda_level = self.get("AWS_LAMBDA_LOG_LEVEL").and_then(|name| {
+            let level = crate::logging::lambda_level(&name);
+            if level.is_none() {
+                problems.push(format!("AWS_LAMBDA_LOG_LEVEL {name:?} is not a level"));
+            }
+            level
+        });
+        // Lambda's level over RUST_LOG's default; INFO where neither sets one.
+        if let Some(level) = lambda_level.or(filter.default_level().is_none().then_some(LevelFilter::INFO)) {
+            filter = filter.with_default(level);
+        }
+        let json = self.get("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
+        LogSettings { json, filter, problem }
+    }
+}
+
+/// How the functions log ([`Environment::logging`]).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// One JSON object a line (Lambda's `LogFormat: JSON`), else plain text.
+    pub json: bool,
+    pub filter: Targets,
+    /// A setting that could not be read, to be logged once the logs work.
+    pub problem: Option<String>,
 }
 
 /// How often the reconciliation starts a pass.

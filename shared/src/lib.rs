@@ -15,6 +15,7 @@ pub mod events;
 pub mod http;
 pub mod identity;
 pub mod lifecycle;
+pub mod logging;
 pub mod marketplace;
 pub mod metering;
 pub mod onboarding;

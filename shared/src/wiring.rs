@@ -209,4 +209,7 @@ pub async fn warm_up(function: &'static str, steps: Vec<WarmUpStep<'_>>) {
             "warm-up steps not done in time; the first request will finish them"
         );
     }
+    // What the warm-up added to the start (the benchmark reads it, to tell it from the rest).
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(function, ms, "warm-up ended");
 }

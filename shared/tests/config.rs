@@ -391,3 +391,54 @@ fn the_credentials_are_tried_certificate_first_then_the_secrets_of_a_rotation() 
     broken.push(("ENTRA_CLIENT_CERTIFICATE_KEY", "not PEM either"));
     assert_invalid(environment(&broken).marketplace(), "ENTRA_CLIENT_CERTIFICATE", "not PEM");
 }
+
+/// Whether the log settings let an event of `level` from `target` through.
+fn logs(environment: &Environment, target: &str, level: tracing::Level) -> bool {
+    environment.logging().filter.would_enable(target, &level)
+}
+
+#[test]
+fn logs_follow_lambdas_logging_controls_and_rust_log() {
+    use tracing::Level;
+    let default = environment(&[]);
+    let settings = default.logging();
+    assert!(!settings.json && settings.problem.is_none(), "{settings:?}");
+    assert!(logs(&default, "fulfillment::webhook", Level::INFO));
+    assert!(!logs(&default, "fulfillment::webhook", Level::DEBUG));
+
+    // The template's LoggingConfig: LogFormat JSON, ApplicationLogLevel, as Lambda passes them.
+    assert!(environment(&[("AWS_LAMBDA_LOG_FORMAT", "json")]).logging().json);
+    let warn = environment(&[("AWS_LAMBDA_LOG_LEVEL", "WARN")]);
+    assert!(!logs(&warn, "fulfillment::webhook", Level::INFO));
+    assert!(logs(&warn, "fulfillment::webhook", Level::WARN));
+    let fatal = environment(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]);
+    assert!(!logs(&fatal, "fulfillment::webhook", Level::WARN));
+    assert!(logs(&fatal, "fulfillment::webhook", Level::ERROR));
+
+    // RUST_LOG's directives: a default and a module of its own (the benchmark reads the warm-up).
+    let directives = environment(&[("RUST_LOG", "warn,fulfillment::wiring=info")]);
+    assert!(logs(&directives, "fulfillment::wiring", Level::INFO));
+    assert!(!logs(&directives, "fulfillment::webhook", Level::INFO));
+    assert!(logs(&directives, "fulfillment::webhook", Level::WARN));
+    // Lambda's level is the default; RUST_LOG still names its modules.
+    let both =
+        environment(&[("AWS_LAMBDA_LOG_LEVEL", "ERROR"), ("RUST_LOG", "info,fulfillment::wiring=debug")]);
+    assert!(!logs(&both, "fulfillment::webhook", Level::WARN));
+    assert!(logs(&both, "fulfillment::wiring", Level::DEBUG));
+}
+
+#[test]
+fn an_unreadable_log_setting_leaves_info_and_says_which() {
+    use tracing::Level;
+    for (name, value) in [("RUST_LOG", "fulfillment=loud"), ("AWS_LAMBDA_LOG_LEVEL", "LOUD")] {
+        let unreadable = environment(&[(name, value)]);
+        let problem = unreadable.logging().problem.unwrap_or_default();
+        assert!(problem.contains(name) && problem.contains(value), "{name}={value}: {problem:?}");
+        assert!(logs(&unreadable, "fulfillment::webhook", Level::INFO), "{name}={value}");
+        assert!(!logs(&unreadable, "fulfillment::webhook", Level::DEBUG), "{name}={value}");
+    }
+    // Both at once: both are named.
+    let both = environment(&[("RUST_LOG", "fulfillment=loud"), ("AWS_LAMBDA_LOG_LEVEL", "LOUD")]);
+    let problem = both.logging().problem.unwrap_or_default();
+    assert!(problem.contains("RUST_LOG") && problem.contains("AWS_LAMBDA_LOG_LEVEL"), "{problem:?}");
+}

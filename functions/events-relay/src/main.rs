@@ -11,9 +11,12 @@ const MARGIN: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON). A
+    // start-up error is printed once, as its whole chain in words (`StartupError`'s `Debug`).
+    let environment = Environment::from_process();
+    fulfillment::logging::init(&environment.logging());
 
-    let relay = events_relay::Deployed::from_environment(Environment::from_process())?;
+    let relay = events_relay::Deployed::from_environment(environment)?;
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Lambda's deadline is wall-clock milliseconds; the relay counts on the monotonic clock.

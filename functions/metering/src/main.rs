@@ -9,10 +9,12 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON): the
-    // metric filters read the run's "metering run ended" line.
-    lambda_runtime::tracing::init_default_subscriber();
+    // metric filters read the run's "metering run ended" line. A start-up error is printed once,
+    // as its whole chain in words (`StartupError`'s `Debug`).
+    let environment = Environment::from_process();
+    fulfillment::logging::init(&environment.logging());
 
-    let job = metering::Deployed::from_environment(Environment::from_process()).await?;
+    let job = metering::Deployed::from_environment(environment).await?;
     let job = &job;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Lambda's deadline is wall-clock milliseconds; the calls count on the monotonic clock.

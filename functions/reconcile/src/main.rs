@@ -8,9 +8,10 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON). A
     // start-up error is printed once, as its whole chain in words (`StartupError`'s `Debug`).
-    lambda_runtime::tracing::init_default_subscriber();
+    let environment = Environment::from_process();
+    fulfillment::logging::init(&environment.logging());
 
-    let job = reconcile::Deployed::from_environment(Environment::from_process()).await?;
+    let job = reconcile::Deployed::from_environment(environment).await?;
     let job = &job;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Lambda's deadline, in milliseconds since the epoch: the run hands over before it.

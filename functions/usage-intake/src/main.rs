@@ -8,9 +8,12 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    // JSON logs when the template's LoggingConfig asks for them (AWS_LAMBDA_LOG_FORMAT=JSON). A
+    // start-up error is printed once, as its whole chain in words (`StartupError`'s `Debug`).
+    let environment = Environment::from_process();
+    fulfillment::logging::init(&environment.logging());
 
-    let intake = usage_intake::Deployed::from_environment(Environment::from_process()).await?;
+    let intake = usage_intake::Deployed::from_environment(environment).await?;
     let intake = &intake;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Lambda's deadline is wall-clock milliseconds; the intake counts on the monotonic clock.

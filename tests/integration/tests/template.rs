@@ -58,6 +58,43 @@ fn every_function_is_declared_with_its_binary() {
     }
 }
 
+/// `sam build` runs `cargo lambda build --bin <Binary>` at the workspace's root, which compiles
+/// its default members with their features unified: those must be the functions the template
+/// builds and their core, and no test crate, whose dependencies' features (reqwest's aws-lc-rs)
+/// would otherwise be linked into every function.
+#[test]
+fn sam_build_compiles_the_functions_and_their_core_alone() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(&root)
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
+    let members: Vec<&str> = metadata["workspace_default_members"]
+        .as_array()
+        .expect("workspace_default_members (cargo 1.71 and later)")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let package_of = |id: &str| -> String {
+        let package = metadata["packages"].as_array().expect("packages").iter().find(|p| p["id"] == id);
+        package.and_then(|p| p["name"].as_str()).unwrap_or(id).to_owned()
+    };
+    let mut built: Vec<String> = members.iter().map(|id| package_of(id)).collect();
+    built.sort();
+    let template = template();
+    let mut expected: Vec<String> = functions(&template)
+        .iter()
+        .filter_map(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str().map(str::to_owned))
+        .chain(["fulfillment".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(built, expected, "the workspace's default-members (Cargo.toml)");
+}
+
 /// The benchmark's extra trust is never deployed: a function in AWS trusts the compiled-in roots only.
 #[test]
 fn no_function_is_given_extra_root_certificates() {
@@ -928,7 +965,7 @@ mod filter_pattern {
     }
 }
 
-/// Log lines as the functions write them on Lambda: `lambda_runtime`'s default subscriber with
+/// Log lines as the functions write them on Lambda: `fulfillment::logging`'s subscriber with
 /// `AWS_LAMBDA_LOG_FORMAT=JSON` (the template's `LogFormat: JSON`) and the level at INFO.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -947,18 +984,18 @@ impl std::io::Write for Captured {
 impl Captured {
     /// Starts capturing on this thread (the tests' runtime runs every task on it).
     fn start() -> (Self, impl Drop) {
-        use lambda_http::tracing::subscriber::fmt;
-        use lambda_http::tracing::subscriber::util::SubscriberInitExt;
+        use tracing::subscriber::set_default;
         let captured = Self::default();
         let writer = captured.clone();
-        // The builder of lambda_runtime::tracing::init_default_subscriber, JSON branch.
-        let guard = fmt()
-            .with_target(false)
-            .without_time()
-            .with_max_level(lambda_http::tracing::Level::INFO)
-            .json()
-            .with_writer(move || writer.clone())
-            .set_default();
+        // The functions' subscriber as the template sets it up (LogFormat JSON, level INFO).
+        let settings = fulfillment::config::Environment::from_pairs([
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+            ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+        ])
+        .logging();
+        assert!(settings.json && settings.problem.is_none(), "{settings:?}");
+        let guard =
+            set_default(fulfillment::logging::subscriber_json(settings.filter, move || writer.clone()));
         (captured, guard)
     }
 

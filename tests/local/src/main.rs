@@ -34,11 +34,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // The functions' own subscriber: RUST_LOG's directives, INFO by default.
+    fulfillment::logging::init(&fulfillment::config::Environment::from_process().logging());
     let args = Args::parse();
     let options = Options {
         tables: local_stack::table::TableNames {

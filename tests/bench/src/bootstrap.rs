@@ -14,6 +14,9 @@ pub fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
+/// The functions that warm up at start (`wiring::warm_up`), and log how long it took.
+pub const WARMED_UP: [&str; 3] = ["landing", "activate", "webhook"];
+
 /// How long a start or an invocation may take before the benchmark gives up on it.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -23,7 +26,11 @@ pub struct Bootstrap {
     pub started: Instant,
     /// When it first asked the Runtime API for work.
     pub polled: Instant,
+    /// The CPU time it used until then (ms), where its group counts it.
+    pub init_cpu_ms: Option<f64>,
     child: tokio::process::Child,
+    /// Its standard output and error.
+    log: PathBuf,
 }
 
 impl Bootstrap {
@@ -71,7 +78,9 @@ impl Bootstrap {
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .env("AWS_SESSION_TOKEN", "local")
-            .env("RUST_LOG", "warn")
+            // JSON lines as in AWS; the warm-up's own line, to tell its time from the rest of init.
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .env("RUST_LOG", "warn,fulfillment::wiring=info")
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
@@ -80,7 +89,32 @@ impl Bootstrap {
         let polled = api.first_poll(started + PATIENCE).await.ok_or_else(|| {
             format!("{function} never asked for work (see target/bench/logs/{function}.log)")
         })?;
-        Ok(Self { function: function.into(), started, polled, child })
+        let init_cpu_ms = quota.and_then(crate::quota::CpuQuota::cpu_used_ms);
+        Ok(Self {
+            function: function.into(),
+            started,
+            polled,
+            init_cpu_ms,
+            child,
+            log: logs.join(format!("{function}.log")),
+        })
+    }
+
+    /// How long its warm-up took, as its log says (`warm-up ended`); `None` for a function that
+    /// warms nothing up ([`WARMED_UP`]). Read once it has asked for work: the line is written before.
+    pub fn warm_up_ms(&self) -> Result<Option<f64>, BoxError> {
+        if !WARMED_UP.contains(&self.function.as_str()) {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.log)?;
+        let mut lines = text.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok());
+        let ms = lines.find_map(|line| {
+            let fields = &line["fields"];
+            (fields["message"] == "warm-up ended").then(|| fields["ms"].as_f64()).flatten()
+        });
+        let missing =
+            || format!("{0} logged no \"warm-up ended\" (see target/bench/logs/{0}.log)", self.function);
+        Ok(Some(ms.ok_or_else(missing)?))
     }
 
     /// Hands `event` to the function and waits for its answer, which must not be an error.

@@ -30,10 +30,13 @@ pub fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-/// What a fresh process fetches before its first call: Entra's signing keys and a token.
+/// What a fresh process fetches before its first call: a token, and Entra's signing keys where
+/// the flow checks a token itself (the webhook).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fresh {
-    pub keys_url: String,
+    pub keys_url: Option<String>,
+    /// Whether the function opens its connections at start, beside the token (it warms up).
+    pub warm_connections: bool,
     pub token_url: String,
     pub form: Vec<(String, String)>,
 }
@@ -44,11 +47,24 @@ pub enum Call {
     Marketplace {
         method: String,
         path: String,
+        #[serde(default)]
+        query: Vec<(String, String)>,
+        #[serde(default)]
+        headers: Vec<(String, String)>,
         body: Option<Value>,
     },
     GetItem {
         pk: String,
         sk: String,
+    },
+    /// A partition's items, or those whose sort key starts with `prefix`.
+    Query {
+        pk: String,
+        prefix: Option<String>,
+    },
+    /// The state items of these partitions; all of them must be found.
+    BatchGet {
+        partitions: Vec<String>,
     },
     /// Items in DynamoDB's JSON form, each with the version its put is conditioned on.
     PutAll {
@@ -64,6 +80,17 @@ pub struct Plan {
 }
 
 impl Call {
+    /// A Marketplace call with neither query parameters (but the API version) nor headers.
+    pub fn marketplace(method: &str, path: &str, body: Option<Value>) -> Self {
+        Call::Marketplace {
+            method: method.into(),
+            path: path.into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
     pub fn put_all(puts: &[(Item, Option<String>)]) -> Self {
         Call::PutAll { puts: puts.iter().map(|(item, version)| (item_json(item), version.clone())).collect() }
     }
@@ -111,15 +138,29 @@ fn attribute_from_json(value: &Value) -> Result<AttributeValue, BoxError> {
 
 impl Floor {
     /// Makes the calls in order.
-    pub async fn run(&self, calls: &[Call]) -> Result<(), BoxError> {
+    pub async fn run<'a>(&self, calls: &'a [Call]) -> Result<(), BoxError> {
         for call in calls {
             match call {
-                Call::Marketplace { method, path, body } => {
+                Call::Marketplace { method, path, query, headers, body } => {
                     let method = Method::from_bytes(method.as_bytes())?;
-                    self.marketplace(method, path, &[], &[], body.as_ref()).await?;
+                    let pairs = |list: &'a [(String, String)]| -> Vec<(&'a str, &'a str)> {
+                        list.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+                    };
+                    self.marketplace(method, path, &pairs(query), &pairs(headers), body.as_ref()).await?;
                 }
                 Call::GetItem { pk, sk } => {
                     self.get_item(pk, sk).await?;
+                }
+                Call::Query { pk, prefix } => {
+                    self.query(pk, prefix.as_deref()).await?;
+                }
+                Call::BatchGet { partitions } => {
+                    let found = self.batch_get(partitions).await?;
+                    if found != partitions.len() {
+                        return Err(
+                            format!("floor found {found} of {} subscriptions", partitions.len()).into()
+                        );
+                    }
                 }
                 Call::PutAll { puts } => {
                     let puts = puts

@@ -1,10 +1,11 @@
-//! The first webhook after idle, as Lambda would run it (issue 17): the webhook's `bootstrap`
+//! A function's first request after idle, as Lambda would run it (issue 17): its `bootstrap`
 //! started afresh in the CPU share Lambda gives each memory size ([`CpuQuota`]), with DynamoDB
-//! Local and the emulator (Entra's token and keys, the Marketplace API) behind TLS on loopback
-//! ([`local_stack::tls`]), so that every handshake is paid as in AWS. Each start is timed from
-//! the process's start to its first request for work (init), then through a customer's seat
-//! change delivered as Microsoft delivers it (authenticate, fetch the keys and a token,
-//! confirm, write, acknowledge, answer), then over warm deliveries.
+//! Local, Secrets Manager (moto) and the emulator (Entra's token and keys, the Marketplace API)
+//! behind TLS on loopback ([`local_stack::tls`]), so that every handshake is paid as in AWS. Each
+//! start is timed from the process's start to its first request for work (init), then through
+//! its flow's first request (for the webhook, a customer's seat change delivered as Microsoft
+//! delivers it: authenticate, fetch the keys and a token, confirm, write, acknowledge, answer),
+//! then over warm ones; beside it, the floor process makes the same calls in the same share.
 
 use std::time::Instant;
 
@@ -27,23 +28,27 @@ const WEBHOOK_WINDOW_MS: f64 = 10_000.0;
 
 #[derive(Debug, Default, Serialize)]
 pub struct AfterIdle {
+    pub function: String,
     pub memory_mb: u32,
     pub cpu_share: f64,
     /// From the process's start to its first request for work, per start.
     pub init_ms: Vec<f64>,
-    /// The first delivery, from hand-over to answer, per start.
+    /// The part of `init_ms` the warm-up took, per start (the functions that warm up).
+    pub warm_up_ms: Vec<f64>,
+    /// The first request, from hand-over to answer, per start.
     pub first_ms: Vec<f64>,
-    /// Warm deliveries after the first, all starts together.
+    /// Warm requests after the first, all starts together.
     pub warm_ms: Vec<f64>,
-    /// The floor process in the same share: its start (to clients built), its first round (with
-    /// Entra's keys and a token), its warm rounds.
+    /// The floor process in the same share: its start (its secrets read, its clients built), its
+    /// first round (with a token, and Entra's keys for the webhook), its warm rounds.
     pub floor_init_ms: Vec<f64>,
     pub floor_first_ms: Vec<f64>,
     pub floor_warm_ms: Vec<f64>,
 }
 
 impl AfterIdle {
-    /// The worst start's init and first delivery together, as a share of Microsoft's 10 s.
+    /// The worst start's init and first request together, as a share of Microsoft's 10 s (the
+    /// webhook's window).
     pub fn worst_window_share(&self) -> f64 {
         let worst = self.init_ms.iter().zip(&self.first_ms).map(|(i, f)| i + f).fold(0.0, f64::max);
         worst / WEBHOOK_WINDOW_MS
@@ -51,7 +56,7 @@ impl AfterIdle {
 }
 
 /// The floor process (`idle_floor`, built beside the benchmark) in its own group of the same CPU
-/// share: a fresh minimal client making the webhook's TLS connections and calls.
+/// share: a fresh minimal client making the function's TLS connections and calls.
 struct FloorProcess {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
@@ -73,8 +78,8 @@ impl FloorProcess {
             .env("FLOOR_TABLE", table)
             .env("EXTRA_ROOT_CERTIFICATES", setting("EXTRA_ROOT_CERTIFICATES")?)
             .env("AWS_REGION", "us-east-1")
-            .envs(tls.secret.iter().flat_map(|(arn, endpoint)| {
-                [("FLOOR_SECRET_ARN", arn.clone()), ("FLOOR_SECRETSMANAGER_ENDPOINT", endpoint.clone())]
+            .envs(tls.secrets.iter().flat_map(|(arns, endpoint)| {
+                [("FLOOR_SECRET_ARNS", arns.join(",")), ("FLOOR_SECRETSMANAGER_ENDPOINT", endpoint.clone())]
             }))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -115,9 +120,13 @@ impl FloorProcess {
     }
 }
 
-/// What a fresh floor fetches first, as the webhook does: Entra's keys and a token (`secret`:
-/// the client secret, which the floor has read at its start where the function reads it).
-fn fresh(environment: &Environment, secret: String) -> Result<Fresh, BoxError> {
+/// What a fresh floor fetches first, as `flow`'s function does: a token for Microsoft's API and,
+/// for the webhook, Entra's keys (`secret`: the client secret, which the floor has read at its
+/// start where the function reads it); nothing for the admin reads, which call only DynamoDB.
+fn fresh(flow: Flow, environment: &Environment, secret: String) -> Result<Option<Fresh>, BoxError> {
+    if let Flow::Subscriptions = flow {
+        return Ok(None);
+    }
     let marketplace = Environment::from_pairs(
         environment
             .pairs()
@@ -126,8 +135,13 @@ fn fresh(environment: &Environment, secret: String) -> Result<Fresh, BoxError> {
     )
     .marketplace()?;
     let entra = &marketplace.entra;
-    Ok(Fresh {
-        keys_url: environment.webhook_token()?.jwks_url,
+    let keys_url = match flow {
+        Flow::Webhook => Some(environment.webhook_token()?.jwks_url),
+        _ => None,
+    };
+    Ok(Some(Fresh {
+        keys_url,
+        warm_connections: crate::bootstrap::WARMED_UP.contains(&flow.function()),
         token_url: entra.token_url().to_string(),
         form: vec![
             ("grant_type".into(), "client_credentials".into()),
@@ -135,27 +149,43 @@ fn fresh(environment: &Environment, secret: String) -> Result<Fresh, BoxError> {
             ("client_secret".into(), secret),
             ("scope".into(), format!("{MARKETPLACE_RESOURCE}/.default")),
         ],
-    })
+    }))
 }
 
-/// The local services behind TLS, and the functions' settings pointing at them.
+/// The local services behind TLS, and the function's settings pointing at them.
 struct BehindTls {
     environment: Environment,
-    /// Where the credentials' secret is, when Secrets Manager is stood in for: (ARN, endpoint).
-    secret: Option<(String, String)>,
+    /// The secrets the function reads at start, in its order, when Secrets Manager is stood in
+    /// for: their ARNs, and its endpoint.
+    secrets: Option<(Vec<String>, String)>,
     _fronts: Vec<TlsFront>,
 }
 
-/// A secret in the local Secrets Manager (moto) with the stack's client secret, as the template's
-/// `MarketplaceSecretArn` holds it; its ARN.
-async fn create_secret(stack: &LocalStack, endpoint: &str) -> Result<String, BoxError> {
+/// The secrets a flow's function reads at start, as the template gives them (the variable that
+/// names each, and the stack's settings it holds): every function that calls Microsoft reads the
+/// credentials'; the landing page and the confirmation, the pages' too.
+fn secrets_of(flow: Flow) -> Vec<(&'static str, &'static [&'static str])> {
+    let credentials = ("MARKETPLACE_SECRET_ARN", &["ENTRA_CLIENT_SECRET"][..]);
+    match flow {
+        Flow::Landing | Flow::Activate => {
+            vec![credentials, ("PAGES_SECRET_ARN", &["FORM_SIGNING_KEY", "OIDC_CLIENT_SECRET"][..])]
+        }
+        Flow::Webhook | Flow::Subscriptions | Flow::Reconcile => vec![credentials],
+    }
+}
+
+/// A secret in the local Secrets Manager (moto) holding those of `fields` the stack sets; its ARN.
+async fn create_secret(stack: &LocalStack, endpoint: &str, fields: &[&str]) -> Result<String, BoxError> {
     let aws = fulfillment::aws::AwsClients::new(stack.environment.aws()?)?;
-    let secret = stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
+    let held: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .filter_map(|name| stack.environment.get(name).map(|value| ((*name).to_owned(), value.into())))
+        .collect();
     let created = aws
         .secrets_manager(Some(endpoint))
         .create_secret()
-        .name(format!("bench-marketplace-{}", uuid::Uuid::new_v4()))
-        .secret_string(serde_json::json!({ "ENTRA_CLIENT_SECRET": secret }).to_string())
+        .name(format!("bench-{}", uuid::Uuid::new_v4()))
+        .secret_string(serde_json::Value::Object(held).to_string())
         .send()
         .await?;
     Ok(created.arn().ok_or("the created secret has no ARN")?.to_owned())
@@ -191,9 +221,10 @@ impl RoundTrips {
 
 /// Entra and the Marketplace API (both played by the emulator) each behind a front of its own, as
 /// they are two hosts in AWS: a client opens a connection to each. With `secrets_endpoint` (moto),
-/// the client secret is in Secrets Manager behind its own front, read at start as in AWS.
+/// `flow`'s secrets are in Secrets Manager behind its own front, read at start as in AWS.
 async fn behind_tls(
     stack: &LocalStack,
+    flow: Flow,
     dynamodb_endpoint: &str,
     secrets_endpoint: Option<&str>,
 ) -> Result<BehindTls, BoxError> {
@@ -203,18 +234,16 @@ async fn behind_tls(
     let entra = authority.front_at(backend_of(&stack.emulator.url())?, rtt.entra).await?;
     let emulator = authority.front_at(backend_of(&stack.emulator.url())?, rtt.marketplace).await?;
     let dynamodb = authority.front_at(backend_of(dynamodb_endpoint)?, rtt.aws).await?;
-    let replaced = [
-        "DYNAMODB_ENDPOINT",
-        "ENTRA_AUTHORITY",
-        "MARKETPLACE_API_BASE",
-        "ENTRA_CLIENT_SECRET",
-        "MARKETPLACE_SECRET_ARN",
-        "SECRETSMANAGER_ENDPOINT",
-    ];
+    let secrets = secrets_of(flow);
+    let replaced =
+        ["DYNAMODB_ENDPOINT", "ENTRA_AUTHORITY", "MARKETPLACE_API_BASE", "SECRETSMANAGER_ENDPOINT"];
+    // What a secret holds is left out of the environment where Secrets Manager is stood in for.
+    let in_secrets =
+        |name: &str| secrets_endpoint.is_some() && secrets.iter().any(|(_, fields)| fields.contains(&name));
     let mut pairs: Vec<(String, String)> = stack
         .environment
         .pairs()
-        .filter(|(name, _)| !replaced.contains(name))
+        .filter(|(name, _)| !replaced.contains(name) && !name.ends_with("_SECRET_ARN") && !in_secrets(name))
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
     pairs.extend([
@@ -224,50 +253,54 @@ async fn behind_tls(
         ("EXTRA_ROOT_CERTIFICATES".to_owned(), ca.display().to_string()),
     ]);
     let mut fronts = vec![entra, emulator, dynamodb];
-    let mut secret = None;
-    match secrets_endpoint {
-        Some(endpoint) => {
-            let arn = create_secret(stack, endpoint).await?;
-            let front = authority.front_at(backend_of(endpoint)?, rtt.aws).await?;
-            pairs.extend([
-                ("MARKETPLACE_SECRET_ARN".to_owned(), arn.clone()),
-                ("SECRETSMANAGER_ENDPOINT".to_owned(), front.url()),
-            ]);
-            secret = Some((arn, front.url()));
-            fronts.push(front);
+    let mut read = None;
+    if let Some(endpoint) = secrets_endpoint {
+        let front = authority.front_at(backend_of(endpoint)?, rtt.aws).await?;
+        let mut arns = Vec::new();
+        for (variable, fields) in secrets {
+            let arn = create_secret(stack, endpoint, fields).await?;
+            pairs.push((variable.to_owned(), arn.clone()));
+            arns.push(arn);
         }
-        None => {
-            let value =
-                stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
-            pairs.push(("ENTRA_CLIENT_SECRET".to_owned(), value));
-        }
+        pairs.push(("SECRETSMANAGER_ENDPOINT".to_owned(), front.url()));
+        read = Some((arns, front.url()));
+        fronts.push(front);
     }
-    Ok(BehindTls { environment: Environment::from_pairs(pairs), secret, _fronts: fronts })
+    Ok(BehindTls { environment: Environment::from_pairs(pairs), secrets: read, _fronts: fronts })
 }
 
-/// `starts` fresh starts of the webhook at `memory_mb`, each with its first delivery and then
-/// `warm` more.
+/// `starts` fresh starts of `flow`'s function at `memory_mb`, each with its first request and
+/// then `warm` more.
 pub async fn run(
     api: &RuntimeApi,
     dynamodb_endpoint: &str,
     secrets_endpoint: Option<&str>,
+    flow: Flow,
     memory_mb: u32,
     starts: usize,
     warm: usize,
 ) -> Result<AfterIdle, BoxError> {
-    let quota = CpuQuota::for_memory(memory_mb)?;
-    let floor_quota = CpuQuota::for_memory_as(memory_mb, "floor")?;
     let stack = LocalStack::start(Options::new(dynamodb_endpoint)).await?;
-    let tls = behind_tls(&stack, dynamodb_endpoint, secrets_endpoint).await?;
-    let bench = Bench::new(Flow::Webhook, &stack, dynamodb_endpoint).await?;
+    let tls = behind_tls(&stack, flow, dynamodb_endpoint, secrets_endpoint).await?;
+    let bench = Bench::new(flow, &stack, dynamodb_endpoint).await?;
     let shared = bench.set_up().await?;
-    let mut figures = AfterIdle { memory_mb, cpu_share: CpuQuota::share(memory_mb), ..AfterIdle::default() };
+    let mut figures = AfterIdle {
+        function: flow.function().into(),
+        memory_mb,
+        cpu_share: CpuQuota::share(memory_mb),
+        ..AfterIdle::default()
+    };
     let mut round = 0;
     let secret = stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
-    let fresh = fresh(&tls.environment, secret)?;
+    let fresh = fresh(flow, &tls.environment, secret)?;
     for _ in 0..starts {
-        let function = Bootstrap::start_in(api, "webhook", &tls.environment, Some(&quota)).await?;
+        // Groups of their own per start: each begins with its whole quota, as a new environment
+        // does, not with what the previous start left of the period.
+        let quota = CpuQuota::for_memory_as(memory_mb, flow.function())?;
+        let floor_quota = CpuQuota::for_memory_as(memory_mb, "floor")?;
+        let function = Bootstrap::start_in(api, flow.function(), &tls.environment, Some(&quota)).await?;
         figures.init_ms.push(ms(function.polled - function.started));
+        figures.warm_up_ms.extend(function.warm_up_ms()?);
         let mut floor = FloorProcess::start(&floor_quota, &tls, &stack.tables.subscriptions).await?;
         figures.floor_init_ms.push(floor.init_ms);
         for delivery in 0..=warm {
@@ -277,8 +310,8 @@ pub async fn run(
             let answer = function.invoke(api, &prepared.event).await?;
             let took = ms(answer.at - handed);
             bench.check(&prepared, &answer.body)?;
-            let calls = bench.webhook_floor_calls(&prepared).await?;
-            let plan = Plan { fresh: (delivery == 0).then(|| fresh.clone()), calls };
+            let calls = bench.floor_calls(&prepared).await?;
+            let plan = Plan { fresh: fresh.clone().filter(|_| delivery == 0), calls };
             let floor_took = floor.run(&plan).await?;
             if delivery == 0 {
                 figures.first_ms.push(took);

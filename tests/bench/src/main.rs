@@ -50,12 +50,29 @@ struct Cold {
     function: String,
     zip_bytes: u64,
     first_poll_ms: Vec<f64>,
+    /// The part of `first_poll_ms` its warm-up took, per start (the functions that warm up).
+    warm_up_ms: Vec<f64>,
+    /// The CPU time used until the first request for work, per start (under a quota).
+    init_cpu_ms: Vec<f64>,
     first_answer_ms: Vec<f64>,
     peak_rss_kib: u64,
 }
 
+impl Cold {
+    /// Its start without the warm-up, per start: the part to compare with hello-world, which has
+    /// nothing to warm up (the warm-up's work is the first request's, compared with the floor's).
+    fn before_warm_up_ms(&self) -> Vec<f64> {
+        if self.warm_up_ms.is_empty() {
+            return self.first_poll_ms.clone();
+        }
+        self.first_poll_ms.iter().zip(&self.warm_up_ms).map(|(poll, warm)| poll - warm).collect()
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Results {
+    /// The memory size whose CPU share the cold starts ran in; `None`: a whole CPU.
+    cold_memory_mb: Option<u32>,
     cold: Vec<Cold>,
     warm: Vec<warm::Warm>,
     reconcile: Vec<scale::Scale>,
@@ -78,6 +95,19 @@ fn worst(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, f64::max)
 }
 
+/// 0..count in an order of its own for each `seed` (Fisher-Yates with xorshift), the same every run.
+fn shuffled(count: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..count).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
 fn number(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
@@ -94,7 +124,12 @@ async fn drop_table(stack: &LocalStack, endpoint: &str) -> Result<(), BoxError> 
 fn build(function: &str) -> Result<(), BoxError> {
     // The zip for the size, then the bare binary for the runs.
     for zip in [true, false] {
+        // As `sam build` builds a function: its binary, at the root (the workspace's default
+        // members); the baseline, which is no default member, as its package alone.
         let mut args = vec!["lambda", "build", "--release", "--compiler", "cargo", "--bin", function];
+        if function == "hello" {
+            args.extend(["--package", "hello"]);
+        }
         if zip {
             args.extend(["--output-format", "zip"]);
         }
@@ -111,11 +146,17 @@ async fn cold_start(
     stack: &LocalStack,
     function: &str,
     event: &[u8],
+    memory_mb: Option<u32>,
     cold: &mut Cold,
 ) -> Result<(), BoxError> {
-    let bootstrap = Bootstrap::start(api, function, &stack.environment).await?;
+    // A group of its own per start: it begins with its whole quota, as a new environment does,
+    // not with what the previous start left of the period.
+    let quota = memory_mb.map(|mb| quota::CpuQuota::for_memory_as(mb, function)).transpose()?;
+    let bootstrap = Bootstrap::start_in(api, function, &stack.environment, quota.as_ref()).await?;
     let answer = bootstrap.invoke(api, event).await?;
     cold.first_poll_ms.push((bootstrap.polled - bootstrap.started).as_secs_f64() * 1000.0);
+    cold.warm_up_ms.extend(bootstrap.warm_up_ms()?);
+    cold.init_cpu_ms.extend(bootstrap.init_cpu_ms);
     cold.first_answer_ms.push((answer.at - bootstrap.started).as_secs_f64() * 1000.0);
     cold.peak_rss_kib = cold.peak_rss_kib.max(bootstrap.peak_rss_kib());
     bootstrap.stop().await;
@@ -124,7 +165,7 @@ async fn cold_start(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let starts = number("BENCH_STARTS", 20);
+    let starts = number("BENCH_STARTS", 30);
     let invocations = number("BENCH_INVOCATIONS", 1_000);
     let sizes: Vec<usize> = match std::env::var("BENCH_RECONCILE") {
         Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
@@ -159,6 +200,20 @@ async fn main() -> Result<(), BoxError> {
     if part("cold") && eventbridge.is_none() {
         println!("EVENTBRIDGE_ENDPOINT is not set: the events relay's cold start is not measured");
     }
+    // BENCH_COLD_MB: the memory size whose CPU share every start and the baseline's run in, the
+    // same for all (the template's 128 by default, all functions' but the reconciliation's 256);
+    // 0 for a whole CPU, as without a writable cgroup file system.
+    let cold_memory_mb = match number("BENCH_COLD_MB", 128) {
+        0 => None,
+        mb => match quota::CpuQuota::for_memory_as(u32::try_from(mb)?, "probe") {
+            Ok(_) => Some(u32::try_from(mb)?),
+            Err(error) if part("cold") => {
+                println!("cold starts on a whole CPU: {error}");
+                None
+            }
+            Err(_) => None,
+        },
+    };
     let mut cold: Vec<Cold> = cold_functions
         .iter()
         .map(|(function, _)| {
@@ -173,10 +228,15 @@ async fn main() -> Result<(), BoxError> {
     if !part("cold") {
         cold.clear();
     }
-    for _ in 0..if cold.is_empty() { 0 } else { starts } {
-        for ((function, event_file), figures) in cold_functions.iter().zip(cold.iter_mut()) {
+    // Each round in another order, and after a pause: a start must not pay for the work the one
+    // before it left behind (DynamoDB Local's JVM, moto), as it would if it always followed the
+    // same function.
+    for round in 0..if cold.is_empty() { 0 } else { starts } {
+        for index in shuffled(cold_functions.len(), round as u64) {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let (function, event_file) = cold_functions[index];
             let event = std::fs::read(root().join("events").join(event_file))?;
-            cold_start(&api, &stack, function, &event, figures).await?;
+            cold_start(&api, &stack, function, &event, cold_memory_mb, &mut cold[index]).await?;
         }
     }
     drop_table(&stack, &endpoint).await?;
@@ -201,35 +261,46 @@ async fn main() -> Result<(), BoxError> {
         records => Some(metering::run(&endpoint, records).await?),
     };
 
-    // The first webhook after idle at each memory size's CPU share, behind TLS; the credentials'
-    // secret in the local Secrets Manager (moto) when scripts/bench started one.
+    // Each function's first request after idle at each memory size's CPU share, behind TLS; its
+    // secrets in the local Secrets Manager (moto) when scripts/bench started one.
     let secrets_endpoint = std::env::var("SECRETSMANAGER_ENDPOINT").ok();
     if part("idle") && secrets_endpoint.is_none() {
         println!(
-            "SECRETSMANAGER_ENDPOINT is not set: the webhook's secret is given in its environment, not read at start"
+            "SECRETSMANAGER_ENDPOINT is not set: the functions' secret is given in their environment, not read at start"
         );
     }
+    // BENCH_IDLE_FLOWS: which functions (default: every flow of the warm part).
+    let idle_flows: Vec<warm::Flow> = match std::env::var("BENCH_IDLE_FLOWS") {
+        Ok(list) => warm::Flow::ALL
+            .into_iter()
+            .filter(|flow| list.split(',').any(|name| name.trim() == flow.function()))
+            .collect(),
+        Err(_) => warm::Flow::ALL.to_vec(),
+    };
     let mut after_idle = Vec::new();
-    for memory in idle::MEMORY_SIZES.into_iter().filter(|_| part("idle")) {
-        match idle::run(
-            &api,
-            &endpoint,
-            secrets_endpoint.as_deref(),
-            memory,
-            number("BENCH_IDLE_STARTS", 15),
-            number("BENCH_IDLE_WARM", 20),
-        )
-        .await
-        {
-            Ok(figures) => after_idle.push(figures),
-            Err(error) => {
-                println!("first webhook after idle at {memory} MB: not measured: {error}");
-                break;
+    'flows: for flow in idle_flows.into_iter().filter(|_| part("idle")) {
+        for memory in idle::MEMORY_SIZES {
+            match idle::run(
+                &api,
+                &endpoint,
+                secrets_endpoint.as_deref(),
+                flow,
+                memory,
+                number("BENCH_IDLE_STARTS", 10),
+                number("BENCH_IDLE_WARM", 10),
+            )
+            .await
+            {
+                Ok(figures) => after_idle.push(figures),
+                Err(error) => {
+                    println!("{} after idle at {memory} MB: not measured: {error}", flow.function());
+                    continue 'flows;
+                }
             }
         }
     }
 
-    let results = Results { cold, warm, reconcile, metering, after_idle };
+    let results = Results { cold_memory_mb, cold, warm, reconcile, metering, after_idle };
     print(&results, starts);
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -259,8 +330,9 @@ fn print(results: &Results, starts: usize) {
 
 fn print_after_idle(runs: &[idle::AfterIdle]) {
     println!(
-        "\nFirst webhook after idle: the webhook started afresh in Lambda's CPU share of each memory size (cgroup quota), DynamoDB Local, the emulator (Entra, the Marketplace API) and Secrets Manager (moto) behind TLS on loopback; {} starts each",
-        runs[0].init_ms.len()
+        "\nFirst request after idle: each function started afresh in Lambda's CPU share of each memory size (cgroup quota), DynamoDB Local, the emulator (Entra, the Marketplace API) and Secrets Manager (moto) behind TLS on loopback; {} starts each, {} warm requests after each first",
+        runs[0].init_ms.len(),
+        runs[0].warm_ms.len() / runs[0].init_ms.len().max(1)
     );
     match idle::RoundTrips::from_env() {
         Ok(rtt) => println!(
@@ -272,49 +344,51 @@ fn print_after_idle(runs: &[idle::AfterIdle]) {
         Err(error) => println!("round trips: {error}"),
     }
     println!(
-        "{:>9} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>14}",
-        "memory MB",
+        "(init: start to first request for work, of which warm-up; start+first: init and the first request, p50 and worst, against the floor process's p50 in the same share; the webhook's worst as a share of Microsoft's 10 s)"
+    );
+    println!(
+        "{:<14} {:>6} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8} {:>6} {:>9} {:>11} {:>6}",
+        "function",
+        "MB",
         "CPU %",
         "init p50",
-        "init max",
+        "warm-up",
         "first p50",
         "first max",
         "warm p50",
         "warm p99",
-        "worst of 10 s"
+        "start+first",
+        "worst",
+        "floor's",
+        "ratio",
+        "warm p50",
+        "floor's p50",
+        "ratio"
     );
+    let sum = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f64>>();
     for run in runs {
+        let together = sum(&run.init_ms, &run.first_ms);
+        let (ours, floors) = (median(&together), median(&sum(&run.floor_init_ms, &run.floor_first_ms)));
+        let (warm, floor_warm) = (median(&run.warm_ms), median(&run.floor_warm_ms));
+        let warm_up =
+            if run.warm_up_ms.is_empty() { "-".into() } else { format!("{:.0}", median(&run.warm_up_ms)) };
+        let worst_start = match run.function.as_str() {
+            "webhook" => format!("{:.0} ({:.1} %)", worst(&together), run.worst_window_share() * 100.0),
+            _ => format!("{:.0}", worst(&together)),
+        };
         println!(
-            "{:>9} {:>6.1} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {:>9.1} {:>9.1} {:>13.1}%",
+            "{:<14} {:>6} {:>6.1} {:>8.0} {:>8} {:>9.0} {:>9.0} {:>9.1} {:>9.1} {:>11.0} {:>11} {:>8.0} {:>6.2} {:>9.1} {:>11.1} {:>6.2}",
+            run.function,
             run.memory_mb,
             run.cpu_share * 100.0,
             median(&run.init_ms),
-            worst(&run.init_ms),
+            warm_up,
             median(&run.first_ms),
             worst(&run.first_ms),
-            median(&run.warm_ms),
+            warm,
             percentile(&run.warm_ms, 0.99),
-            run.worst_window_share() * 100.0,
-        );
-    }
-    println!(
-        "\nAgainst the floor (a fresh minimal client in the same share: the same TLS connections and calls; start and first delivery together)"
-    );
-    println!(
-        "{:>9} {:>12} {:>12} {:>6} {:>9} {:>11} {:>6}",
-        "memory MB", "start+first", "floor's", "ratio", "warm p50", "floor's p50", "ratio"
-    );
-    for run in runs {
-        let sum = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f64>>();
-        let (ours, floors) = (
-            median(&sum(&run.init_ms, &run.first_ms)),
-            median(&sum(&run.floor_init_ms, &run.floor_first_ms)),
-        );
-        let (warm, floor_warm) = (median(&run.warm_ms), median(&run.floor_warm_ms));
-        println!(
-            "{:>9} {:>12.0} {:>12.0} {:>6.2} {:>9.1} {:>11.1} {:>6.2}",
-            run.memory_mb,
             ours,
+            worst_start,
             floors,
             ours / floors,
             warm,
@@ -324,34 +398,56 @@ fn print_after_idle(runs: &[idle::AfterIdle]) {
     }
 }
 
+/// A figure with two decimals, or "-" where nothing was measured.
+fn optional(value: f64) -> String {
+    if value.is_nan() { "-".into() } else { format!("{value:.2}") }
+}
+
 fn print_cold(results: &Results, baseline: &Cold, starts: usize) {
-    let (base_poll, base_answer) = (median(&baseline.first_poll_ms), median(&baseline.first_answer_ms));
+    let ratio = |of: &Cold, pick: fn(&Cold) -> Vec<f64>| median(&pick(of)) / median(&pick(baseline));
+    let share = match results.cold_memory_mb {
+        Some(mb) => format!("in the CPU share of {mb} MB ({:.1} %)", quota::CpuQuota::share(mb) * 100.0),
+        None => "on a whole CPU".into(),
+    };
     println!(
-        "\nCold start: {starts} starts each, interleaved with the hello-world baseline; local Runtime API"
+        "\nCold start {share}: {starts} starts each, interleaved with the hello-world baseline; local Runtime API, DynamoDB Local and the emulator on loopback"
     );
     println!(
-        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8}",
+        "(poll: from the start to the first request for work; warm-up: the part of it the warm-up took, the first request's work done ahead (see the idle part for its worth); own: poll less warm-up; CPU: the CPU time used until the first request for work, warm-up included, where the CPU share is measured)"
+    );
+    println!(
+        "{:<14} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>7} {:>10} {:>7} {:>7}",
         "function",
         "zip MB",
         "poll p50",
         "poll max",
         "× hello",
+        "warm-up",
+        "own p50",
+        "× hello",
+        "CPU p50",
+        "× hello",
         "answer p50",
-        "answer max",
         "× hello",
         "RSS MB"
     );
     for cold in &results.cold {
+        let warm_up =
+            if cold.warm_up_ms.is_empty() { "-".into() } else { format!("{:.1}", median(&cold.warm_up_ms)) };
         println!(
-            "{:<14} {:>8.2} {:>8.1} {:>8.1} {:>8.2} {:>10.1} {:>10.1} {:>8.2} {:>8.1}",
+            "{:<14} {:>7.2} {:>8.1} {:>8.1} {:>7.2} {:>8} {:>8.1} {:>7.2} {:>8} {:>7} {:>10.1} {:>7.2} {:>7.1}",
             cold.function,
             cold.zip_bytes as f64 / 1_000_000.0,
             median(&cold.first_poll_ms),
             worst(&cold.first_poll_ms),
-            median(&cold.first_poll_ms) / base_poll,
+            ratio(cold, |c| c.first_poll_ms.clone()),
+            warm_up,
+            median(&cold.before_warm_up_ms()),
+            ratio(cold, Cold::before_warm_up_ms),
+            optional(median(&cold.init_cpu_ms)),
+            optional(ratio(cold, |c| c.init_cpu_ms.clone())),
             median(&cold.first_answer_ms),
-            worst(&cold.first_answer_ms),
-            median(&cold.first_answer_ms) / base_answer,
+            ratio(cold, |c| c.first_answer_ms.clone()),
             cold.peak_rss_kib as f64 / 1024.0,
         );
     }
@@ -402,8 +498,8 @@ mod prices {
 }
 
 /// The cost of a million of each flow at list prices, from the warm part's figures: the
-/// function's warm p50 billed at its memory (on loopback: Lambda bills the wait for Microsoft too,
-/// so the webhook's is taken from the `idle` part, with its round trips, where it ran), its request
+/// function's warm p50 billed at its memory (Lambda bills the wait for Microsoft too, so it is
+/// taken from the `idle` part, with its round trips, where that ran; else on loopback), its request
 /// units as measured on the floor's identical calls, the HTTP API for routed flows, and one
 /// lifecycle event per change.
 fn print_costs(results: &Results) {
@@ -437,7 +533,7 @@ fn print_costs(results: &Results) {
         let with_round_trips = results
             .after_idle
             .iter()
-            .find(|run| warm.function == "webhook" && run.memory_mb == warm.memory_mb)
+            .find(|run| run.function == warm.function && run.memory_mb == warm.memory_mb)
             .map(|run| median(&run.warm_ms));
         let p50 = with_round_trips.unwrap_or_else(|| median(&warm.function_ms));
         let gb_seconds = f64::from(warm.memory_mb) / 1024.0 * p50.ceil() / 1000.0;
@@ -460,7 +556,7 @@ fn print_costs(results: &Results) {
         );
     }
     println!(
-        "(total includes EventBridge's lifecycle event for each change: landing, activation, webhook; p50 on loopback but the webhook's, with round trips when the idle part ran; the reconciliation's checkpoint reads and writes are not counted)"
+        "(total includes EventBridge's lifecycle event for each change: landing, activation, webhook; p50 with round trips where the idle part ran at the function's memory, else on loopback; the reconciliation's checkpoint reads and writes are not counted)"
     );
 }
 

@@ -4,6 +4,7 @@
 //! file system (root on Linux).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bootstrap::BoxError;
 
@@ -15,9 +16,9 @@ const PERIOD_US: u64 = 100_000;
 /// A cgroup limiting CPU to the share of `memory_mb`; removed when dropped.
 pub struct CpuQuota {
     pub memory_mb: u32,
-    /// The file a process's id is written to, to move it into the group.
-    procs: PathBuf,
-    dir: PathBuf,
+    /// Its directories: the CPU controller's, and the accounting's where that is apart (v1).
+    dirs: Vec<PathBuf>,
+    usage: Option<Usage>,
 }
 
 impl CpuQuota {
@@ -26,43 +27,85 @@ impl CpuQuota {
         (f64::from(memory_mb) / f64::from(FULL_VCPU_MB)).min(1.0)
     }
 
-    pub fn for_memory(memory_mb: u32) -> Result<Self, BoxError> {
-        Self::for_memory_as(memory_mb, "function")
-    }
-
-    /// A group of its own (`label`) with the share of `memory_mb`: the floor's, beside the function's.
+    /// A new group (named after `label`) with the share of `memory_mb`, its whole quota unspent.
     pub fn for_memory_as(memory_mb: u32, label: &str) -> Result<Self, BoxError> {
+        static GROUPS: AtomicU64 = AtomicU64::new(0);
         let quota_us = (Self::share(memory_mb) * PERIOD_US as f64).round() as u64;
-        let name = format!("saas-bench-{label}-{memory_mb}mb-{}", std::process::id());
+        let number = GROUPS.fetch_add(1, Ordering::Relaxed);
+        let name = format!("saas-bench-{label}-{memory_mb}mb-{}-{number}", std::process::id());
         let unified = Path::new("/sys/fs/cgroup");
-        let (dir, procs) = if unified.join("cgroup.controllers").exists() {
+        let mut dirs = Vec::new();
+        let usage = if unified.join("cgroup.controllers").exists() {
             let dir = unified.join(&name);
             std::fs::create_dir_all(&dir).map_err(|e| cannot(&dir, e))?;
             write(&dir.join("cpu.max"), &format!("{quota_us} {PERIOD_US}"))?;
-            (dir.clone(), dir.join("cgroup.procs"))
+            dirs.push(dir.clone());
+            Some(Usage::Unified(dir.join("cpu.stat")))
         } else {
             let dir = unified.join("cpu").join(&name);
             std::fs::create_dir_all(&dir).map_err(|e| cannot(&dir, e))?;
             write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
             write(&dir.join("cpu.cfs_quota_us"), &quota_us.to_string())?;
-            (dir.clone(), dir.join("cgroup.procs"))
+            dirs.push(dir);
+            // Version 1 counts CPU time in a hierarchy of its own (where mounted apart).
+            let accounting = unified.join("cpuacct").join(&name);
+            match std::fs::create_dir_all(&accounting) {
+                Ok(()) if accounting.join("cpuacct.usage").exists() => {
+                    dirs.push(accounting.clone());
+                    Some(Usage::Accounting(accounting.join("cpuacct.usage")))
+                }
+                Ok(()) => {
+                    let _ = std::fs::remove_dir(&accounting);
+                    None
+                }
+                Err(_) => None,
+            }
         };
-        Ok(Self { memory_mb, procs, dir })
+        Ok(Self { memory_mb, dirs, usage })
     }
 
     /// `program` run inside the group from its first instruction: a shell moves itself into the
     /// group, then becomes the program (`exec`).
     pub fn command(&self, program: &Path) -> tokio::process::Command {
         let mut command = tokio::process::Command::new("/bin/sh");
-        command.arg("-c").arg("echo $$ > \"$0\" && exec \"$1\"").arg(&self.procs).arg(program);
+        command
+            .arg("-c")
+            .arg("for procs do echo $$ > \"$procs\" || exit 1; done; exec \"$0\"")
+            .arg(program)
+            .args(self.dirs.iter().map(|dir| dir.join("cgroup.procs")));
         command
     }
+
+    /// The CPU time its processes have used so far (ms), where the cgroup file system counts it.
+    pub fn cpu_used_ms(&self) -> Option<f64> {
+        match self.usage.as_ref()? {
+            Usage::Unified(stat) => {
+                let text = std::fs::read_to_string(stat).ok()?;
+                let line = text.lines().find(|l| l.starts_with("usage_usec "))?;
+                line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|us| us / 1000.0)
+            }
+            Usage::Accounting(usage) => {
+                let ns: f64 = std::fs::read_to_string(usage).ok()?.trim().parse().ok()?;
+                Some(ns / 1_000_000.0)
+            }
+        }
+    }
+}
+
+/// Where a group's CPU time is counted.
+enum Usage {
+    /// cgroup v2: `usage_usec` in `cpu.stat`.
+    Unified(PathBuf),
+    /// cgroup v1: `cpuacct.usage`, nanoseconds.
+    Accounting(PathBuf),
 }
 
 impl Drop for CpuQuota {
     fn drop(&mut self) {
-        // Empty by then (its processes were killed); a busy group is left for the next run.
-        let _ = std::fs::remove_dir(&self.dir);
+        // Empty by then (its processes were killed); a group still busy is left behind.
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use local_stack::{LocalStack, Options};
 use marketplace_emulator::{Purchase, Purchased, WebhookFaults};
-use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -143,6 +142,8 @@ pub(crate) struct Bench<'a> {
     pub(crate) floor: Floor,
     /// Counts the request units of the floor's calls.
     pub(crate) capacity: CapacityMeter,
+    /// The reconciliation's page: the partitions of the subscriptions seeded at set-up.
+    reconciled: std::sync::OnceLock<Vec<String>>,
 }
 
 /// What one round prepared: the event, and what the floor needs.
@@ -167,7 +168,7 @@ impl<'a> Bench<'a> {
         let mut floor = Floor::new(stack, dynamodb_endpoint).await?;
         let capacity = CapacityMeter::default();
         floor.dynamodb = capacity.attach(&floor.dynamodb);
-        Ok(Self { flow, stack, floor, capacity })
+        Ok(Self { flow, stack, floor, capacity, reconciled: std::sync::OnceLock::new() })
     }
 
     async fn purchase(&self) -> Purchased {
@@ -204,6 +205,8 @@ impl<'a> Bench<'a> {
                 let listed: Vec<Value> = (0..RECONCILED)
                     .map(|_| json!({ "id": uuid::Uuid::new_v4().to_string(), "offerId": "contoso-saas", "planId": PLAN, "quantity": 10, "saasSubscriptionStatus": "Subscribed" }))
                     .collect();
+                let partitions = listed.iter().filter_map(|s| s["id"].as_str().map(partition)).collect();
+                self.reconciled.set(partitions).map_err(|_| "set up twice")?;
                 self.stack.emulator.seed(listed).await;
                 let pass = self.stack.functions.reconcile.reconciler.pass("bench-set-up").await;
                 if !pass.complete || pass.added != RECONCILED as u64 {
@@ -276,104 +279,88 @@ impl<'a> Bench<'a> {
         if round.expect != 0 && status_of(answer) != round.expect {
             return Err(format!("{}: {}", self.flow.function(), String::from_utf8_lossy(answer)).into());
         }
-        Ok(())
-    }
-
-    /// The floor's calls for a webhook round, once the function answered: what it read and wrote
-    /// (read here, before any clock starts), made on the floor's own subscription and partition.
-    pub(crate) async fn webhook_floor_calls(&self, round: &Round) -> Result<Vec<Call>, BoxError> {
-        let (ours, theirs) = (&round.subscription, &round.floor_subscription);
-        let after = self.floor.partition(&partition(ours)).await?;
-        let puts = written(&round.before, &after, &floor_partition(ours));
-        let operation = format!("/saas/subscriptions/{theirs}/operations/{}", round.floor_operation);
-        let get = |path: &str| Call::Marketplace { method: "GET".into(), path: path.into(), body: None };
-        Ok(vec![
-            Call::GetItem { pk: floor_partition(ours), sk: format!("OP#{}", round.floor_operation) },
-            get(&operation),
-            Call::GetItem { pk: floor_partition(ours), sk: STATE.into() },
-            Call::put_all(&puts),
-            Call::Marketplace {
-                method: "PATCH".into(),
-                path: operation,
-                body: Some(json!({ "status": "Success" })),
-            },
-        ])
-    }
-
-    /// Checks the function's answer; then times the floor's requests for the same round, and
-    /// counts their request units.
-    pub(crate) async fn floor(&self, round: &Round, answer: &[u8]) -> Result<(Duration, Units), BoxError> {
-        self.check(round, answer)?;
-        if let Flow::Webhook = self.flow {
-            let calls = self.webhook_floor_calls(round).await?;
-            let units = self.capacity.units();
-            let started = Instant::now();
-            self.floor.run(&calls).await?;
-            return Ok((started.elapsed(), self.capacity.units() - units));
-        }
         if let Flow::Reconcile = self.flow {
             let report: Value = serde_json::from_slice(answer)?;
             if report["pass"]["complete"] != true || report["pass"]["unchanged"] != RECONCILED {
                 return Err(format!("reconcile: {report}").into());
             }
         }
-        let floor = &self.floor;
-        let ours = &round.subscription;
-        let theirs = &round.floor_subscription;
-        // What the function wrote, to be written again by the floor (read before the clock starts).
+        Ok(())
+    }
+
+    /// The floor's calls for a round, once the function answered: the function's Marketplace
+    /// calls, its reads, and its writes again (read here, before any clock starts), on the floor's
+    /// own subscription and partition where it changes anything.
+    pub(crate) async fn floor_calls(&self, round: &Round) -> Result<Vec<Call>, BoxError> {
+        let (ours, theirs) = (&round.subscription, &round.floor_subscription);
         let after = match self.flow {
-            Flow::Landing | Flow::Activate | Flow::Webhook => floor.partition(&partition(ours)).await?,
+            Flow::Landing | Flow::Activate | Flow::Webhook => self.floor.partition(&partition(ours)).await?,
             Flow::Subscriptions | Flow::Reconcile => HashMap::new(),
         };
-        let puts = written(&round.before, &after, &floor_partition(ours));
-        let units = self.capacity.units();
-        let started = Instant::now();
-        match self.flow {
-            Flow::Landing => {
-                let token = [("x-ms-marketplace-token", round.token.as_str())];
-                floor.marketplace(Method::POST, "/saas/subscriptions/resolve", &[], &token, None).await?;
-                floor.get_item(&floor_partition(ours), STATE).await?;
-                floor.put_all(puts).await?;
-                let plans = format!("/saas/subscriptions/{ours}/listAvailablePlans");
-                floor.marketplace(Method::GET, &plans, &[("planId", PLAN)], &[], None).await?;
-            }
+        let puts = Call::put_all(&written(&round.before, &after, &floor_partition(ours)));
+        let state = Call::GetItem { pk: floor_partition(ours), sk: STATE.into() };
+        let plans = |id: &str| Call::Marketplace {
+            method: "GET".into(),
+            path: format!("/saas/subscriptions/{id}/listAvailablePlans"),
+            query: vec![("planId".into(), PLAN.into())],
+            headers: Vec::new(),
+            body: None,
+        };
+        Ok(match self.flow {
+            Flow::Landing => vec![
+                Call::Marketplace {
+                    method: "POST".into(),
+                    path: "/saas/subscriptions/resolve".into(),
+                    query: Vec::new(),
+                    headers: vec![("x-ms-marketplace-token".into(), round.token.clone())],
+                    body: None,
+                },
+                state,
+                puts,
+                plans(ours),
+            ],
             Flow::Activate => {
                 let path = format!("/saas/subscriptions/{theirs}");
-                floor.marketplace(Method::GET, &path, &[], &[], None).await?;
                 let body = json!({ "planId": PLAN, "quantity": 5 });
-                floor.marketplace(Method::POST, &format!("{path}/activate"), &[], &[], Some(&body)).await?;
-                floor.marketplace(Method::GET, &path, &[], &[], None).await?;
-                floor.get_item(&floor_partition(ours), STATE).await?;
-                floor.put_all(puts).await?;
-                floor
-                    .marketplace(
-                        Method::GET,
-                        &format!("{path}/listAvailablePlans"),
-                        &[("planId", PLAN)],
-                        &[],
-                        None,
-                    )
-                    .await?;
+                vec![
+                    Call::marketplace("GET", &path, None),
+                    Call::marketplace("POST", &format!("{path}/activate"), Some(body)),
+                    Call::marketplace("GET", &path, None),
+                    state,
+                    puts,
+                    plans(theirs),
+                ]
             }
-            Flow::Webhook => unreachable!("timed above"),
-            Flow::Subscriptions => {
-                floor.get_item(&partition(ours), STATE).await?;
-                floor.query(&partition(ours), Some("EVENT#")).await?;
+            Flow::Webhook => {
+                let operation = format!("/saas/subscriptions/{theirs}/operations/{}", round.floor_operation);
+                vec![
+                    Call::GetItem { pk: floor_partition(ours), sk: format!("OP#{}", round.floor_operation) },
+                    Call::marketplace("GET", &operation, None),
+                    state,
+                    puts,
+                    Call::marketplace("PATCH", &operation, Some(json!({ "status": "Success" }))),
+                ]
             }
+            Flow::Subscriptions => vec![
+                Call::GetItem { pk: partition(ours), sk: STATE.into() },
+                Call::Query { pk: partition(ours), prefix: Some("EVENT#".into()) },
+            ],
             Flow::Reconcile => {
-                let page = floor.marketplace(Method::GET, "/saas/subscriptions", &[], &[], None).await?;
-                let partitions: Vec<String> = page["subscriptions"]
-                    .as_array()
-                    .ok_or("a page of subscriptions")?
-                    .iter()
-                    .filter_map(|s| s["id"].as_str().map(partition))
-                    .collect();
-                let found = floor.batch_get(&partitions).await?;
-                if found != RECONCILED {
-                    return Err(format!("floor found {found} of {RECONCILED} subscriptions").into());
-                }
+                // The page lists the subscriptions seeded at set-up, and no other.
+                let partitions = self.reconciled.get().ok_or("the reconciliation is not set up")?.clone();
+                vec![Call::marketplace("GET", "/saas/subscriptions", None), Call::BatchGet { partitions }]
             }
-        }
+        })
+    }
+
+    /// Checks the function's answer; then times the floor's calls for the same round, and counts
+    /// their request units.
+    pub(crate) async fn floor(&self, round: &Round, answer: &[u8]) -> Result<(Duration, Units), BoxError> {
+        self.check(round, answer)?;
+        let calls = self.floor_calls(round).await?;
+        let units = self.capacity.units();
+        let started = Instant::now();
+        self.floor.run(&calls).await?;
         Ok((started.elapsed(), self.capacity.units() - units))
     }
 }

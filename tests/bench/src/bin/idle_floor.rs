@@ -1,11 +1,13 @@
-//! The floor of the first webhook after idle (issue 17): started by the benchmark in the same CPU
-//! quota as the webhook, it makes the same TLS connections and the same calls, and nothing else.
+//! The floor of a function's first request after idle (issue 17): started by the benchmark in the
+//! same CPU quota as the function, it makes the same TLS connections and the same calls, and
+//! nothing else.
 //! It trusts the benchmark's test authority (`EXTRA_ROOT_CERTIFICATES`), builds its clients,
 //! prints `ready`, then for each [`Plan`] read from standard input (one line of JSON) makes its
 //! calls and prints the milliseconds they took, or `error: ...`.
 //!
 //! Settings: `FLOOR_API_BASE`, `FLOOR_DYNAMODB_ENDPOINT`, `FLOOR_TABLE`, `EXTRA_ROOT_CERTIFICATES`;
-//! with `FLOOR_SECRET_ARN` and `FLOOR_SECRETSMANAGER_ENDPOINT`, it first reads that secret.
+//! with `FLOOR_SECRET_ARNS` (comma-separated) and `FLOOR_SECRETSMANAGER_ENDPOINT`, it first reads
+//! those secrets, one after the other, as the function does.
 
 #[path = "../floor_plan.rs"]
 #[allow(dead_code)]
@@ -22,12 +24,19 @@ fn setting(name: &str) -> Result<String, BoxError> {
     std::env::var(name).map_err(|_| format!("{name} is not set").into())
 }
 
-/// Entra's keys (parsed as JSON) and a client-credentials token: what a fresh process fetches.
+/// Entra's keys (parsed as JSON) where the plan names them, and a client-credentials token: what
+/// a fresh process fetches.
 pub async fn fetch_fresh(http: &reqwest::Client, fresh: &Fresh) -> Result<String, BoxError> {
-    let keys: Value = http.get(&fresh.keys_url).send().await?.error_for_status()?.json().await?;
-    if keys["keys"].as_array().is_none_or(Vec::is_empty) {
-        return Err("the key set has no keys".into());
-    }
+    let keys = async {
+        let Some(url) = &fresh.keys_url else { return Ok(()) };
+        let keys: Value = http.get(url).send().await?.error_for_status()?.json().await?;
+        match keys["keys"].as_array().is_none_or(Vec::is_empty) {
+            true => Err(BoxError::from("the key set has no keys")),
+            false => Ok(()),
+        }
+    };
+    // Keys, then the token over the same pool, as the webhook's warm-up does.
+    keys.await?;
     let token: Value =
         http.post(&fresh.token_url).form(&fresh.form).send().await?.error_for_status()?.json().await?;
     Ok(token["access_token"].as_str().ok_or("the token answer has no access_token")?.to_owned())
@@ -41,12 +50,15 @@ async fn main() -> Result<(), BoxError> {
         return Err("the test authority could not be trusted".into());
     }
     // The client secret, read from Secrets Manager as the function reads it at start.
-    if let (Ok(arn), Ok(endpoint)) = (setting("FLOOR_SECRET_ARN"), setting("FLOOR_SECRETSMANAGER_ENDPOINT")) {
+    if let (Ok(arns), Ok(endpoint)) = (setting("FLOOR_SECRET_ARNS"), setting("FLOOR_SECRETSMANAGER_ENDPOINT"))
+    {
         let settings =
             fulfillment::aws::AwsSettings::new("us-east-1".into(), "local".into(), "local".into(), None);
         let secrets = fulfillment::aws::AwsClients::new(settings)?.secrets_manager(Some(&endpoint));
-        let read = secrets.get_secret_value().secret_id(arn).send().await?;
-        read.secret_string().ok_or("the secret has no string")?;
+        for arn in arns.split(',') {
+            let read = secrets.get_secret_value().secret_id(arn).send().await?;
+            read.secret_string().ok_or("the secret has no string")?;
+        }
     }
     let mut floor = Floor {
         http: fulfillment::http::client_builder().build()?,
@@ -61,15 +73,21 @@ async fn main() -> Result<(), BoxError> {
         let plan: Plan = serde_json::from_str(&line)?;
         let started = Instant::now();
         let done = async {
-            if let Some(fresh) = &plan.fresh {
-                // As the function does at start: Entra's keys and token, and the connections to the
-                // API and DynamoDB, all at once (whatever the API answers to the HEAD).
-                let api = async { floor.http.head(&floor.api_base).send().await.map(drop) };
-                let table = floor.get_item("FLOOR#warm-up", "STATE");
-                let (bearer, api, table) = tokio::join!(fetch_fresh(&floor.http, fresh), api, table);
-                api?;
-                table?;
-                floor.bearer = bearer?;
+            match &plan.fresh {
+                // As a function that warms up does at start: Entra's keys and token, and the
+                // connections to the API and DynamoDB, all at once (whatever the API answers to
+                // the HEAD).
+                Some(fresh) if fresh.warm_connections => {
+                    let api = async { floor.http.head(&floor.api_base).send().await.map(drop) };
+                    let table = floor.get_item("FLOOR#warm-up", "STATE");
+                    let (bearer, api, table) = tokio::join!(fetch_fresh(&floor.http, fresh), api, table);
+                    api?;
+                    table?;
+                    floor.bearer = bearer?;
+                }
+                // As one that does not: a token first, then its calls open their connections.
+                Some(fresh) => floor.bearer = fetch_fresh(&floor.http, fresh).await?,
+                None => {}
             }
             floor.run(&plan.calls).await
         }

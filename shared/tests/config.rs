@@ -407,7 +407,9 @@ fn logs_follow_lambdas_logging_controls_and_rust_log() {
     assert!(!logs(&default, "fulfillment::webhook", Level::DEBUG));
 
     // The template's LoggingConfig: LogFormat JSON, ApplicationLogLevel, as Lambda passes them.
+    assert!(environment(&[("AWS_LAMBDA_LOG_FORMAT", "JSON")]).logging().json);
     assert!(environment(&[("AWS_LAMBDA_LOG_FORMAT", "json")]).logging().json);
+    assert!(!environment(&[("AWS_LAMBDA_LOG_FORMAT", "Text")]).logging().json);
     let warn = environment(&[("AWS_LAMBDA_LOG_LEVEL", "WARN")]);
     assert!(!logs(&warn, "fulfillment::webhook", Level::INFO));
     assert!(logs(&warn, "fulfillment::webhook", Level::WARN));
@@ -420,6 +422,11 @@ fn logs_follow_lambdas_logging_controls_and_rust_log() {
     assert!(logs(&directives, "fulfillment::wiring", Level::INFO));
     assert!(!logs(&directives, "fulfillment::webhook", Level::INFO));
     assert!(logs(&directives, "fulfillment::webhook", Level::WARN));
+    // Directives for modules alone leave INFO for the rest.
+    let modules = environment(&[("RUST_LOG", "fulfillment::wiring=debug")]);
+    assert!(logs(&modules, "fulfillment::wiring", Level::DEBUG));
+    assert!(logs(&modules, "fulfillment::webhook", Level::INFO));
+    assert!(!logs(&modules, "fulfillment::webhook", Level::DEBUG));
     // Lambda's level is the default; RUST_LOG still names its modules.
     let both =
         environment(&[("AWS_LAMBDA_LOG_LEVEL", "ERROR"), ("RUST_LOG", "info,fulfillment::wiring=debug")]);

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use fulfillment::config::Environment;
+use fulfillment::config::{Environment, MARKETPLACE_SECRET, PAGES_SECRET, SECRETS, SecretKind};
 use local_stack::tls::{TestAuthority, TlsFront, backend_of};
 use local_stack::{LocalStack, Options};
 use serde::Serialize;
@@ -161,16 +161,13 @@ struct BehindTls {
     _fronts: Vec<TlsFront>,
 }
 
-/// The secrets a flow's function reads at start, as the template gives them (the variable that
-/// names each, and the stack's settings it holds): every function that calls Microsoft reads the
-/// credentials'; the landing page and the confirmation, the pages' too.
-fn secrets_of(flow: Flow) -> Vec<(&'static str, &'static [&'static str])> {
-    let credentials = ("MARKETPLACE_SECRET_ARN", &["ENTRA_CLIENT_SECRET"][..]);
+/// The secrets a flow's function reads at start, in its order, as the template gives them: every
+/// function that calls Microsoft reads the credentials'; the landing page and the confirmation,
+/// the pages' too.
+fn secrets_of(flow: Flow) -> Vec<SecretKind> {
     match flow {
-        Flow::Landing | Flow::Activate => {
-            vec![credentials, ("PAGES_SECRET_ARN", &["FORM_SIGNING_KEY", "OIDC_CLIENT_SECRET"][..])]
-        }
-        Flow::Webhook | Flow::Subscriptions | Flow::Reconcile => vec![credentials],
+        Flow::Landing | Flow::Activate => vec![MARKETPLACE_SECRET, PAGES_SECRET],
+        Flow::Webhook | Flow::Subscriptions | Flow::Reconcile => vec![MARKETPLACE_SECRET],
     }
 }
 
@@ -237,9 +234,10 @@ async fn behind_tls(
     let secrets = secrets_of(flow);
     let replaced =
         ["DYNAMODB_ENDPOINT", "ENTRA_AUTHORITY", "MARKETPLACE_API_BASE", "SECRETSMANAGER_ENDPOINT"];
-    // What a secret holds is left out of the environment where Secrets Manager is stood in for.
+    // What any secret holds is left out of the environment where Secrets Manager is stood in for:
+    // the function gets its own secrets' fields from them, and no other.
     let in_secrets =
-        |name: &str| secrets_endpoint.is_some() && secrets.iter().any(|(_, fields)| fields.contains(&name));
+        |name: &str| secrets_endpoint.is_some() && SECRETS.iter().any(|kind| kind.fields.contains(&name));
     let mut pairs: Vec<(String, String)> = stack
         .environment
         .pairs()
@@ -257,9 +255,9 @@ async fn behind_tls(
     if let Some(endpoint) = secrets_endpoint {
         let front = authority.front_at(backend_of(endpoint)?, rtt.aws).await?;
         let mut arns = Vec::new();
-        for (variable, fields) in secrets {
-            let arn = create_secret(stack, endpoint, fields).await?;
-            pairs.push((variable.to_owned(), arn.clone()));
+        for kind in secrets {
+            let arn = create_secret(stack, endpoint, kind.fields).await?;
+            pairs.push((kind.variable.to_owned(), arn.clone()));
             arns.push(arn);
         }
         pairs.push(("SECRETSMANAGER_ENDPOINT".to_owned(), front.url()));

@@ -2,13 +2,16 @@
 //! the way a deployment builds them (`cargo lambda build --release`), then measured in one run:
 //!
 //! - the deployment zip;
-//! - cold start against a local Lambda Runtime API: from starting `bootstrap` to its first request
-//!   for work, and to its first answered invocation; median and worst of many starts, interleaved
-//!   with the baseline;
+//! - cold start against a local Lambda Runtime API, in Lambda's CPU share of 128 MB (a cgroup per
+//!   start, see [`quota`]): from starting `bootstrap` to its first request for work (the warm-up's
+//!   part and the CPU time apart), and to its first answered invocation; median and worst of many
+//!   starts, shuffled with the baseline's;
 //! - warm latency of each function's main flow against its floor (see [`warm`]), and the peak
 //!   resident memory over that run;
 //! - the reconciliation of 1,000 and 10,000 subscriptions;
-//! - metered billing: 100,000 usage reports taken, then one emission run (see [`metering`]).
+//! - metered billing: 100,000 usage reports taken, then one emission run (see [`metering`]);
+//! - each flow's first request after idle, in the CPU share of each memory size, behind TLS with
+//!   round trips, against its floor process (see [`idle`]); and the cost per million.
 //!
 //! It prints tables and writes the same figures to `target/bench/results.json`.
 
@@ -173,7 +176,7 @@ async fn main() -> Result<(), BoxError> {
     };
     let endpoint =
         std::env::var("DYNAMODB_ENDPOINT").map_err(|_| "DYNAMODB_ENDPOINT: DynamoDB Local's URL")?;
-    // BENCH_PARTS: a comma-separated choice of cold, warm, reconcile and metering (default: all).
+    // BENCH_PARTS: a comma-separated choice of cold, warm, reconcile, metering and idle (default: all).
     let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "cold,warm,reconcile,metering,idle".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let begun = Instant::now();

@@ -108,7 +108,9 @@ async fn the_metering_role_grants_every_call_of_a_run() {
     use metering::testing::ScriptedMicrosoft;
 
     let tables = tables().await;
-    let now = Utc::now();
+    // Half past an hour: the hour before is closed whatever the minute the test runs at (an hour
+    // closes 10 minutes after its end).
+    let now = hour_of(Utc::now()) - chrono::Duration::minutes(30);
     let plan = PlanId::parse("team-monthly").expect("plan");
     for n in 1..=3 {
         let report = UsageReport {

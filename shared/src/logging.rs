@@ -3,8 +3,9 @@
 //! `lambda_runtime`'s default subscriber writes them, so the template's metric filters read them.
 //!
 //! Ours rather than `lambda_runtime`'s: its filter (`EnvFilter`) brings a regular-expression
-//! engine that took a tenth of a function's zip. [`Targets`] reads the same `RUST_LOG`
-//! directives (`warn,fulfillment::wiring=info`) without one.
+//! engine that took a tenth of a function's zip. [`Targets`] reads `RUST_LOG`'s `target=level`
+//! directives (`warn,fulfillment::wiring=info`) without one; span and field filters it does not
+//! take.
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
@@ -17,10 +18,7 @@ use crate::config::LogSettings;
 /// that could not be read is logged once, after the subscriber is in place.
 pub fn init(settings: &LogSettings) {
     // A second call (tests that start a function twice) keeps the first subscriber.
-    let installed = match settings.json {
-        true => subscriber_json(settings.filter.clone(), std::io::stdout).try_init(),
-        false => subscriber_text(settings.filter.clone(), std::io::stdout).try_init(),
-    };
+    let installed = subscriber(settings.json, settings.filter.clone(), std::io::stdout).try_init();
     if installed.is_ok()
         && let Some(problem) = &settings.problem
     {
@@ -28,31 +26,23 @@ pub fn init(settings: &LogSettings) {
     }
 }
 
-/// The JSON subscriber, writing to `writer` (the tests capture what the functions would log).
-pub fn subscriber_json<W>(filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
+/// The subscriber, JSON or plain text, writing to `writer` (the tests capture what the functions
+/// would log).
+pub fn subscriber<W>(json: bool, filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let format = tracing_subscriber::fmt::layer()
-        .json()
-        .with_target(false)
-        .without_time()
-        .with_ansi(false)
-        .with_writer(writer);
-    tracing_subscriber::registry().with(format).with(filter)
-}
-
-/// The plain-text subscriber (local runs without `AWS_LAMBDA_LOG_FORMAT=JSON`).
-pub fn subscriber_text<W>(filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
-where
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
-{
-    let format = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .without_time()
-        .with_ansi(false)
-        .with_writer(writer);
-    tracing_subscriber::registry().with(format).with(filter)
+    // No target, no time (CloudWatch stamps each line), no colours; one of the two is set, and a
+    // layer that is `None` does nothing.
+    use tracing_subscriber::fmt::layer;
+    let (as_json, as_text) = match json {
+        true => (
+            Some(layer().json().with_target(false).without_time().with_ansi(false).with_writer(writer)),
+            None,
+        ),
+        false => (None, Some(layer().with_target(false).without_time().with_ansi(false).with_writer(writer))),
+    };
+    tracing_subscriber::registry().with(as_json).with(as_text).with(filter)
 }
 
 /// The level of `AWS_LAMBDA_LOG_LEVEL`, as Lambda names its levels (`FATAL` is our `ERROR`).

@@ -995,7 +995,9 @@ impl Captured {
         .logging();
         assert!(settings.json && settings.problem.is_none(), "{settings:?}");
         let guard =
-            set_default(fulfillment::logging::subscriber_json(settings.filter, move || writer.clone()));
+            set_default(fulfillment::logging::subscriber(settings.json, settings.filter, move || {
+                writer.clone()
+            }));
         (captured, guard)
     }
 

@@ -142,7 +142,7 @@ impl<B: EventBus> Relay<B> {
 /// How many of the next events go in one request: up to [`MAX_BATCH`], and at most one per
 /// subscription, because the bus takes or refuses each entry on its own: a later event of a
 /// subscription must never be taken while an earlier one is refused.
-fn group_size(events: &[(String, SubscriptionEvent)]) -> usize {
+pub fn group_size(events: &[(String, SubscriptionEvent)]) -> usize {
     let mut seen = Vec::with_capacity(MAX_BATCH);
     events
         .iter()

@@ -37,6 +37,8 @@ impl Floor {
             bearer,
             dynamodb: local_stack::dynamodb_client(dynamodb_endpoint),
             table: stack.tables.subscriptions.clone(),
+            usage_table: stack.tables.usage.clone(),
+            events: None,
         })
     }
 }

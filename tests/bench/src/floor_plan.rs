@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,6 +24,9 @@ pub struct Floor {
     pub bearer: String,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,
+    pub usage_table: String,
+    /// EventBridge, for the events relay's floor.
+    pub events: Option<aws_sdk_eventbridge::Client>,
 }
 
 pub fn s(value: &str) -> AttributeValue {
@@ -57,19 +60,61 @@ pub enum Call {
         pk: String,
         sk: String,
     },
-    /// A partition's items, or those whose sort key starts with `prefix`.
+    /// A partition's items, or those whose sort key starts with `prefix`; with `index`, the
+    /// items of that index whose key attribute `key` is `value` (eventually consistent, as an
+    /// index is read).
     Query {
+        #[serde(default)]
+        table: Table,
+        index: Option<(String, String)>,
         pk: String,
         prefix: Option<String>,
     },
-    /// The state items of these partitions; all of them must be found.
+    /// These items (partition and sort key), read together; all of them must be found.
     BatchGet {
-        partitions: Vec<String>,
+        #[serde(default)]
+        table: Table,
+        keys: Vec<(String, String)>,
     },
     /// Items in DynamoDB's JSON form, each with the version its put is conditioned on.
     PutAll {
         puts: Vec<(Value, Option<String>)>,
     },
+    /// One conditional write (PutItem or UpdateItem).
+    Write(Write),
+    /// Conditional writes in one transaction.
+    Transact(Vec<Write>),
+    /// Events on the EventBridge bus (one PutEvents); each must be accepted.
+    PutEvents(Vec<BusEntry>),
+}
+
+/// Which of the stack's tables a call goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Table {
+    #[default]
+    Subscriptions,
+    Usage,
+}
+
+/// A conditional write as DynamoDB takes it: `item` put, or with `update`, the item of `item`'s
+/// key updated by that expression; `values` in DynamoDB's JSON form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Write {
+    pub table: Table,
+    pub item: Value,
+    pub update: Option<String>,
+    pub condition: String,
+    pub names: Vec<(String, String)>,
+    pub values: Value,
+}
+
+/// An EventBridge entry: bus, source, detail type, detail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BusEntry {
+    pub bus: String,
+    pub source: String,
+    pub detail_type: String,
+    pub detail: String,
 }
 
 /// A round of the floor's calls.
@@ -151,17 +196,18 @@ impl Floor {
                 Call::GetItem { pk, sk } => {
                     self.get_item(pk, sk).await?;
                 }
-                Call::Query { pk, prefix } => {
-                    self.query(pk, prefix.as_deref()).await?;
+                Call::Query { table, index, pk, prefix } => {
+                    self.query_in(*table, index.as_ref(), pk, prefix.as_deref()).await?;
                 }
-                Call::BatchGet { partitions } => {
-                    let found = self.batch_get(partitions).await?;
-                    if found != partitions.len() {
-                        return Err(
-                            format!("floor found {found} of {} subscriptions", partitions.len()).into()
-                        );
+                Call::BatchGet { table, keys } => {
+                    let found = self.batch_get(*table, keys).await?;
+                    if found != keys.len() {
+                        return Err(format!("floor found {found} of {} items", keys.len()).into());
                     }
                 }
+                Call::Write(write) => self.write(write).await?,
+                Call::Transact(writes) => self.transact(writes).await?,
+                Call::PutEvents(entries) => self.put_events(entries).await?,
                 Call::PutAll { puts } => {
                     let puts = puts
                         .iter()
@@ -209,10 +255,14 @@ impl Floor {
     }
 
     pub async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, BoxError> {
+        self.get_item_in(Table::Subscriptions, pk, sk).await
+    }
+
+    pub async fn get_item_in(&self, table: Table, pk: &str, sk: &str) -> Result<Option<Item>, BoxError> {
         let output = self
             .dynamodb
             .get_item()
-            .table_name(&self.table)
+            .table_name(self.table_name(table))
             .key("pk", s(pk))
             .key("sk", s(sk))
             .consistent_read(true)
@@ -238,47 +288,182 @@ impl Floor {
         Ok(())
     }
 
-    /// The items of a partition, or those whose sort key starts with `prefix`.
+    fn table_name(&self, table: Table) -> &str {
+        match table {
+            Table::Subscriptions => &self.table,
+            Table::Usage => &self.usage_table,
+        }
+    }
+
+    /// The items of a partition of the subscriptions table, or those whose sort key starts with
+    /// `prefix`.
     pub async fn query(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>, BoxError> {
+        self.query_in(Table::Subscriptions, None, pk, prefix).await
+    }
+
+    /// [`Call::Query`].
+    pub async fn query_in(
+        &self,
+        table: Table,
+        index: Option<&(String, String)>,
+        pk: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<Item>, BoxError> {
         let query = self
             .dynamodb
             .query()
-            .table_name(&self.table)
-            .expression_attribute_values(":pk", s(pk))
-            .consistent_read(true);
+            .table_name(self.table_name(table))
+            .expression_attribute_values(":pk", s(pk));
+        let query = match index {
+            Some(_) if prefix.is_some() => {
+                return Err("the floor queries an index by its partition key alone".into());
+            }
+            Some((index, key)) => query
+                .index_name(index)
+                .key_condition_expression("#key = :pk")
+                .expression_attribute_names("#key", key),
+            None => query.consistent_read(true).key_condition_expression(match prefix {
+                Some(_) => "pk = :pk AND begins_with(sk, :prefix)",
+                None => "pk = :pk",
+            }),
+        };
         let query = match prefix {
-            Some(prefix) => query
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":prefix", s(prefix)),
-            None => query.key_condition_expression("pk = :pk"),
+            Some(prefix) => query.expression_attribute_values(":prefix", s(prefix)),
+            None => query,
         };
         let items = query.into_paginator().items().send().collect::<Result<Vec<_>, _>>().await?;
         Ok(items)
     }
 
-    /// The state items of these partitions, 100 keys a request.
-    pub async fn batch_get(&self, partitions: &[String]) -> Result<usize, BoxError> {
+    /// These items, 100 keys a request: how many were found.
+    pub async fn batch_get(&self, table: Table, keys: &[(String, String)]) -> Result<usize, BoxError> {
+        let name = self.table_name(table);
         let mut found = 0;
-        for chunk in partitions.chunks(100) {
+        for chunk in keys.chunks(100) {
             let mut keys: Vec<Item> = chunk
                 .iter()
-                .map(|pk| HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(STATE))]))
+                .map(|(pk, sk)| HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
                 .collect();
             while !keys.is_empty() {
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut keys)))
                     .consistent_read(true)
                     .build()?;
-                let output =
-                    self.dynamodb.batch_get_item().request_items(&self.table, request).send().await?;
-                found +=
-                    output.responses.and_then(|mut r| r.remove(&self.table)).map_or(0, |items| items.len());
-                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                let output = self.dynamodb.batch_get_item().request_items(name, request).send().await?;
+                found += output.responses.and_then(|mut r| r.remove(name)).map_or(0, |items| items.len());
+                if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(name)) {
                     keys = left.keys;
                 }
             }
         }
         Ok(found)
+    }
+
+    /// The parts of a [`Write`]: its table, item (or key), and values.
+    fn write_parts(
+        &self,
+        write: &Write,
+    ) -> Result<(String, Item, HashMap<String, AttributeValue>), BoxError> {
+        let values = match &write.values {
+            Value::Null => HashMap::new(),
+            values => item_from_json(values)?,
+        };
+        Ok((self.table_name(write.table).to_owned(), item_from_json(&write.item)?, values))
+    }
+
+    /// [`Call::Write`]: a PutItem, or an UpdateItem of the item's key.
+    pub async fn write(&self, write: &Write) -> Result<(), BoxError> {
+        let (table, item, values) = self.write_parts(write)?;
+        let names = write.names.iter().cloned().collect::<HashMap<_, _>>();
+        let names = (!names.is_empty()).then_some(names);
+        let values = (!values.is_empty()).then_some(values);
+        match &write.update {
+            Some(update) => {
+                let key = item.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect();
+                self.dynamodb
+                    .update_item()
+                    .table_name(table)
+                    .set_key(Some(key))
+                    .update_expression(update)
+                    .condition_expression(&write.condition)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                    .send()
+                    .await?;
+            }
+            None => {
+                self.dynamodb
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(item))
+                    .condition_expression(&write.condition)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Call::Transact`].
+    pub async fn transact(&self, writes: &[Write]) -> Result<(), BoxError> {
+        let mut items = Vec::with_capacity(writes.len());
+        for write in writes {
+            let (table, item, values) = self.write_parts(write)?;
+            let names = write.names.iter().cloned().collect::<HashMap<_, _>>();
+            let names = (!names.is_empty()).then_some(names);
+            let values = (!values.is_empty()).then_some(values);
+            let written = match &write.update {
+                Some(update) => {
+                    let key = item.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect();
+                    let update = Update::builder()
+                        .table_name(table)
+                        .set_key(Some(key))
+                        .update_expression(update)
+                        .condition_expression(&write.condition)
+                        .set_expression_attribute_names(names)
+                        .set_expression_attribute_values(values);
+                    TransactWriteItem::builder().update(update.build()?).build()
+                }
+                None => {
+                    let put = Put::builder()
+                        .table_name(table)
+                        .set_item(Some(item))
+                        .condition_expression(&write.condition)
+                        .set_expression_attribute_names(names)
+                        .set_expression_attribute_values(values);
+                    TransactWriteItem::builder().put(put.build()?).build()
+                }
+            };
+            items.push(written);
+        }
+        self.dynamodb.transact_write_items().set_transact_items(Some(items)).send().await?;
+        Ok(())
+    }
+
+    /// [`Call::PutEvents`].
+    pub async fn put_events(&self, entries: &[BusEntry]) -> Result<(), BoxError> {
+        let events = self.events.as_ref().ok_or("the floor has no EventBridge client")?;
+        let entries = entries
+            .iter()
+            .map(|entry| {
+                aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                    .event_bus_name(&entry.bus)
+                    .source(&entry.source)
+                    .detail_type(&entry.detail_type)
+                    .detail(&entry.detail)
+                    .build()
+            })
+            .collect();
+        let output = events.put_events().set_entries(Some(entries)).send().await?;
+        if output.failed_entry_count() != 0 {
+            return Err(
+                format!("EventBridge refused {} of the floor's events", output.failed_entry_count()).into()
+            );
+        }
+        Ok(())
     }
 
     /// Every item of a partition, by sort key (for setting the floor up; never timed).

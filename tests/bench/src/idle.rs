@@ -1,8 +1,9 @@
 //! A function's first request after idle, as Lambda would run it (issue 17): its `bootstrap`
 //! started afresh in the CPU share Lambda gives each memory size ([`CpuQuota`]), with DynamoDB
-//! Local, Secrets Manager (moto) and the emulator (Entra's token and keys, the Marketplace API)
-//! behind TLS on loopback ([`local_stack::tls`]), so that every handshake is paid as in AWS. Each
-//! start is timed from the process's start to its first request for work (init), then through
+//! Local, Secrets Manager and EventBridge (moto) and the emulator (Entra's token and keys, the
+//! Marketplace API) behind TLS on loopback ([`local_stack::tls`]), so that every handshake is
+//! paid as in AWS. Each start is timed from the process's start to its first request for work
+//! (init), then through
 //! its flow's first request (for the webhook, a customer's seat change delivered as Microsoft
 //! delivers it: authenticate, fetch the keys and a token, confirm, write, acknowledge, answer),
 //! then over warm ones; beside it, the floor process makes the same calls in the same share.
@@ -10,8 +11,8 @@
 use std::time::Instant;
 
 use fulfillment::config::{Environment, MARKETPLACE_SECRET, PAGES_SECRET, SECRETS, SecretKind};
+use local_stack::LocalStack;
 use local_stack::tls::{TestAuthority, TlsFront, backend_of};
-use local_stack::{LocalStack, Options};
 use serde::Serialize;
 
 use crate::bootstrap::{Bootstrap, BoxError, root};
@@ -66,7 +67,11 @@ struct FloorProcess {
 }
 
 impl FloorProcess {
-    async fn start(quota: &CpuQuota, tls: &BehindTls, table: &str) -> Result<Self, BoxError> {
+    async fn start(
+        quota: &CpuQuota,
+        tls: &BehindTls,
+        tables: &local_stack::table::TableNames,
+    ) -> Result<Self, BoxError> {
         use tokio::io::AsyncBufReadExt;
         let program = std::env::current_exe()?.with_file_name("idle_floor");
         let setting = |name: &str| tls.environment.get(name).ok_or(format!("{name} is not set"));
@@ -75,10 +80,12 @@ impl FloorProcess {
             .env_clear()
             .env("FLOOR_API_BASE", setting("MARKETPLACE_API_BASE")?)
             .env("FLOOR_DYNAMODB_ENDPOINT", setting("DYNAMODB_ENDPOINT")?)
-            .env("FLOOR_TABLE", table)
+            .env("FLOOR_TABLE", &tables.subscriptions)
+            .env("FLOOR_USAGE_TABLE", &tables.usage)
             .env("EXTRA_ROOT_CERTIFICATES", setting("EXTRA_ROOT_CERTIFICATES")?)
             .env("AWS_REGION", "us-east-1")
-            .envs(tls.secrets.iter().flat_map(|(arns, endpoint)| {
+            .envs(tls.environment.get("EVENTBRIDGE_ENDPOINT").map(|url| ("FLOOR_EVENTBRIDGE_ENDPOINT", url)))
+            .envs(tls.secrets.iter().filter(|(arns, _)| !arns.is_empty()).flat_map(|(arns, endpoint)| {
                 [("FLOOR_SECRET_ARNS", arns.join(",")), ("FLOOR_SECRETSMANAGER_ENDPOINT", endpoint.clone())]
             }))
             .stdin(std::process::Stdio::piped())
@@ -122,9 +129,10 @@ impl FloorProcess {
 
 /// What a fresh floor fetches first, as `flow`'s function does: a token for Microsoft's API and,
 /// for the webhook, Entra's keys (`secret`: the client secret, which the floor has read at its
-/// start where the function reads it); nothing for the admin reads, which call only DynamoDB.
+/// start where the function reads it); nothing for the admin reads, which call only DynamoDB, nor
+/// for the events relay, which calls only EventBridge.
 fn fresh(flow: Flow, environment: &Environment, secret: String) -> Result<Option<Fresh>, BoxError> {
-    if let Flow::Subscriptions = flow {
+    if let Flow::Subscriptions | Flow::EventsRelay = flow {
         return Ok(None);
     }
     let marketplace = Environment::from_pairs(
@@ -163,11 +171,14 @@ struct BehindTls {
 
 /// The secrets a flow's function reads at start, in its order, as the template gives them: every
 /// function that calls Microsoft reads the credentials'; the landing page and the confirmation,
-/// the pages' too.
+/// the pages' too; the events relay, none.
 fn secrets_of(flow: Flow) -> Vec<SecretKind> {
     match flow {
         Flow::Landing | Flow::Activate => vec![MARKETPLACE_SECRET, PAGES_SECRET],
-        Flow::Webhook | Flow::Subscriptions | Flow::Reconcile => vec![MARKETPLACE_SECRET],
+        Flow::Webhook | Flow::Subscriptions | Flow::Reconcile | Flow::UsageIntake | Flow::Metering => {
+            vec![MARKETPLACE_SECRET]
+        }
+        Flow::EventsRelay => Vec::new(),
     }
 }
 
@@ -232,8 +243,13 @@ async fn behind_tls(
     let emulator = authority.front_at(backend_of(&stack.emulator.url())?, rtt.marketplace).await?;
     let dynamodb = authority.front_at(backend_of(dynamodb_endpoint)?, rtt.aws).await?;
     let secrets = secrets_of(flow);
-    let replaced =
-        ["DYNAMODB_ENDPOINT", "ENTRA_AUTHORITY", "MARKETPLACE_API_BASE", "SECRETSMANAGER_ENDPOINT"];
+    let replaced = [
+        "DYNAMODB_ENDPOINT",
+        "ENTRA_AUTHORITY",
+        "MARKETPLACE_API_BASE",
+        "SECRETSMANAGER_ENDPOINT",
+        "EVENTBRIDGE_ENDPOINT",
+    ];
     // What any secret holds is left out of the environment where Secrets Manager is stood in for:
     // the function gets its own secrets' fields from them, and no other.
     let in_secrets =
@@ -251,6 +267,12 @@ async fn behind_tls(
         ("EXTRA_ROOT_CERTIFICATES".to_owned(), ca.display().to_string()),
     ]);
     let mut fronts = vec![entra, emulator, dynamodb];
+    // EventBridge (moto) where the stack has the lifecycle events' bus: the relay's one service.
+    if let Some(events) = stack.environment.get("EVENTBRIDGE_ENDPOINT") {
+        let front = authority.front_at(backend_of(&events)?, rtt.aws).await?;
+        pairs.push(("EVENTBRIDGE_ENDPOINT".to_owned(), front.url()));
+        fronts.push(front);
+    }
     let mut read = None;
     if let Some(endpoint) = secrets_endpoint {
         let front = authority.front_at(backend_of(endpoint)?, rtt.aws).await?;
@@ -278,7 +300,7 @@ pub async fn run(
     starts: usize,
     warm: usize,
 ) -> Result<AfterIdle, BoxError> {
-    let stack = LocalStack::start(Options::new(dynamodb_endpoint)).await?;
+    let stack = LocalStack::start(flow.options(dynamodb_endpoint)?).await?;
     let tls = behind_tls(&stack, flow, dynamodb_endpoint, secrets_endpoint).await?;
     let bench = Bench::new(flow, &stack, dynamodb_endpoint).await?;
     let shared = bench.set_up().await?;
@@ -299,7 +321,7 @@ pub async fn run(
         let function = Bootstrap::start_in(api, flow.function(), &tls.environment, Some(&quota)).await?;
         figures.init_ms.push(ms(function.polled - function.started));
         figures.warm_up_ms.extend(function.warm_up_ms()?);
-        let mut floor = FloorProcess::start(&floor_quota, &tls, &stack.tables.subscriptions).await?;
+        let mut floor = FloorProcess::start(&floor_quota, &tls, &stack.tables).await?;
         figures.floor_init_ms.push(floor.init_ms);
         for delivery in 0..=warm {
             round += 1;
@@ -308,7 +330,7 @@ pub async fn run(
             let answer = function.invoke(api, &prepared.event).await?;
             let took = ms(answer.at - handed);
             bench.check(&prepared, &answer.body)?;
-            let calls = bench.floor_calls(&prepared).await?;
+            let calls = bench.floor_calls(&prepared, delivery == 0).await?;
             let plan = Plan { fresh: fresh.clone().filter(|_| delivery == 0), calls };
             let floor_took = floor.run(&plan).await?;
             if delivery == 0 {

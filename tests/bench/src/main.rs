@@ -52,6 +52,8 @@ const EVENTS_RELAY: &str = "events-relay";
 struct Cold {
     function: String,
     zip_bytes: u64,
+    /// The arm64 zip's, where `BENCH_ARM64=1` built it.
+    arm64_zip_bytes: Option<u64>,
     first_poll_ms: Vec<f64>,
     /// The part of `first_poll_ms` its warm-up took, per start (the functions that warm up).
     warm_up_ms: Vec<f64>,
@@ -124,6 +126,14 @@ async fn drop_table(stack: &LocalStack, endpoint: &str) -> Result<(), BoxError> 
     Ok(())
 }
 
+/// Where `BENCH_ARM64=1` builds the arm64 zips (the template's default architecture): a target
+/// directory of their own, so that a cross build never replaces the host's build scripts.
+const ARM64_TARGET_DIR: &str = "target/arm64";
+
+fn arm64_zip(function: &str) -> std::path::PathBuf {
+    root().join(ARM64_TARGET_DIR).join("lambda").join(function).join("bootstrap.zip")
+}
+
 fn build(function: &str) -> Result<(), BoxError> {
     // The zip for the size, then the bare binary for the runs.
     for zip in [true, false] {
@@ -139,6 +149,25 @@ fn build(function: &str) -> Result<(), BoxError> {
         let status = std::process::Command::new("cargo").args(&args).current_dir(root()).status()?;
         if !status.success() {
             return Err(format!("cargo lambda build of {function} failed").into());
+        }
+    }
+    if std::env::var("BENCH_ARM64").as_deref() == Ok("1") {
+        // Cross-compiled with zig (cargo lambda's default), for the zip's size only.
+        let mut args =
+            vec!["lambda", "build", "--release", "--arm64", "--output-format", "zip", "--bin", function];
+        if function == "hello" {
+            args.extend(["--package", "hello"]);
+        }
+        let status = std::process::Command::new("cargo")
+            .args(&args)
+            .env("CARGO_TARGET_DIR", root().join(ARM64_TARGET_DIR))
+            .current_dir(root())
+            .status()?;
+        if !status.success() {
+            return Err(format!(
+                "the arm64 build of {function} failed (it needs the aarch64-unknown-linux-gnu standard library: rustup target add aarch64-unknown-linux-gnu)"
+            )
+            .into());
         }
     }
     Ok(())
@@ -224,6 +253,10 @@ async fn main() -> Result<(), BoxError> {
             Cold {
                 function: (*function).into(),
                 zip_bytes: std::fs::metadata(zip).map(|m| m.len()).unwrap_or(0),
+                arm64_zip_bytes: match std::env::var("BENCH_ARM64").as_deref() {
+                    Ok("1") => std::fs::metadata(arm64_zip(function)).ok().map(|m| m.len()),
+                    _ => None,
+                },
                 ..Cold::default()
             }
         })
@@ -245,8 +278,16 @@ async fn main() -> Result<(), BoxError> {
     drop_table(&stack, &endpoint).await?;
     drop(stack);
 
+    // BENCH_FLOWS: which functions' flows the warm and idle parts run (default: all).
+    let flows: Vec<warm::Flow> = match std::env::var("BENCH_FLOWS") {
+        Ok(list) => warm::Flow::ALL
+            .into_iter()
+            .filter(|flow| list.split(',').any(|name| name.trim() == flow.function()))
+            .collect(),
+        Err(_) => warm::Flow::ALL.to_vec(),
+    };
     let mut warm = Vec::new();
-    for flow in warm::Flow::ALL.into_iter().filter(|_| part("warm")) {
+    for &flow in flows.iter().filter(|_| part("warm")) {
         warm.push(warm::run(&api, &endpoint, flow, invocations).await?);
     }
     // Each size several times, interleaved: one run is at the mercy of DynamoDB Local's JVM.
@@ -272,16 +313,8 @@ async fn main() -> Result<(), BoxError> {
             "SECRETSMANAGER_ENDPOINT is not set: the functions' secret is given in their environment, not read at start"
         );
     }
-    // BENCH_IDLE_FLOWS: which functions (default: every flow of the warm part).
-    let idle_flows: Vec<warm::Flow> = match std::env::var("BENCH_IDLE_FLOWS") {
-        Ok(list) => warm::Flow::ALL
-            .into_iter()
-            .filter(|flow| list.split(',').any(|name| name.trim() == flow.function()))
-            .collect(),
-        Err(_) => warm::Flow::ALL.to_vec(),
-    };
     let mut after_idle = Vec::new();
-    'flows: for flow in idle_flows.into_iter().filter(|_| part("idle")) {
+    'flows: for &flow in flows.iter().filter(|_| part("idle")) {
         for memory in idle::MEMORY_SIZES {
             match idle::run(
                 &api,
@@ -419,9 +452,10 @@ fn print_cold(results: &Results, baseline: &Cold, starts: usize) {
         "(poll: from the start to the first request for work; warm-up: the part of it the warm-up took, the first request's work done ahead (see the idle part for its worth); own: poll less warm-up; CPU: the CPU time used until the first request for work, warm-up included, where the CPU share is measured)"
     );
     println!(
-        "{:<14} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>7} {:>10} {:>7} {:>7}",
+        "{:<14} {:>7} {:>9} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>7} {:>10} {:>7} {:>7}",
         "function",
         "zip MB",
+        "arm64 MB",
         "poll p50",
         "poll max",
         "× hello",
@@ -438,9 +472,10 @@ fn print_cold(results: &Results, baseline: &Cold, starts: usize) {
         let warm_up =
             if cold.warm_up_ms.is_empty() { "-".into() } else { format!("{:.1}", median(&cold.warm_up_ms)) };
         println!(
-            "{:<14} {:>7.2} {:>8.1} {:>8.1} {:>7.2} {:>8} {:>8.1} {:>7.2} {:>8} {:>7} {:>10.1} {:>7.2} {:>7.1}",
+            "{:<14} {:>7.2} {:>9} {:>8.1} {:>8.1} {:>7.2} {:>8} {:>8.1} {:>7.2} {:>8} {:>7} {:>10.1} {:>7.2} {:>7.1}",
             cold.function,
             cold.zip_bytes as f64 / 1_000_000.0,
+            optional(cold.arm64_zip_bytes.map_or(f64::NAN, |bytes| bytes as f64 / 1_000_000.0)),
             median(&cold.first_poll_ms),
             worst(&cold.first_poll_ms),
             ratio(cold, |c| c.first_poll_ms.clone()),
@@ -494,6 +529,11 @@ mod prices {
     pub const HTTP_API_MILLION_REQUESTS: f64 = 1.00;
     /// EventBridge, per million custom events (the lifecycle events).
     pub const EVENTBRIDGE_MILLION_EVENTS: f64 = 1.00;
+    /// SQS standard queues, per million requests (the first billion a month), and the requests
+    /// a usage report's message takes at most: sent, received, deleted (Lambda's poller receives
+    /// and deletes up to 10 at once).
+    pub const SQS_MILLION_REQUESTS: f64 = 0.40;
+    pub const SQS_REQUESTS_PER_MESSAGE: f64 = 3.0;
     /// Secrets Manager, per 10,000 calls (one GetSecretValue per secret and cold start) and per
     /// secret and month.
     pub const SECRETS_10K_CALLS: f64 = 0.05;
@@ -508,10 +548,12 @@ mod prices {
 fn print_costs(results: &Results) {
     use crate::metering::{READ_UNIT_PRICE, WRITE_UNIT_PRICE};
     println!(
-        "\nCost per million (USD, us-east-1 list prices: Lambda arm64 {} per GB-s and {} per million requests; HTTP API {} per million; DynamoDB on-demand {} per million write and {} per million read units; EventBridge {} per million events; Secrets Manager {} per 10,000 calls, {} per secret-month, not included)",
+        "\nCost per million (USD, us-east-1 list prices: Lambda arm64 {} per GB-s and {} per million requests; HTTP API {} per million; SQS {} per million requests, {} a usage message; DynamoDB on-demand {} per million write and {} per million read units; EventBridge {} per million events; Secrets Manager {} per 10,000 calls, {} per secret-month, not included)",
         prices::LAMBDA_GB_SECOND,
         prices::LAMBDA_MILLION_REQUESTS,
         prices::HTTP_API_MILLION_REQUESTS,
+        prices::SQS_MILLION_REQUESTS,
+        prices::SQS_REQUESTS_PER_MESSAGE,
         WRITE_UNIT_PRICE,
         READ_UNIT_PRICE,
         prices::EVENTBRIDGE_MILLION_EVENTS,
@@ -520,19 +562,26 @@ fn print_costs(results: &Results) {
     );
     println!(
         "{:<28} {:>6} {:>8} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8}",
-        "a million of", "MB", "p50 ms", "WRU", "RRU", "Lambda", "HTTP API", "Dynamo", "total"
+        "a million of", "MB", "p50 ms", "WRU", "RRU", "Lambda", "front", "Dynamo", "total"
     );
+    // The front: the HTTP API for the routed flows, SQS for the usage reports.
+    let (http, sqs) =
+        (prices::HTTP_API_MILLION_REQUESTS, prices::SQS_MILLION_REQUESTS * prices::SQS_REQUESTS_PER_MESSAGE);
     for warm in &results.warm {
-        let (what, routed, events) = match warm.function.as_str() {
-            "landing" => ("landing visits", true, 1.0),
-            "activate" => ("activations", true, 1.0),
-            "webhook" => ("webhooks (a seat change)", true, 1.0),
-            "subscriptions" => ("admin reads", true, 0.0),
-            "reconcile" => ("reconciled subscriptions", false, 0.0),
+        let (what, front, events) = match warm.function.as_str() {
+            "landing" => ("landing visits", http, 1.0),
+            "activate" => ("activations", http, 1.0),
+            "webhook" => ("webhooks (a seat change)", http, 1.0),
+            "subscriptions" => ("admin reads", http, 0.0),
+            "reconcile" => ("reconciled subscriptions", 0.0, 0.0),
+            "usage-intake" => ("usage reports (a message each)", sqs, 0.0),
+            "metering" => ("metering runs (an hour sent)", 0.0, 0.0),
+            // Per event: the relay's share, and the event itself (the rows above count it too).
+            "events-relay" => ("lifecycle events relayed", 0.0, 1.0),
             _ => continue,
         };
         // Per invocation, then per million of what it handles.
-        let per = warm.subscriptions_per_round.max(1) as f64;
+        let per = warm.handled_per_round.max(1) as f64;
         let with_round_trips = results
             .after_idle
             .iter()
@@ -541,7 +590,7 @@ fn print_costs(results: &Results) {
         let p50 = with_round_trips.unwrap_or_else(|| median(&warm.function_ms));
         let gb_seconds = f64::from(warm.memory_mb) / 1024.0 * p50.ceil() / 1000.0;
         let lambda = (gb_seconds * 1e6 * prices::LAMBDA_GB_SECOND + prices::LAMBDA_MILLION_REQUESTS) / per;
-        let http = if routed { prices::HTTP_API_MILLION_REQUESTS } else { 0.0 } / per;
+        let front = front / per;
         let units = warm.units_per_round;
         let dynamo = (units.write * WRITE_UNIT_PRICE + units.read * READ_UNIT_PRICE) / per;
         let eventbridge = events * prices::EVENTBRIDGE_MILLION_EVENTS;
@@ -553,13 +602,13 @@ fn print_costs(results: &Results) {
             units.write / per,
             units.read / per,
             lambda,
-            http,
+            front,
             dynamo,
-            lambda + http + dynamo + eventbridge,
+            lambda + front + dynamo + eventbridge,
         );
     }
     println!(
-        "(total includes EventBridge's lifecycle event for each change: landing, activation, webhook; p50 with round trips where the idle part ran at the function's memory, else on loopback; the reconciliation's checkpoint reads and writes are not counted)"
+        "(front: the HTTP API, or SQS for the usage reports; total includes EventBridge's lifecycle event for each change (landing, activation, webhook) and for each event relayed; p50 with round trips where the idle part ran at the function's memory, else on loopback; the reconciliation's checkpoint reads and writes are not counted)"
     );
 }
 

@@ -66,7 +66,7 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
         })
         .collect();
     let stack = LocalStack::start(options).await?;
-    let ids = seed(&stack).await?;
+    let ids = seed(&stack, SUBSCRIPTIONS).await?;
     let client = || HttpMarketplaceClient::new(stack.environment.marketplace()?).map_err(BoxError::from);
     // The store the meter and the emitter use counts the request units DynamoDB bills.
     let capacity = CapacityMeter::default();
@@ -143,9 +143,9 @@ pub async fn run(dynamodb_endpoint: &str, records: usize) -> Result<Metering, Bo
     })
 }
 
-/// 1,000 subscriptions of the metered plan, Subscribed at Microsoft and in our records.
-async fn seed(stack: &LocalStack) -> Result<Vec<SubscriptionId>, BoxError> {
-    let ids: Vec<String> = (0..SUBSCRIPTIONS).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+/// `count` subscriptions of the metered plan, Subscribed at Microsoft and in our records.
+pub async fn seed(stack: &LocalStack, count: usize) -> Result<Vec<SubscriptionId>, BoxError> {
+    let ids: Vec<String> = (0..count).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let microsoft = ids
         .iter()
         .map(|id| json!({ "id": id, "offerId": "contoso-saas", "planId": "basic", "saasSubscriptionStatus": "Subscribed" }))

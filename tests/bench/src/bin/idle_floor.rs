@@ -5,7 +5,8 @@
 //! prints `ready`, then for each [`Plan`] read from standard input (one line of JSON) makes its
 //! calls and prints the milliseconds they took, or `error: ...`.
 //!
-//! Settings: `FLOOR_API_BASE`, `FLOOR_DYNAMODB_ENDPOINT`, `FLOOR_TABLE`, `EXTRA_ROOT_CERTIFICATES`;
+//! Settings: `FLOOR_API_BASE`, `FLOOR_DYNAMODB_ENDPOINT`, `FLOOR_TABLE`, `FLOOR_USAGE_TABLE`,
+//! `EXTRA_ROOT_CERTIFICATES`, `FLOOR_EVENTBRIDGE_ENDPOINT` (the events relay's);
 //! with `FLOOR_SECRET_ARNS` (comma-separated) and `FLOOR_SECRETSMANAGER_ENDPOINT`, it first reads
 //! those secrets, one after the other, as the function does.
 
@@ -49,12 +50,13 @@ async fn main() -> Result<(), BoxError> {
     if !fulfillment::http::trust_extra_roots(roots) {
         return Err("the test authority could not be trusted".into());
     }
+    let settings =
+        fulfillment::aws::AwsSettings::new("us-east-1".into(), "local".into(), "local".into(), None);
+    let aws = fulfillment::aws::AwsClients::new(settings)?;
     // The client secret, read from Secrets Manager as the function reads it at start.
     if let (Ok(arns), Ok(endpoint)) = (setting("FLOOR_SECRET_ARNS"), setting("FLOOR_SECRETSMANAGER_ENDPOINT"))
     {
-        let settings =
-            fulfillment::aws::AwsSettings::new("us-east-1".into(), "local".into(), "local".into(), None);
-        let secrets = fulfillment::aws::AwsClients::new(settings)?.secrets_manager(Some(&endpoint));
+        let secrets = aws.secrets_manager(Some(&endpoint));
         for arn in arns.split(',') {
             let read = secrets.get_secret_value().secret_id(arn).send().await?;
             read.secret_string().ok_or("the secret has no string")?;
@@ -66,6 +68,8 @@ async fn main() -> Result<(), BoxError> {
         bearer: String::new(),
         dynamodb: local_stack::dynamodb_client(&setting("FLOOR_DYNAMODB_ENDPOINT")?),
         table: setting("FLOOR_TABLE")?,
+        usage_table: setting("FLOOR_USAGE_TABLE")?,
+        events: setting("FLOOR_EVENTBRIDGE_ENDPOINT").ok().map(|endpoint| aws.eventbridge(Some(&endpoint))),
     };
     println!("ready");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

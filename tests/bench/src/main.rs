@@ -113,8 +113,13 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-fn number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+/// A count from the environment, or `default` where it is not set; a value that is not a count is
+/// an error, not the default.
+fn number(name: &str, default: usize) -> Result<usize, BoxError> {
+    match std::env::var(name) {
+        Ok(text) => text.trim().parse().map_err(|_| format!("{name}: a whole number, not {text:?}").into()),
+        Err(_) => Ok(default),
+    }
 }
 
 /// Deletes a section's tables, so that DynamoDB Local carries no earlier section's data.
@@ -197,10 +202,13 @@ async fn cold_start(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let starts = number("BENCH_STARTS", 30);
-    let invocations = number("BENCH_INVOCATIONS", 1_000);
+    let starts = number("BENCH_STARTS", 30)?;
+    let invocations = number("BENCH_INVOCATIONS", 1_000)?;
     let sizes: Vec<usize> = match std::env::var("BENCH_RECONCILE") {
-        Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().map_err(|_| format!("BENCH_RECONCILE: whole numbers, not {list:?}")))
+            .collect::<Result<_, _>>()?,
         Err(_) => vec![1_000, 10_000],
     };
     let endpoint =
@@ -235,7 +243,7 @@ async fn main() -> Result<(), BoxError> {
     // BENCH_COLD_MB: the memory size whose CPU share every start and the baseline's run in, the
     // same for all (the template's 128 by default, all functions' but the reconciliation's 256);
     // 0 for a whole CPU, as without a writable cgroup file system.
-    let cold_memory_mb = match number("BENCH_COLD_MB", 128) {
+    let cold_memory_mb = match number("BENCH_COLD_MB", 128)? {
         0 => None,
         mb => match quota::CpuQuota::for_memory_as(u32::try_from(mb)?, "probe") {
             Ok(_) => Some(u32::try_from(mb)?),
@@ -292,14 +300,14 @@ async fn main() -> Result<(), BoxError> {
     }
     // Each size several times, interleaved: one run is at the mercy of DynamoDB Local's JVM.
     let mut reconcile = Vec::new();
-    for _ in 0..if part("reconcile") { number("BENCH_RECONCILE_RUNS", 3) } else { 0 } {
+    for _ in 0..if part("reconcile") { number("BENCH_RECONCILE_RUNS", 3)? } else { 0 } {
         for &total in &sizes {
             reconcile.push(scale::run(&api, &endpoint, total).await?);
         }
     }
 
     // BENCH_METERING=0 leaves it out.
-    let metering = match number("BENCH_METERING", 100_000) {
+    let metering = match number("BENCH_METERING", 100_000)? {
         0 => None,
         _ if !part("metering") => None,
         records => Some(metering::run(&endpoint, records).await?),
@@ -322,8 +330,8 @@ async fn main() -> Result<(), BoxError> {
                 secrets_endpoint.as_deref(),
                 flow,
                 memory,
-                number("BENCH_IDLE_STARTS", 10),
-                number("BENCH_IDLE_WARM", 10),
+                number("BENCH_IDLE_STARTS", 10)?,
+                number("BENCH_IDLE_WARM", 10)?,
             )
             .await
             {

@@ -301,49 +301,55 @@ pub async fn run(
     warm: usize,
 ) -> Result<AfterIdle, BoxError> {
     let stack = LocalStack::start(flow.options(dynamodb_endpoint)?).await?;
-    let tls = behind_tls(&stack, flow, dynamodb_endpoint, secrets_endpoint).await?;
-    let bench = Bench::new(flow, &stack, dynamodb_endpoint).await?;
-    let shared = bench.set_up().await?;
-    let mut figures = AfterIdle {
-        function: flow.function().into(),
-        memory_mb,
-        cpu_share: CpuQuota::share(memory_mb),
-        ..AfterIdle::default()
-    };
-    let mut round = 0;
-    let secret = stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
-    let fresh = fresh(flow, &tls.environment, secret)?;
-    for _ in 0..starts {
-        // Groups of their own per start: each begins with its whole quota, as a new environment
-        // does, not with what the previous start left of the period.
-        let quota = CpuQuota::for_memory_as(memory_mb, flow.function())?;
-        let floor_quota = CpuQuota::for_memory_as(memory_mb, "floor")?;
-        let function = Bootstrap::start_in(api, flow.function(), &tls.environment, Some(&quota)).await?;
-        figures.init_ms.push(ms(function.polled - function.started));
-        figures.warm_up_ms.extend(function.warm_up_ms()?);
-        let mut floor = FloorProcess::start(&floor_quota, &tls, &stack.tables).await?;
-        figures.floor_init_ms.push(floor.init_ms);
-        for delivery in 0..=warm {
-            round += 1;
-            let prepared = bench.prepare(round, &shared).await?;
-            let handed = Instant::now();
-            let answer = function.invoke(api, &prepared.event).await?;
-            let took = ms(answer.at - handed);
-            bench.check(&prepared, &answer.body)?;
-            let calls = bench.floor_calls(&prepared, delivery == 0).await?;
-            let plan = Plan { fresh: fresh.clone().filter(|_| delivery == 0), calls };
-            let floor_took = floor.run(&plan).await?;
-            if delivery == 0 {
-                figures.first_ms.push(took);
-                figures.floor_first_ms.push(floor_took);
-            } else {
-                figures.warm_ms.push(took);
-                figures.floor_warm_ms.push(floor_took);
+    // The tables go whether the flow was measured or not: the next flow starts on a clean store.
+    let stack = &stack;
+    let measured = async {
+        let tls = behind_tls(stack, flow, dynamodb_endpoint, secrets_endpoint).await?;
+        let bench = Bench::new(flow, stack, dynamodb_endpoint).await?;
+        let shared = bench.set_up().await?;
+        let mut figures = AfterIdle {
+            function: flow.function().into(),
+            memory_mb,
+            cpu_share: CpuQuota::share(memory_mb),
+            ..AfterIdle::default()
+        };
+        let mut round = 0;
+        let secret = stack.environment.get("ENTRA_CLIENT_SECRET").ok_or("ENTRA_CLIENT_SECRET is not set")?;
+        let fresh = fresh(flow, &tls.environment, secret)?;
+        for _ in 0..starts {
+            // Groups of their own per start: each begins with its whole quota, as a new environment
+            // does, not with what the previous start left of the period.
+            let quota = CpuQuota::for_memory_as(memory_mb, flow.function())?;
+            let floor_quota = CpuQuota::for_memory_as(memory_mb, "floor")?;
+            let function = Bootstrap::start_in(api, flow.function(), &tls.environment, Some(&quota)).await?;
+            figures.init_ms.push(ms(function.polled - function.started));
+            figures.warm_up_ms.extend(function.warm_up_ms()?);
+            let mut floor = FloorProcess::start(&floor_quota, &tls, &stack.tables).await?;
+            figures.floor_init_ms.push(floor.init_ms);
+            for delivery in 0..=warm {
+                round += 1;
+                let prepared = bench.prepare(round, &shared).await?;
+                let handed = Instant::now();
+                let answer = function.invoke(api, &prepared.event).await?;
+                let took = ms(answer.at - handed);
+                bench.check(&prepared, &answer.body)?;
+                let calls = bench.floor_calls(&prepared, delivery == 0).await?;
+                let plan = Plan { fresh: fresh.clone().filter(|_| delivery == 0), calls };
+                let floor_took = floor.run(&plan).await?;
+                if delivery == 0 {
+                    figures.first_ms.push(took);
+                    figures.floor_first_ms.push(floor_took);
+                } else {
+                    figures.warm_ms.push(took);
+                    figures.floor_warm_ms.push(floor_took);
+                }
             }
+            floor.stop().await;
+            function.stop().await;
         }
-        floor.stop().await;
-        function.stop().await;
+        Ok::<_, BoxError>(figures)
     }
-    crate::drop_table(&stack, dynamodb_endpoint).await?;
-    Ok(figures)
+    .await;
+    crate::drop_table(stack, dynamodb_endpoint).await?;
+    measured
 }

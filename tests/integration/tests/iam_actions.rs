@@ -169,23 +169,11 @@ async fn the_usage_intake_role_grants_every_call_of_a_batch() {
 /// An IAM-signed request to the admin API, as API Gateway hands it over.
 fn admin_request(method: &str, uri: &str, body: Option<serde_json::Value>) -> lambda_http::Request {
     use lambda_http::RequestExt;
-    use lambda_http::aws_lambda_events::apigw::{
-        ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
-        ApiGatewayV2httpRequestContext,
-    };
     let body = body.map_or(lambda_http::Body::Empty, |b| lambda_http::Body::Text(b.to_string()));
     let request: lambda_http::Request =
         lambda_http::http::Request::builder().method(method).uri(uri).body(body).expect("a request");
     let path = request.uri().path().to_owned();
-    let mut request = request.with_raw_http_path(path);
-    let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
-    iam.user_arn = Some("arn:aws:iam::123456789012:user/product".into());
-    let mut authorizer = ApiGatewayRequestAuthorizer::default();
-    authorizer.iam = Some(iam);
-    let mut context = ApiGatewayV2httpRequestContext::default();
-    context.authorizer = Some(authorizer);
-    request.extensions_mut().insert(lambda_http::request::RequestContext::ApiGatewayV2(context));
-    request
+    local_stack::as_iam_caller(request.with_raw_http_path(path))
 }
 
 /// The admin API: every route, on a metered subscription (its reads, the tenant index, the

@@ -351,8 +351,9 @@ async fn admin_activate(
     from_lambda(functions.activate.handle(request).await)
 }
 
-/// The request context API Gateway gives a request it admitted with IAM authorization.
-fn as_iam_caller(mut request: lambda_http::Request) -> lambda_http::Request {
+/// The request context API Gateway gives a request it admitted with IAM authorization (a local
+/// caller's), as the admin routes need it.
+pub fn as_iam_caller(mut request: lambda_http::Request) -> lambda_http::Request {
     use lambda_http::aws_lambda_events::apigw::{
         ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
         ApiGatewayV2httpRequestContext,

@@ -54,25 +54,8 @@ impl<B: EventBus> Relay<B> {
 
     /// Relays the batch; what is not published by `deadline` is handed back (`retry_from`).
     pub async fn handle(&self, batch: &StreamBatch, deadline: Instant) -> Relayed {
-        let mut relayed = Relayed::default();
-        // The events of the batch, up to the first record that cannot be read.
-        let mut events: Vec<(String, SubscriptionEvent)> = Vec::new();
-        let mut unreadable = None;
-        for record in &batch.records {
-            let sequence = &record.dynamodb.sequence_number;
-            match record.item() {
-                Ok(StreamItem::History(entry)) => match SubscriptionEvent::from_history(&entry) {
-                    Some(event) => events.push((sequence.clone(), event)),
-                    None => relayed.skipped += 1,
-                },
-                Ok(StreamItem::Other) => relayed.skipped += 1,
-                Err(error) => {
-                    tracing::error!(%error, "a stream record cannot be read; the batch is retried from it");
-                    unreadable = Some(sequence.clone());
-                    break;
-                }
-            }
-        }
+        let BatchEvents { events, skipped, unreadable } = events_of(batch);
+        let mut relayed = Relayed { skipped, ..Relayed::default() };
         let mut pending: &[(String, SubscriptionEvent)] = &events;
         while !pending.is_empty() {
             let group = &pending[..group_size(pending)];
@@ -137,6 +120,38 @@ impl<B: EventBus> Relay<B> {
         }
         Err(waiting[0])
     }
+}
+
+/// A batch's lifecycle events, in stream order, each with its record's sequence number.
+#[derive(Debug, Default)]
+pub struct BatchEvents {
+    /// The events, up to the first record that cannot be read.
+    pub events: Vec<(String, SubscriptionEvent)>,
+    /// Records that are not events (other items, history entries that changed nothing).
+    pub skipped: usize,
+    /// The sequence number of the first record that cannot be read, if any.
+    pub unreadable: Option<String>,
+}
+
+/// The lifecycle events `batch`'s records make, up to the first record that cannot be read.
+pub fn events_of(batch: &StreamBatch) -> BatchEvents {
+    let mut found = BatchEvents::default();
+    for record in &batch.records {
+        let sequence = &record.dynamodb.sequence_number;
+        match record.item() {
+            Ok(StreamItem::History(entry)) => match SubscriptionEvent::from_history(&entry) {
+                Some(event) => found.events.push((sequence.clone(), event)),
+                None => found.skipped += 1,
+            },
+            Ok(StreamItem::Other) => found.skipped += 1,
+            Err(error) => {
+                tracing::error!(%error, "a stream record cannot be read; the batch is retried from it");
+                found.unreadable = Some(sequence.clone());
+                break;
+            }
+        }
+    }
+    found
 }
 
 /// How many of the next events go in one request: up to [`MAX_BATCH`], and at most one per

@@ -23,7 +23,9 @@ use super::{
 use crate::domain::{OperationId, SubscriptionId};
 
 mod usage;
-pub use usage::{SETTLED_HOUR_RETENTION, USAGE_KEY_RETENTION};
+pub use usage::{
+    ADD_TO_HOUR, ADD_TO_HOUR_CONDITION, CLOSE_HOUR, SETTLED_HOUR_RETENTION, USAGE_KEY_RETENTION,
+};
 
 /// The tables' keys and indexes; `template.yaml` declares the same (a test checks they agree).
 /// Both tables are keyed by `pk` and `sk`; the usage table holds the `USAGE…` items only.

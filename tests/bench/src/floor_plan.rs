@@ -108,6 +108,14 @@ pub struct Write {
     pub values: Value,
 }
 
+/// A [`Write`]'s parts, as the SDK takes them ([`Floor::write_parts`]).
+struct WriteParts {
+    table: String,
+    item: Item,
+    names: Option<HashMap<String, String>>,
+    values: Option<Item>,
+}
+
 /// An EventBridge entry: bus, source, detail type, detail.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BusEntry {
@@ -359,31 +367,35 @@ impl Floor {
         Ok(found)
     }
 
-    /// The parts of a [`Write`]: its table, item (or key), and values.
-    fn write_parts(
-        &self,
-        write: &Write,
-    ) -> Result<(String, Item, HashMap<String, AttributeValue>), BoxError> {
+    /// A [`Write`] as the SDK takes it: its table, its item (a put) or key (an update), and its
+    /// names and values (`None` where there are none).
+    fn write_parts(&self, write: &Write) -> Result<WriteParts, BoxError> {
+        let mut item = item_from_json(&write.item)?;
+        if write.update.is_some() {
+            item.retain(|name, _| name == "pk" || name == "sk");
+        }
         let values = match &write.values {
-            Value::Null => HashMap::new(),
-            values => item_from_json(values)?,
+            Value::Null => None,
+            values => Some(item_from_json(values)?),
         };
-        Ok((self.table_name(write.table).to_owned(), item_from_json(&write.item)?, values))
+        let names: HashMap<String, String> = write.names.iter().cloned().collect();
+        Ok(WriteParts {
+            table: self.table_name(write.table).to_owned(),
+            item,
+            names: (!names.is_empty()).then_some(names),
+            values: values.filter(|v| !v.is_empty()),
+        })
     }
 
     /// [`Call::Write`]: a PutItem, or an UpdateItem of the item's key.
     pub async fn write(&self, write: &Write) -> Result<(), BoxError> {
-        let (table, item, values) = self.write_parts(write)?;
-        let names = write.names.iter().cloned().collect::<HashMap<_, _>>();
-        let names = (!names.is_empty()).then_some(names);
-        let values = (!values.is_empty()).then_some(values);
+        let WriteParts { table, item, names, values } = self.write_parts(write)?;
         match &write.update {
             Some(update) => {
-                let key = item.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect();
                 self.dynamodb
                     .update_item()
                     .table_name(table)
-                    .set_key(Some(key))
+                    .set_key(Some(item))
                     .update_expression(update)
                     .condition_expression(&write.condition)
                     .set_expression_attribute_names(names)
@@ -411,16 +423,12 @@ impl Floor {
     pub async fn transact(&self, writes: &[Write]) -> Result<(), BoxError> {
         let mut items = Vec::with_capacity(writes.len());
         for write in writes {
-            let (table, item, values) = self.write_parts(write)?;
-            let names = write.names.iter().cloned().collect::<HashMap<_, _>>();
-            let names = (!names.is_empty()).then_some(names);
-            let values = (!values.is_empty()).then_some(values);
+            let WriteParts { table, item, names, values } = self.write_parts(write)?;
             let written = match &write.update {
                 Some(update) => {
-                    let key = item.into_iter().filter(|(name, _)| name == "pk" || name == "sk").collect();
                     let update = Update::builder()
                         .table_name(table)
-                        .set_key(Some(key))
+                        .set_key(Some(item))
                         .update_expression(update)
                         .condition_expression(&write.condition)
                         .set_expression_attribute_names(names)

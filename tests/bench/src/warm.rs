@@ -17,9 +17,8 @@ use crate::floor::{Floor, Item, STATE, copied, written};
 use crate::floor_plan::{BusEntry, Call, Table, Write, item_json};
 use crate::runtime_api::RuntimeApi;
 use fulfillment::domain::{PlanId, SubscriptionId, UsageEvent};
-use fulfillment::events::SubscriptionEvent;
-use fulfillment::events::stream::{StreamBatch, StreamItem};
-use fulfillment::store::dynamodb::layout;
+use fulfillment::events::stream::StreamBatch;
+use fulfillment::store::dynamodb::{ADD_TO_HOUR, ADD_TO_HOUR_CONDITION, CLOSE_HOUR, layout};
 use fulfillment::store::usage::{UsageReport, UsageStore, hour_of};
 
 /// The subscription the event files name; each round puts its own in its place.
@@ -186,14 +185,7 @@ fn usage_put(
 /// the relay's groups (one event per subscription at most), each group one PutEvents on `bus`.
 fn relay_groups(event: &[u8], bus: &str) -> Result<Vec<Vec<BusEntry>>, BoxError> {
     let batch: StreamBatch = serde_json::from_slice(event)?;
-    let mut events = Vec::new();
-    for record in &batch.records {
-        if let Ok(StreamItem::History(entry)) = record.item()
-            && let Some(event) = SubscriptionEvent::from_history(&entry)
-        {
-            events.push((record.dynamodb.sequence_number.clone(), event));
-        }
-    }
+    let events = fulfillment::events::relay::events_of(&batch).events;
     let mut groups = Vec::new();
     let mut pending = &events[..];
     while !pending.is_empty() {
@@ -244,18 +236,17 @@ fn usage_added(key_item: &Item, hour_item: &Item, floor_pk: &str) -> Result<Writ
     Ok(Write {
         table: Table::Usage,
         item: key,
-        update: Some(
-            "SET subscriptionId = if_not_exists(subscriptionId, :id), #dimension = if_not_exists(#dimension, :dimension), \
-             #hour = if_not_exists(#hour, :hour), planId = if_not_exists(planId, :plan), \
-             #state = if_not_exists(#state, :open), #unsettled = if_not_exists(#unsettled, :unsettled), \
-             updatedAt = :now ADD quantity :quantity, reports :one"
-                .into(),
-        ),
-        condition: "attribute_not_exists(pk) OR #state = :open".into(),
-        names: [("#dimension", "dimension"), ("#hour", "hour"), ("#state", "state"), ("#unsettled", layout::UNSETTLED_KEY)]
-            .into_iter()
-            .map(|(name, attribute)| (name.to_owned(), attribute.to_owned()))
-            .collect(),
+        update: Some(ADD_TO_HOUR.into()),
+        condition: ADD_TO_HOUR_CONDITION.into(),
+        names: [
+            ("#dimension", "dimension"),
+            ("#hour", "hour"),
+            ("#state", "state"),
+            ("#unsettled", layout::UNSETTLED_KEY),
+        ]
+        .into_iter()
+        .map(|(name, attribute)| (name.to_owned(), attribute.to_owned()))
+        .collect(),
         values: item_json(&values),
     })
 }
@@ -687,10 +678,7 @@ impl<'a> Bench<'a> {
                 calls.push(Call::Write(Write {
                     table: Table::Usage,
                     item: json!({ "pk": { "S": floors }, "sk": { "S": round.usage_sk } }),
-                    update: Some(
-                        "SET #state = :sending, sentQuantity = quantity, attempts = :zero, updatedAt = :now"
-                            .into(),
-                    ),
+                    update: Some(CLOSE_HOUR.into()),
                     condition: "#state = :open".into(),
                     names: vec![("#state".to_owned(), "state".to_owned())],
                     values: json!({

@@ -21,6 +21,17 @@ pub const USAGE_KEY_RETENTION: chrono::Duration = chrono::Duration::days(3);
 /// so can a question about an invoice. Hours not settled never expire.
 pub const SETTLED_HOUR_RETENTION: chrono::Duration = chrono::Duration::days(400);
 
+/// A report added to its hour: the hour's fields set where it is new, the quantity and the count
+/// of reports added; on [`ADD_TO_HOUR_CONDITION`] (the benchmark's floor makes the same update).
+pub const ADD_TO_HOUR: &str = "SET subscriptionId = if_not_exists(subscriptionId, :id), #dimension = if_not_exists(#dimension, :dimension), \
+     #hour = if_not_exists(#hour, :hour), planId = if_not_exists(planId, :plan), \
+     #state = if_not_exists(#state, :open), #unsettled = if_not_exists(#unsettled, :unsettled), \
+     updatedAt = :now ADD quantity :quantity, reports :one";
+pub const ADD_TO_HOUR_CONDITION: &str = "attribute_not_exists(pk) OR #state = :open";
+/// An open hour closed at its total for sending, on `#state = :open`.
+pub const CLOSE_HOUR: &str =
+    "SET #state = :sending, sentQuantity = quantity, attempts = :zero, updatedAt = :now";
+
 /// A cancelled transaction's reasons that mean "too many requests just now".
 const THROTTLED: [&str; 3] = ["ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"];
 
@@ -103,13 +114,8 @@ impl UsageStore for DynamoDbStore {
         let add = Update::builder()
             .table_name(&self.usage_table)
             .set_key(Some(key(&partition, &layout::usage(hour, &report.dimension))))
-            .update_expression(
-                "SET subscriptionId = if_not_exists(subscriptionId, :id), #dimension = if_not_exists(#dimension, :dimension), \
-                 #hour = if_not_exists(#hour, :hour), planId = if_not_exists(planId, :plan), \
-                 #state = if_not_exists(#state, :open), #unsettled = if_not_exists(#unsettled, :unsettled), \
-                 updatedAt = :now ADD quantity :quantity, reports :one",
-            )
-            .condition_expression("attribute_not_exists(pk) OR #state = :open")
+            .update_expression(ADD_TO_HOUR)
+            .condition_expression(ADD_TO_HOUR_CONDITION)
             .expression_attribute_names("#dimension", "dimension")
             .expression_attribute_names("#hour", "hour")
             .expression_attribute_names("#state", "state")
@@ -203,9 +209,7 @@ impl UsageStore for DynamoDbStore {
             .update_item()
             .table_name(&self.usage_table)
             .set_key(Some(key(&partition, &layout::usage(key_of.hour, &key_of.dimension))))
-            .update_expression(
-                "SET #state = :sending, sentQuantity = quantity, attempts = :zero, updatedAt = :now",
-            )
+            .update_expression(CLOSE_HOUR)
             .condition_expression("#state = :open")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":sending", string("sending"))
